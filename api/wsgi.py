@@ -1,0 +1,52 @@
+"""The production server: gunicorn, with the app (dlib's models, the active model) loaded
+once in the master before it forks, so every worker shares those pages of memory."""
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+log = logging.getLogger(__name__)
+
+
+def after_fork(server, worker) -> None:
+    """Give each worker its own database connections: a SQLite handle must not cross a fork."""
+    try:
+        from flask_monitoringdashboard.database import engine
+    except ImportError:
+        return
+    engine.dispose(close=False)
+
+
+class Server(BaseApplication):
+    """gunicorn configured from our config dict instead of its command line."""
+
+    def __init__(self, config: dict):
+        self.service_config = config
+        super().__init__()
+
+    def load_config(self):
+        server = self.service_config["server"]
+        settings = {
+            "bind": f"{server['host']}:{server['port']}",
+            "workers": int(server["workers"]),
+            "threads": int(server["threads"]),
+            "worker_class": "gthread",
+            "timeout": int(server["timeout"]),
+            "preload_app": True,
+            "post_fork": after_fork,
+            "accesslog": "-",
+            "errorlog": "-",
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from api import create_app
+
+        return create_app(self.service_config)
+
+
+def serve(config: dict) -> None:
+    """Serve until stopped."""
+    Server(config).run()

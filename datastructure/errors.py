@@ -1,0 +1,75 @@
+"""One small hierarchy of typed errors, each knowing its envelope code and HTTP status.
+
+The engine raises them; ``api`` turns every one into the JSON envelope and the CLI prints
+the same envelope, so no layer invents its own error values.
+"""
+
+
+class PyRecognizerError(Exception):
+    """Base class: ``code`` goes into the envelope, ``status`` is the HTTP status."""
+
+    code = "INTERNAL_ERROR"
+    status = 500
+
+    def __init__(self, description: str, data=None):
+        super().__init__(description)
+        self.description = description
+        self.data = data
+
+
+class MissingFile(PyRecognizerError):
+    code, status = "MISSING_FILE", 400
+
+
+class FileNotValid(PyRecognizerError):
+    """An upload that is not a usable image (wrong format, truncated, renamed HTML...)."""
+
+    code, status = "FILE_NOT_VALID", 400
+
+
+class ImageTooLarge(PyRecognizerError):
+    """An image whose pixel count is over the configured cap (decompression bomb)."""
+
+    code, status = "IMAGE_TOO_LARGE", 413
+
+
+class ArchiveNotValid(PyRecognizerError):
+    """A zip that is broken, hostile (traversal, nesting, encryption) or not a zip at all."""
+
+    code, status = "ARCHIVE_NOT_VALID", 400
+
+
+class ArchiveTooLarge(PyRecognizerError):
+    """A zip over the size, entry-count or compression-ratio caps (zip bomb)."""
+
+    code, status = "ARCHIVE_TOO_LARGE", 413
+
+
+class DatasetNotValid(PyRecognizerError):
+    """A readable archive whose layout or photos cannot make a model; ``data`` lists why."""
+
+    code, status = "DATASET_NOT_VALID", 422
+
+
+class ClassifierNotLoaded(PyRecognizerError):
+    code, status = "CLASSIFIER_NOT_LOADED", 503
+
+
+class TrainingInProgress(PyRecognizerError):
+    code, status = "TRAINING_IN_PROGRESS", 409
+
+
+class NotFound(PyRecognizerError):
+    code, status = "NOT_FOUND", 404
+
+
+class ModelNotValid(PyRecognizerError):
+    """A model folder that is incomplete or fails its checksum manifest."""
+
+    code, status = "MODEL_NOT_VALID", 409
+
+
+class FaceLibraryMissing(PyRecognizerError):
+    """face_recognition or its model weights could not be imported."""
+
+    code, status = "FACE_LIBRARY_MISSING", 500

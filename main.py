@@ -1,0 +1,145 @@
+"""PyRecognizer's command line: serve, train, tune, predict, models.
+
+    python main.py serve [--host H] [--port P] [--dev]     (the default command)
+    python main.py train PATH [--tune]                      PATH: a zip or a folder of person folders
+    python main.py tune PATH
+    python main.py predict IMAGE...                         one JSON envelope per image, per line
+    python main.py models
+
+Every command prints JSON envelopes on stdout (the same as the REST API) and logs to stderr
+and log/pyrecognizer.log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from conf.config import load_config
+from datastructure.errors import PyRecognizerError
+from datastructure.response import envelope, error_envelope
+
+
+def print_envelope(answer: dict) -> None:
+    print(json.dumps(answer, ensure_ascii=False), flush=True)
+
+
+def command_serve(args, config: dict) -> int:
+    if args.dev:
+        from api import create_app
+
+        create_app(config).run(host=config["server"]["host"], port=config["server"]["port"], threaded=True)
+        return 0
+    from api.wsgi import serve
+
+    serve(config)
+    return 0
+
+
+def command_train(args, config: dict) -> int:
+    from tqdm import tqdm
+
+    from utils.service import build_service
+
+    engine = build_service(config, console_log=False)
+    bar = tqdm(total=0, unit="photo", file=sys.stderr, disable=None)
+
+    def progress(done: int, total: int, step: str) -> None:
+        bar.total = total
+        bar.set_description(step)
+        bar.n = done
+        bar.refresh()
+
+    source = Path(args.path)
+    job = engine.jobs.run_here("tune" if args.tune else "train",
+                               lambda job_progress: engine.train(source, tune=args.tune, progress=lambda *a: (
+                                   progress(*a), job_progress(*a))))
+    bar.close()
+    if job["state"] == "done":
+        result = job["result"]
+        print_envelope(envelope(result, description=f"model {result['model']} is active"))
+        return 0
+    error = job["error"]
+    print_envelope(envelope(error["data"], description=error["description"], error=error["code"], status="KO"))
+    return 1
+
+
+def command_predict(args, config: dict) -> int:
+    from utils.service import build_service
+
+    engine = build_service(config, console_log=False)
+    failed = False
+    for name in args.images:
+        try:
+            answer = engine.predict(Path(name).read_bytes())
+        except OSError as exc:
+            answer, failed = envelope(None, description=f"{name}: {exc.strerror}", error="MISSING_FILE", status="KO"), True
+        except PyRecognizerError as exc:
+            answer, failed = error_envelope(exc), True
+        answer["response"]["file"] = name
+        print_envelope(answer)
+    return 1 if failed else 0
+
+
+def command_models(args, config: dict) -> int:
+    from datastructure.model_store import ModelStore
+    from conf.config import Paths
+
+    store = ModelStore(Paths(config["data_dir"]).models)
+    print_envelope(envelope(store.listing(), description="models, newest first", active=store.active_id()))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="main.py", description="PyRecognizer: face recognition service and CLI")
+    root.add_argument("--config", help="a JSON configuration file (default: conf/conf.json; $PYRECOGNIZER_CONFIG)")
+    root.add_argument("--data-dir", help="where models, uploads and logs live ($PYRECOGNIZER_DATA_DIR)")
+    commands = root.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the web service (default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes (default from the config)")
+    serve.add_argument("--dev", action="store_true", help="Flask's development server, for debugging only")
+    train = commands.add_parser("train", help="train a model from a zip or a folder of person folders")
+    train.add_argument("path")
+    train.add_argument("--tune", action="store_true", help="search the KNN parameters (slower)")
+    tune = commands.add_parser("tune", help="the same as train --tune")
+    tune.add_argument("path")
+    tune.set_defaults(tune=True)
+    predict = commands.add_parser("predict", help="recognise the faces in photos")
+    predict.add_argument("images", nargs="+")
+    commands.add_parser("models", help="list the models")
+    return root
+
+
+def overrides(args) -> dict:
+    """Return the configuration the command line sets."""
+    result: dict = {}
+    if args.data_dir:
+        result["data_dir"] = args.data_dir
+    server = {key: getattr(args, key, None) for key in ("host", "port", "workers")}
+    server = {key: value for key, value in server.items() if value is not None}
+    if server:
+        result["server"] = server
+    return result
+
+
+COMMANDS = {"serve": command_serve, "train": command_train, "tune": command_train,
+            "predict": command_predict, "models": command_models}
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command is None:
+        args = parser().parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        config = load_config(args.config, overrides(args))
+        return COMMANDS[args.command](args, config)
+    except PyRecognizerError as exc:
+        print_envelope(error_envelope(exc))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

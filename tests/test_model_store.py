@@ -1,0 +1,96 @@
+"""Model folders: atomic save, loading without pickle, verification, the active pointer."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from datastructure.classifier import FaceClassifier
+from datastructure.errors import ModelNotValid, NotFound
+from datastructure.model_store import MODEL_ID, ModelStore
+
+
+def saved_model(store: ModelStore, people: int = 3, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(people * 4, 128)) * 0.05
+    y = np.repeat([f"p{i}" for i in range(people)], 4)
+    files = [f"p{i}/{j}.jpg" for i in range(people) for j in range(4)]
+    classifier = FaceClassifier().fit(X, y)
+    return store.save(classifier, X, y, files, {"people": {f"p{i}": 4 for i in range(people)}, "photos": len(y)})
+
+
+def test_save_writes_the_three_files_and_a_manifest(tmp_path):
+    store = ModelStore(tmp_path / "model")
+    model_id = saved_model(store)
+    assert MODEL_ID.match(model_id)
+    folder = tmp_path / "model" / model_id
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.clf", "model.dat", "model.json"]
+    assert json.loads((folder / "model.json").read_text())["id"] == model_id
+    assert not list((tmp_path / "model").glob(".staging-*"))
+
+
+def test_two_models_in_one_second_get_distinct_ids(tmp_path):
+    store = ModelStore(tmp_path)
+    assert saved_model(store) != saved_model(store)
+    assert len(store.ids()) == 2
+
+
+def test_loaded_model_decides_like_the_saved_one(tmp_path):
+    store = ModelStore(tmp_path)
+    model_id = saved_model(store)
+    loaded = store.load(model_id)
+    probe = loaded.classifier.encodings_[:3]
+    assert [d.name for d in loaded.classifier.decisions(probe)] == list(loaded.classifier.labels_[:3])
+
+
+def test_newest_model_is_active_until_another_is_activated(tmp_path):
+    store = ModelStore(tmp_path)
+    first, second = saved_model(store), saved_model(store, seed=1)
+    assert store.active_id() == second
+    store.activate(first)
+    assert store.active_id() == first
+    assert [m["id"] for m in store.listing() if m["active"]] == [first]
+
+
+def test_tampered_model_is_refused_and_the_previous_stays(tmp_path):
+    store = ModelStore(tmp_path)
+    good = saved_model(store)
+    bad = saved_model(store, seed=1)
+    with open(tmp_path / bad / "model.clf", "a") as handle:
+        handle.write(" ")
+    with pytest.raises(ModelNotValid, match="manifest"):
+        store.load(bad)
+    assert store.load_active().id == good
+
+
+def test_a_pickle_in_model_dat_is_never_loaded(tmp_path):
+    store = ModelStore(tmp_path)
+    model_id = saved_model(store)
+    folder = tmp_path / model_id
+    (folder / "model.dat").write_bytes(pickle.dumps({"encodings": np.zeros((1, 128))}))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    from datastructure.model_store import sha256_of
+
+    manifest["model.dat"] = sha256_of(folder / "model.dat")  # even with a matching manifest
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelNotValid):
+        store.load(model_id)
+
+
+def test_leftover_staging_folders_are_cleaned_and_never_listed(tmp_path):
+    store = ModelStore(tmp_path)
+    (tmp_path / ".staging-20200101_000000-1").mkdir()
+    (tmp_path / "20200101_000000").mkdir()  # half a model: no manifest
+    assert store.ids() == [] and store.active_id() is None
+    assert store.clean_staging() == [".staging-20200101_000000-1"]
+
+
+def test_the_active_model_cannot_be_deleted_others_can(tmp_path):
+    store = ModelStore(tmp_path)
+    first, second = saved_model(store), saved_model(store, seed=1)
+    with pytest.raises(ModelNotValid):
+        store.delete(second)
+    store.delete(first)
+    assert store.ids() == [second]
+    with pytest.raises(NotFound):
+        store.load("../../etc")

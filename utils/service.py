@@ -1,0 +1,78 @@
+"""The engine one process serves with, built once from the configuration.
+
+``create_app`` and the CLI both start here, so the web service and ``main.py`` train and
+predict with the same folders, models and settings.
+"""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from dataclasses import dataclass
+from pathlib import Path
+
+from conf.config import Paths
+from datastructure.errors import PyRecognizerError
+from datastructure.model_store import ModelStore
+from utils.faces import Options, face_library
+from utils.images import configure_pillow
+from utils.jobs import JobRunner
+from utils.recognition import ActiveModel, prediction
+from utils.training import train_model
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(log_file: Path, level: str, *, console: bool = True) -> None:
+    """Log to ``log/pyrecognizer.log`` (rotated) and stderr, once per process and file."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if any(getattr(handler, "baseFilename", None) == str(log_file) for handler in root.handlers):
+        return
+    formatter = logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.handlers.RotatingFileHandler(log_file, maxBytes=10 << 20, backupCount=5)]
+    if console and not any(type(handler) is logging.StreamHandler for handler in root.handlers):
+        handlers.append(logging.StreamHandler())
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+
+
+@dataclass
+class Service:
+    """Folders, models, jobs and face settings of one running service."""
+
+    config: dict
+    paths: Paths
+    store: ModelStore
+    active: ActiveModel
+    jobs: JobRunner
+    predict_options: Options
+
+    def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
+        """Return the prediction envelope for one photo."""
+        return prediction(data, self.active, self.predict_options, self.paths.uploads if save_annotated else None)
+
+    def train(self, source, *, tune: bool = False, progress=lambda *_: None, source_name: str | None = None) -> dict:
+        """Train or tune on a zip or folder, save the model and make it active."""
+        return train_model(source, self.config, self.store, tune=tune, cache_folder=self.paths.cache,
+                           progress=progress, source_name=source_name)
+
+
+def build_service(config: dict, *, console_log: bool = True) -> Service:
+    """Create the data folders, start logging, load dlib's models and the active model."""
+    paths = Paths(config["data_dir"]).create()
+    configure_logging(paths.log_file, config["logging"]["level"], console=console_log)
+    face_library()  # load dlib's models now, before a server forks its workers
+    configure_pillow(int(config["limits"]["max_image_pixels"]))
+    store = ModelStore(paths.models)
+    for name in store.clean_staging():
+        log.warning("removed %s, left by an interrupted training", name)
+    engine = Service(config=config, paths=paths, store=store, active=ActiveModel(store),
+                     jobs=JobRunner(paths.jobs),
+                     predict_options=Options.from_config(config["faces"], config["limits"], training=False))
+    if store.active_id():
+        try:
+            log.info("serving model %s", engine.active.current().id)
+        except PyRecognizerError as exc:
+            log.error("no model could be loaded: %s", exc.description)
+    return engine
