@@ -1,0 +1,296 @@
+"""Flask-MonitoringDashboard (FMD) 5.1.0 at /dashboard, set up for a self-hosted service.
+
+FMD is a process-wide singleton: one ``config``, one blueprint, and a SQLAlchemy engine that
+``flask_monitoringdashboard.database`` creates *when it is first imported*, from
+``config.database_name`` (the column defaults, such as an endpoint's monitor level, are read
+from ``config`` at that moment too). So this module imports only the top-level package, which
+touches no database, and imports FMD's submodules inside ``init_dashboard`` once the
+configuration is in place.
+
+What ``init_dashboard`` changes from FMD's defaults, each checked against FMD 5.1.0's source:
+
+* credentials: the configured user, never FMD's admin/admin, also in an existing database;
+* telemetry: off, and unable to reach the network even if someone opts in from the UI;
+* CSRF: the dashboard blueprint is exempt from the app's CSRFProtect, guarded by SameSite;
+* outliers: Authorization and Cookie values are redacted before FMD stores request headers;
+* SQLite: WAL journal and a busy timeout, so gunicorn workers can share the file.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+import re
+import secrets
+from typing import NamedTuple
+
+import flask
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+
+# Safe to import before configuring: the package's __init__ builds ``config`` and the
+# blueprint but imports nothing that opens the database.
+import flask_monitoringdashboard as fmd
+
+BRAND = "PyRecognizer"
+# bind() signs sessions with this public key when the app has none; a dashboard session
+# signed with it could be forged by anyone who has read FMD's source.
+FMD_FALLBACK_SECRET_KEY = "my-secret-key"
+REDACTED = "[redacted]"
+SENSITIVE_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
+SQLITE_BUSY_TIMEOUT_MS = 5000
+MONITOR_LEVELS = (0, 1, 2, 3)
+
+# str(werkzeug Headers): one "Name: value" line per header, CRLF-separated.
+_HEADER_LINE = re.compile(
+    r"^({}):[^\r\n]*".format("|".join(map(re.escape, SENSITIVE_HEADERS))),
+    re.IGNORECASE | re.MULTILINE)
+# str(environ) is a dict repr: WSGI names a header HTTP_<NAME>, and its value is a str repr,
+# quoted with ' (or with " when the value holds a '), inner quotes backslash-escaped.
+_ENVIRON_ITEM = re.compile(
+    r"""'({})': (?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""".format(
+        "|".join("HTTP_" + name.upper().replace("-", "_") for name in SENSITIVE_HEADERS)))
+
+
+class _Settings(NamedTuple):
+    """The arguments of the call that bound FMD, to recognise a repeated call."""
+
+    app: flask.Flask
+    database_path: pathlib.Path
+    username: str
+    password: str
+    monitor_level: int
+    sampling_period: float
+    link: str
+
+
+_bound: _Settings | None = None
+
+
+def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: str, password: str,
+                   monitor_level: int = 1, sampling_period: float = 0.0, link: str = "dashboard") -> None:
+    """Bind Flask-MonitoringDashboard to ``app`` at /dashboard, with a login, no telemetry, and
+    redacted outliers, storing its measurements in the SQLite file ``database_path``.
+
+    Call it after every route of ``app`` is registered: FMD wraps the view functions that
+    exist when it binds, and later routes are not monitored.
+
+    FMD keeps global state, so it binds once per process. Calling again with the same
+    arguments (the same ``app`` object included) does nothing; any other repeated call raises
+    RuntimeError instead of silently keeping the first configuration.
+
+    :param app: the application; it needs a real ``secret_key`` (the login is kept in Flask's
+        signed session) and ``SESSION_COOKIE_SAMESITE`` "Lax" or "Strict" (see
+        ``_exempt_from_csrf``). If it uses Flask-WTF's CSRFProtect through its own hook, that
+        hook must call ``protect(apply_exemptions=True)`` for the dashboard to be exempt.
+    :param database_path: the SQLite file; its folder is created. Worker processes may share it.
+    :param username: the dashboard's admin user; created, or made admin, at every start.
+    :param password: that user's password; it replaces the stored one if they differ.
+    :param monitor_level: 0 last request only, 1 durations, 2 also outliers, 3 also a profiler.
+        It applies to endpoints the database has not seen yet: FMD stores a level per endpoint,
+        which is then changed from the dashboard, not here.
+    :param sampling_period: seconds between two profiler samples at level 3 (0: continuously).
+    :param link: the URL prefix. FMD 5.1.0's JavaScript calls a few /dashboard/... URLs
+        verbatim (telemetry, database pruning), so those panels only work with "dashboard".
+    :raises RuntimeError: the app's secret key or cookie policy is unsafe, or FMD is already
+        bound with other arguments.
+    :raises ValueError: empty credentials or an unknown monitor level.
+    """
+    global _bound
+    settings = _Settings(app, pathlib.Path(database_path).resolve(), username, password,
+                         monitor_level, sampling_period, link)
+    if _bound is not None:
+        if settings == _bound:
+            return
+        raise RuntimeError("Flask-MonitoringDashboard is already bound in this process, to "
+                           f"{_bound.database_path} for app {_bound.app.name!r}; it keeps global "
+                           "state, so it cannot be bound again with other arguments")
+    _check_app(app)
+    _check_arguments(username, password, monitor_level)
+    _configure(settings)
+
+    # First import of FMD's database module: this creates the engine and the tables.
+    from flask_monitoringdashboard import database
+
+    _tune_sqlite(database.engine)
+    _sync_admin_user(database, username, password)
+    _disable_telemetry(database)
+    _redact_outlier_requests()
+    fmd.bind(app)
+    _exempt_from_csrf(app)
+    _bound = settings
+
+
+def redact_headers(headers: str) -> str:
+    """Return ``str(request.headers)`` with the values of the SENSITIVE_HEADERS redacted."""
+    return _HEADER_LINE.sub(lambda match: f"{match[1]}: {REDACTED}", headers)
+
+
+def redact_environ(environ: str) -> str:
+    """Return ``str(request.environ)`` with the values of the SENSITIVE_HEADERS redacted."""
+    return _ENVIRON_ITEM.sub(lambda match: f"'{match[1]}': '{REDACTED}'", environ)
+
+
+def _check_app(app: flask.Flask) -> None:
+    """Refuse an app whose dashboard session could be forged or sent cross-site."""
+    if not app.secret_key or app.secret_key in (FMD_FALLBACK_SECRET_KEY, FMD_FALLBACK_SECRET_KEY.encode()):
+        raise RuntimeError("set a real app.secret_key before init_dashboard: the dashboard login "
+                           "lives in Flask's signed session cookie, and without a key FMD signs "
+                           f"it with its public fallback {FMD_FALLBACK_SECRET_KEY!r}")
+    samesite = app.config.get("SESSION_COOKIE_SAMESITE")
+    if str(samesite).title() not in ("Lax", "Strict"):
+        raise RuntimeError("set SESSION_COOKIE_SAMESITE to 'Lax' or 'Strict' before init_dashboard "
+                           f"(it is {samesite!r}): the dashboard has no CSRF tokens and relies on "
+                           "browsers not sending its session cookie with cross-site requests")
+
+
+def _check_arguments(username: str, password: str, monitor_level: int) -> None:
+    """Fail at start on arguments FMD would accept and misbehave with later."""
+    if not username or not password:
+        raise ValueError("the dashboard needs a non-empty username and password")
+    # FMD raises only when it wraps the first endpoint, with a less helpful message.
+    if monitor_level not in MONITOR_LEVELS:
+        raise ValueError(f"monitor_level must be one of {MONITOR_LEVELS}, not {monitor_level!r}")
+
+
+def _configure(settings: _Settings) -> None:
+    """Set FMD's config; it must happen before FMD's database module is imported."""
+    config = fmd.config
+    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+    config.database_name = f"sqlite:///{settings.database_path}"  # absolute: four slashes
+    config.username = settings.username
+    config.password = settings.password
+    # FMD 5.1.0 reads security_token nowhere, but its default is a constant published in
+    # its source: should a later version use it, it must not be a known value.
+    config.security_token = secrets.token_hex(16)
+    config.monitor_level = settings.monitor_level
+    config.sampling_period = settings.sampling_period
+    config.link = settings.link
+    config.brand_name = config.title_name = BRAND
+
+
+def _tune_sqlite(engine) -> None:
+    """Let the worker processes share the SQLite file without "database is locked" errors.
+
+    WAL lets readers work while one process writes, instead of the whole file being locked;
+    the busy timeout makes a writer wait for its turn rather than fail at once. WAL is
+    recorded in the file, the busy timeout is per connection, hence both on every connect.
+    """
+    event.listen(engine, "connect", _set_sqlite_pragmas)
+    # The engine already opened a connection when it created the tables at import; drop it so
+    # that every connection from now on has gone through the listener.
+    engine.dispose()
+
+
+def _set_sqlite_pragmas(dbapi_connection, _connection_record) -> None:
+    """SQLAlchemy "connect" listener: set the pragmas of a new SQLite connection."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sync_admin_user(database, username: str, password: str) -> None:
+    """Make ``username`` an admin whose password is ``password``, in a new or existing database.
+
+    FMD seeds its User table from config.username/password only while the table is empty,
+    on the first login attempt (``database.auth.get_user``), and ignores the config after that:
+    an existing file would keep its first password forever, admin/admin if FMD ever ran with
+    its defaults. Other users, created from the dashboard, are left as they are.
+    """
+    try:
+        _upsert_admin(database, username, password)
+    except IntegrityError:
+        # Another worker inserted the same user between our SELECT and INSERT; the second
+        # attempt finds that row and only checks its password.
+        _upsert_admin(database, username, password)
+
+
+def _upsert_admin(database, username: str, password: str) -> None:
+    """Create or update the admin user in one transaction."""
+    with database.DBSession.begin() as session:
+        user = session.query(database.User).filter_by(username=username).one_or_none()
+        if user is None:
+            user = database.User(username=username)
+            session.add(user)
+        # Rewrite the hash only when the password changed, so that restarts do not write.
+        if user.password_hash is None or not user.check_password(password):
+            user.set_password(password)
+        user.is_admin = True
+
+
+def _disable_telemetry(database) -> None:
+    """Keep FMD's telemetry off, and unable to send anything even if someone opts in.
+
+    FMD 5.1.0 has no configuration switch for telemetry. It asks for consent in its UI, stores
+    the answer in the TelemetryUser table, and mirrors it in ``telemetry_config``; a consent
+    then makes nearly every dashboard view post usage data to a server whose address it first
+    downloads from GitHub. A self-hosted face service must report nothing anywhere (and its
+    host may have no internet), so:
+
+    * the stored answer becomes "rejected", so the UI does not keep asking;
+    * ``telemetry_initialized`` is set, as if FMD had read that answer: otherwise the first
+      overview request re-reads the table, resets a rejection to "not answered", and reports
+      a "UserSession" if the stored answer was ever "accepted";
+    * every report starts with ``fetch_ip_from_github``, including the feedback form's, which
+      is sent whatever the consent: replacing it with a lookup that finds no server makes
+      ``post_to_back_if_telemetry_enabled`` return before any network call. That function
+      looks it up as a module global at each call, so this holds for every caller.
+    """
+    from flask_monitoringdashboard.core import telemetry
+    from flask_monitoringdashboard.core.config import TelemetryConfig
+
+    # One row, as FMD expects: it resets the table when it finds several.
+    with database.DBSession.begin() as session:
+        session.query(database.TelemetryUser).delete()
+        session.add(database.TelemetryUser(monitoring_consent=TelemetryConfig.REJECTED))
+    fmd.telemetry_config.telemetry_consent = False
+    fmd.telemetry_config.telemetry_initialized = True
+    telemetry.fetch_ip_from_github = _no_telemetry_server
+
+
+def _no_telemetry_server(_file_url: str) -> None:
+    """Stand-in for FMD's ``fetch_ip_from_github``: there is no telemetry server to post to."""
+    return None
+
+
+def _redact_outlier_requests() -> None:
+    """Redact credentials from the request FMD stores with every outlier.
+
+    At monitor level 2 and 3, FMD 5.1.0's OutlierProfiler keeps ``str(request.headers)`` and
+    ``str(request.environ)`` of slow requests and saves them verbatim in the Outlier table,
+    where every dashboard user can read them: bearer tokens and session cookies included.
+    FMD has no hook for this, so the ``add_outlier`` the profiler module calls is wrapped; it
+    is patched in that module because the module bound the name with ``from ... import``.
+    """
+    from flask_monitoringdashboard.core.profiler import outlier_profiler
+
+    outlier_profiler.add_outlier = _redacting(outlier_profiler.add_outlier)
+
+
+def _redacting(add_outlier):
+    """Wrap FMD's ``add_outlier`` to redact the headers and environ texts it is given."""
+
+    @functools.wraps(add_outlier)
+    def add_redacted_outlier(session, request_id, cpu_percent, memory, stacktrace, request):
+        headers, environ, url = request
+        redacted = (redact_headers(headers), redact_environ(environ), url)
+        return add_outlier(session, request_id, cpu_percent, memory, stacktrace, redacted)
+
+    return add_redacted_outlier
+
+
+def _exempt_from_csrf(app: flask.Flask) -> None:
+    """Let the dashboard's login form and JSON API through the app's CSRFProtect.
+
+    FMD's pages carry no CSRF token (its login form is plain HTML, its Angular client posts
+    without one), so they would all fail with 400. The exemption is safe because the dashboard
+    session is Flask's session cookie, which ``_check_app`` requires to be SameSite Lax or
+    Strict: browsers do not attach it to cross-site POSTs, so a forged request arrives logged
+    out and FMD's ``secure``/``admin_secure`` send it to the login page. What remains is a
+    forged *login*, which needs the attacker's own valid credentials.
+    """
+    csrf = app.extensions.get("csrf")
+    if csrf is not None:
+        csrf.exempt(fmd.blueprint)

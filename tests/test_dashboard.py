@@ -1,0 +1,310 @@
+"""Flask-MonitoringDashboard as api/dashboard.py binds it: login, CSRF, telemetry, outliers, SQLite.
+
+FMD keeps process-wide state (its config, blueprint and database engine), so every app that
+binds it runs in its own process: a tiny Flask app, written to a file and served by Flask's
+development server, driven over HTTP. Only the checks that run before FMD is touched, and the
+pure redaction helpers, run in this process.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import flask
+import pytest
+import requests
+
+from api.dashboard import init_dashboard, redact_environ, redact_headers
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "s3cret-test"
+BEARER_SECRET = "SECRET123"
+COOKIE_SECRET = "COOKIE-SECRET-456"
+
+# The app under test. It refuses, and records, every outbound call made through `requests`
+# (which FMD's telemetry uses) before anything imports FMD. /slow is registered before
+# init_dashboard so that FMD monitors it; /state after, so that it is not monitored.
+APP_SCRIPT = textwrap.dedent('''
+    import json, sys, time
+    from pathlib import Path
+
+    root, mode, database, password, port = sys.argv[1:6]
+    sys.path.insert(0, root)
+
+    import requests
+
+    OUTBOUND = []
+
+    def refuse(self, method, url, *args, **kwargs):
+        OUTBOUND.append(f"{method} {url}")
+        raise requests.ConnectionError("outbound call refused by the test")
+
+    requests.Session.request = refuse
+
+    from flask import Flask, jsonify
+    from flask_wtf.csrf import CSRFProtect
+    import flask_monitoringdashboard as fmd
+    from api.dashboard import init_dashboard
+
+    def build_app(name="under_test"):
+        app = Flask(name)
+        app.config.update(SECRET_KEY="test-secret-key", SESSION_COOKIE_SAMESITE="Lax")
+        CSRFProtect(app)
+
+        @app.post("/echo")
+        def echo():
+            return "echo"
+
+        @app.get("/slow")
+        def slow():
+            time.sleep(0.3)
+            return "slow"
+
+        return app
+
+    def bind(app):
+        init_dashboard(app, database_path=Path(database), username="admin", password=password,
+                       monitor_level=2)
+
+    def state():
+        from flask_monitoringdashboard.database import engine
+        with engine.connect() as connection:
+            pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+            return jsonify(outbound=OUTBOUND, telemetry_consent=fmd.telemetry_config.telemetry_consent,
+                           journal_mode=pragma("journal_mode"), busy_timeout=pragma("busy_timeout"))
+
+    def rebind():
+        app = build_app()
+        bind(app)
+        rules = sorted(map(str, app.url_map.iter_rules()))
+        bind(app)
+        report = {"rules_unchanged": rules == sorted(map(str, app.url_map.iter_rules()))}
+        try:
+            bind(build_app("another_app"))
+        except RuntimeError as error:
+            report["other_app_error"] = str(error)
+        print(json.dumps(report))
+
+    if mode == "serve":
+        app = build_app()
+        bind(app)
+        app.get("/state")(state)
+        app.run(host="127.0.0.1", port=int(port))
+    else:
+        rebind()
+''')
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def app_command(folder: Path, mode: str, database: Path, password: str, port: int = 0) -> list[str]:
+    script = folder / "app_under_test.py"
+    script.write_text(APP_SCRIPT)
+    return [sys.executable, str(script), str(ROOT), mode, str(database), password, str(port)]
+
+
+class AppServer:
+    """The app under test, served in its own process."""
+
+    def __init__(self, folder: Path, database: Path, password: str = PASSWORD):
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = folder / f"server-{self.port}.log"
+        # cwd is the test folder: a database that FMD created from its defaults would land there.
+        self.process = subprocess.Popen(app_command(folder, "serve", database, password, self.port), cwd=folder,
+                                        stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
+        self._wait_until_up()
+
+    def _wait_until_up(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the app exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                requests.get(self.url + "/state", timeout=2)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the app did not answer in {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def state(self) -> dict:
+        return requests.get(self.url + "/state", timeout=10).json()
+
+    def login(self, password: str) -> tuple[requests.Session, requests.Response]:
+        """Post FMD's login form, as its page does (no CSRF token), in a new client session."""
+        client = requests.Session()
+        answer = client.post(self.url + "/dashboard/login", data={"name": "admin", "password": password},
+                             allow_redirects=False, timeout=10)
+        return client, answer
+
+    def stop(self) -> None:
+        """Stop as Ctrl-C does, so that FMD's exit handlers run."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start servers of the app under test; all are stopped at the end of the test."""
+    started = []
+
+    def start(database: Path | None = None, password: str = PASSWORD) -> AppServer:
+        server = AppServer(tmp_path, database or tmp_path / "data" / "dashboard.db", password)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the tests that only read from it (starting one takes seconds)."""
+    folder = tmp_path_factory.mktemp("dashboard")
+    server = AppServer(folder, folder / "data" / "dashboard.db")
+    yield server
+    server.stop()
+
+
+def logged_in(client: requests.Session, server: AppServer) -> bool:
+    """True when FMD answers its JSON API instead of redirecting to the login page."""
+    answer = client.get(server.url + "/dashboard/api/overview", allow_redirects=False, timeout=10)
+    return answer.status_code == 200 and isinstance(answer.json(), list)
+
+
+def test_login_takes_the_configured_password_not_admin_admin(server):
+    assert requests.get(server.url + "/dashboard/login", timeout=10).status_code == 200
+
+    refused, answer = server.login("admin")
+    assert answer.status_code == 200  # the login page again
+    assert not logged_in(refused, server)
+
+    client, answer = server.login(PASSWORD)
+    assert answer.status_code == 302
+    assert logged_in(client, server)
+    users = client.get(server.url + "/dashboard/api/users", timeout=10).json()
+    assert [(user["username"], user["is_admin"]) for user in users] == [("admin", True)]
+
+
+def test_dashboard_is_exempt_from_csrf_and_the_app_is_not(server):
+    client, answer = server.login(PASSWORD)  # a POST without CSRF token
+    assert answer.status_code == 302
+    assert client.post(server.url + "/dashboard/api/overview", timeout=10).status_code == 200
+
+    refused = client.post(server.url + "/echo", timeout=10)
+    assert refused.status_code == 400
+    assert "CSRF" in refused.text
+
+
+def test_telemetry_is_off_and_never_attempted(server):
+    assert server.state()["telemetry_consent"] is False
+    client, _ = server.login(PASSWORD)
+    assert client.get(server.url + "/dashboard/telemetry/get_is_telemetry_answered", timeout=10).json() == {
+        "is_telemetry_answered": True}  # stored as declined: the UI does not ask
+
+    # Even a user who opts in from the UI, or sends the feedback form (which FMD posts
+    # whatever the consent), makes no outbound call.
+    client.post(server.url + "/dashboard/telemetry/accept_telemetry_consent", json={"consent": True}, timeout=10)
+    client.post(server.url + "/dashboard/telemetry/submit_follow_up", json={"feedback": []}, timeout=10)
+    assert logged_in(client, server)
+
+    assert server.state()["outbound"] == []
+
+
+def test_sqlite_is_set_up_for_several_workers(server):
+    state = server.state()
+    assert state["journal_mode"] == "wal"
+    assert state["busy_timeout"] == 5000
+    # FMD was configured before its engine was created: nothing fell back to its default file.
+    assert not (server.folder / "flask_monitoringdashboard.db").exists()
+
+
+def test_outliers_keep_no_credentials(start_server, tmp_path):
+    database = tmp_path / "data" / "dashboard.db"
+    server = start_server(database)
+    # The first request of an endpoint is always an outlier: FMD waits for the endpoint's
+    # average duration (0 so far) times outlier_detection_constant, and /slow is still running.
+    answer = requests.get(server.url + "/slow", timeout=10, headers={
+        "Authorization": f"Bearer {BEARER_SECRET}", "Cookie": f"tracking={COOKIE_SECRET}"})
+    assert answer.text == "slow"
+    server.stop()
+
+    stored = b"".join(path.read_bytes() for path in database.parent.glob(database.name + "*"))
+    assert BEARER_SECRET.encode() not in stored
+    assert COOKIE_SECRET.encode() not in stored
+    with sqlite3.connect(database) as connection:
+        outliers = connection.execute("SELECT request_header, request_environment FROM Outlier").fetchall()
+    assert len(outliers) == 1  # the test did capture an outlier
+    headers, environ = outliers[0]
+    assert "Authorization: [redacted]" in headers and "Cookie: [redacted]" in headers
+    assert "'HTTP_AUTHORIZATION': '[redacted]'" in environ and "'HTTP_COOKIE': '[redacted]'" in environ
+
+
+def test_a_new_password_replaces_the_stored_one(start_server, tmp_path):
+    database = tmp_path / "data" / "dashboard.db"
+    start_server(database, password="first-password").stop()
+
+    server = start_server(database, password=PASSWORD)
+    assert not logged_in(server.login("first-password")[0], server)
+    assert logged_in(server.login(PASSWORD)[0], server)
+
+
+def test_binds_once_per_process(tmp_path):
+    command = app_command(tmp_path, "rebind", tmp_path / "dashboard.db", PASSWORD)
+    finished = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert report["rules_unchanged"] is True  # the same call again registered nothing
+    assert "already bound" in report["other_app_error"]
+
+
+@pytest.mark.parametrize("secret_key", [None, "", "my-secret-key", b"my-secret-key"])
+def test_refuses_an_app_without_a_real_secret_key(tmp_path, secret_key):
+    app = flask.Flask(__name__)
+    app.config.update(SECRET_KEY=secret_key, SESSION_COOKIE_SAMESITE="Lax")
+    # The checks come before FMD is configured, so this process's FMD stays untouched.
+    with pytest.raises(RuntimeError, match="secret_key"):
+        init_dashboard(app, database_path=tmp_path / "dashboard.db", username="admin", password=PASSWORD)
+    assert not (tmp_path / "dashboard.db").exists()
+
+
+def test_refuses_a_session_cookie_sent_cross_site(tmp_path):
+    app = flask.Flask(__name__)
+    app.config.update(SECRET_KEY="test-secret-key", SESSION_COOKIE_SAMESITE=None)
+    with pytest.raises(RuntimeError, match="SESSION_COOKIE_SAMESITE"):
+        init_dashboard(app, database_path=tmp_path / "dashboard.db", username="admin", password=PASSWORD)
+
+
+def test_redacts_headers_as_werkzeug_prints_them():
+    headers = "Host: localhost\r\nauthorization: Bearer abc\r\nCookie: a=1; b=2\r\nAccept: */*\r\n\r\n"
+    assert redact_headers(headers) == (
+        "Host: localhost\r\nauthorization: [redacted]\r\nCookie: [redacted]\r\nAccept: */*\r\n\r\n")
+
+
+def test_redacts_environ_values_in_either_quoting():
+    environ = str({"HTTP_HOST": "localhost", "HTTP_AUTHORIZATION": "Bearer abc",
+                   "HTTP_COOKIE": "a=\"x'y\"; b='z'", "HTTP_PROXY_AUTHORIZATION": "Basic 'q'", "PATH_INFO": "/"})
+    redacted = redact_environ(environ)
+    assert redacted == str({"HTTP_HOST": "localhost", "HTTP_AUTHORIZATION": "[redacted]",
+                            "HTTP_COOKIE": "[redacted]", "HTTP_PROXY_AUTHORIZATION": "[redacted]", "PATH_INFO": "/"})
