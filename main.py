@@ -28,8 +28,12 @@ def print_envelope(answer: dict) -> None:
 def command_serve(args, config: dict) -> int:
     if args.dev:
         from api import create_app
+        from api.tls import certificate_files
+        from conf.config import Paths
 
-        create_app(config).run(host=config["server"]["host"], port=config["server"]["port"], threaded=True)
+        tls = certificate_files(Paths(config["data_dir"]).tls, config["security"]) if config["security"]["tls"] else None
+        create_app(config).run(host=config["server"]["host"], port=config["server"]["port"], threaded=True,
+                               ssl_context=tls)
         return 0
     from api.wsgi import serve
 
@@ -110,6 +114,12 @@ def parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="recognise the faces in photos")
     predict.add_argument("images", nargs="+")
     commands.add_parser("models", help="list the models")
+    evaluate = commands.add_parser("evaluate", help="measure a model on test photos and strangers")
+    evaluate.add_argument("dataset", help="a zip or a folder of person folders (the training layout)")
+    evaluate.add_argument("--strangers", help="a folder of photos of people the model does not know")
+    evaluate.add_argument("--model", help="the model to evaluate (default: the active one)")
+    evaluate.add_argument("--baseline", action="store_true",
+                          help="also compute the plain face_recognition KNN recipe on the same encodings")
     return root
 
 
@@ -126,7 +136,8 @@ def overrides(args) -> dict:
 
 
 COMMANDS = {"serve": command_serve, "train": command_train, "tune": command_train,
-            "predict": command_predict, "models": command_models}
+            "predict": command_predict, "models": command_models,
+            "evaluate": lambda args, config: __import__("utils.evaluation").evaluation.command(args, config)}
 
 
 def main(argv=None) -> int:

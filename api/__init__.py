@@ -1,54 +1,31 @@
-"""The Flask application factory: configuration, logging, CSRF, dashboard, blueprints, errors."""
+"""The Flask application factory: configuration, secrets, CSRF, limits, headers, blueprints, errors."""
 from __future__ import annotations
 
-import json
 import logging
-import os
 import secrets
+from datetime import timedelta
 
 from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from conf.config import Paths, load_config
+from conf.config import load_config
 from datastructure.errors import PyRecognizerError
 from datastructure.response import envelope, error_envelope
 from utils.service import Service, build_service
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE",
-              415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS"}
+HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+              413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS"}
+# Our pages load nothing from elsewhere; the dashboard's own pages are served under their own policy.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+                           "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 
 
 def service() -> Service:
     """Return the engine of the app handling the current request."""
     return current_app.extensions["pyrecognizer"]
-
-
-def stored_secrets(paths: Paths, config: dict) -> dict:
-    """Return the secret key and dashboard password: configured, or generated once and kept
-    (mode 0600) under the data directory so restarts and workers share them."""
-    try:
-        stored = json.loads(paths.secrets.read_text())
-    except (OSError, ValueError):
-        stored = {}
-    generated = {}
-    if "secret_key" not in stored:
-        generated["secret_key"] = secrets.token_hex(32)
-    if "dashboard_password" not in stored:
-        generated["dashboard_password"] = secrets.token_urlsafe(12)
-    if generated:
-        stored.update(generated)
-        paths.secrets.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(paths.secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(stored, handle)
-        if "dashboard_password" in generated and not config["dashboard"]["password"]:
-            log.warning("generated the dashboard password for user %r: %s (kept in %s)",
-                        config["dashboard"]["username"], stored["dashboard_password"], paths.secrets)
-    return {"secret_key": config.get("secret_key") or stored["secret_key"],
-            "dashboard_password": config["dashboard"]["password"] or stored["dashboard_password"]}
 
 
 def from_browser() -> bool:
@@ -63,19 +40,23 @@ def from_browser() -> bool:
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the service from ``config`` (``load_config()`` when None)."""
+    from api.auth import service_secrets
+
     config = config or load_config()
     engine = build_service(config)
-    app = Flask(__name__)
-    keys = stored_secrets(engine.paths, config)
-    limits = config["limits"]
-    app.config.update(
-        SECRET_KEY=keys["secret_key"], MAX_CONTENT_LENGTH=int(limits["max_content_length"]),
-        MAX_FORM_MEMORY_SIZE=int(limits["max_form_memory_size"]), MAX_FORM_PARTS=int(limits["max_form_parts"]),
-        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", WTF_CSRF_CHECK_DEFAULT=False,
-        WTF_CSRF_TIME_LIMIT=None, JSON_SORT_KEYS=False, PYRECOGNIZER=config)
-    app.json.sort_keys = False
+    security, limits = config["security"], config["limits"]
+    secret_key, credentials = service_secrets(engine.paths.secrets, security)
 
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secret_key, MAX_CONTENT_LENGTH=int(limits["max_content_length"]),
+        MAX_FORM_MEMORY_SIZE=int(limits["max_form_memory_size"]), MAX_FORM_PARTS=int(limits["max_form_parts"]),
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=bool(security["tls"]),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=float(security["session_hours"])),
+        WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None, PYRECOGNIZER=config)
+    app.json.sort_keys = False
     app.extensions["pyrecognizer"] = engine
+    app.extensions["pyrecognizer.credentials"] = credentials
 
     csrf = CSRFProtect(app)
 
@@ -84,18 +65,41 @@ def create_app(config: dict | None = None) -> Flask:
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and from_browser():
             csrf.protect()
 
-    from api import pages, rest
+    from api import auth, pages, rest
+    from api.limits import limiter
 
+    limiter.init_app(app)
     app.register_blueprint(rest.blueprint)
     app.register_blueprint(pages.blueprint)
+    app.register_blueprint(auth.blueprint)
     register_error_handlers(app)
+    add_security_headers(app, tls=bool(security["tls"]))
     if config["dashboard"]["enabled"]:
         from api.dashboard import init_dashboard
 
+        # Nobody logs in through the dashboard's own form (its password is random at every
+        # start): logging in at /login opens the dashboard too (see api.auth.grant_dashboard).
         init_dashboard(app, database_path=engine.paths.dashboard_db, username=config["dashboard"]["username"],
-                       password=keys["dashboard_password"], monitor_level=int(config["dashboard"]["monitor_level"]),
+                       password=secrets.token_urlsafe(32), monitor_level=int(config["dashboard"]["monitor_level"]),
                        sampling_period=float(config["dashboard"]["sampling_period"]))
     return app
+
+
+def add_security_headers(app: Flask, *, tls: bool) -> None:
+    """Headers on every answer: no sniffing, no framing, no third-party code, HSTS under TLS."""
+
+    @app.after_request
+    def headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        if not request.path.startswith("/dashboard"):
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        if tls:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        return response
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -111,8 +115,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        code = HTTP_CODES.get(exc.code, "HTTP_ERROR")
-        return envelope(None, description=exc.description, error=code, status="KO"), exc.code
+        headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
+        return envelope(None, description=exc.description, error=HTTP_CODES.get(exc.code, "HTTP_ERROR"),
+                        status="KO"), exc.code, headers  # e.g. Retry-After, Allow
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

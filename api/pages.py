@@ -1,10 +1,70 @@
-"""The HTML pages. They post to the same endpoints as REST clients (see static/app.js)."""
-from flask import Blueprint, render_template, request
+"""The HTML pages: server-rendered Jinja templates, one stylesheet and a little plain JavaScript.
+
+The pages post to the same REST endpoints as API clients do (see static/app.js): the
+JavaScript asks for JSON and turns every answer, error or not, into words in the page. Every
+page is sent with a strict Content-Security-Policy (no inline script, no inline style, no
+third-party origin), so the pages work offline and prove they need nothing else.
+
+``predict_page(answer)``, ``job_redirect(job)`` and ``error_page(...)`` also render what a
+browser posting a form without JavaScript should see (see ``wants_html``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from flask import Blueprint, current_app, make_response, redirect, render_template, request, url_for
 
 from api import service
+from datastructure.errors import PyRecognizerError
+
+log = logging.getLogger(__name__)
 
 blueprint = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                       static_url_path="/static")
+
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                           "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+
+# What a person reads for each error code: a title and what to do. The JavaScript reads the
+# same table from the page (base.html), so a message is written once.
+MESSAGES = {
+    "NO_FACE_FOUND": ("No face found in this photo",
+                      "Try a photo where the face is larger, sharp, well lit and turned towards the camera."),
+    "IMAGE_NOT_RECOGNIZED": ("Nobody the model knows",
+                             "Faces were found, but none is close enough to the people the model was "
+                             "trained on. Train a model that includes them to recognise them."),
+    "CLASSIFIER_NOT_LOADED": ("There is no model yet",
+                              "Train a model from a zip of photos first, then come back here."),
+    "FILE_NOT_VALID": ("This file is not a photo the service can read",
+                       "Choose a JPEG, PNG, WebP, GIF, BMP or TIFF photo."),
+    "MISSING_FILE": ("No file was sent", "Choose a file, or drop it on the dashed area, then try again."),
+    "IMAGE_TOO_LARGE": ("This photo is too large", "It has too many pixels: scale it down and try again."),
+    "REQUEST_TOO_LARGE": ("This file is too large", "It is over the service's upload limit."),
+    "ARCHIVE_NOT_VALID": ("This file is not a zip the service can use",
+                          "Upload a .zip (not .rar or .7z) with no password, no archive inside it and no links."),
+    "ARCHIVE_TOO_LARGE": ("This zip is too large", "Split the photos into a smaller zip, or remove very large photos."),
+    "DATASET_NOT_VALID": ("The photos in this zip cannot make a model",
+                          "Put each person's photos in a folder named after them, with at least one clear face "
+                          "per photo."),
+    "TRAINING_IN_PROGRESS": ("A training is already running",
+                             "Only one training runs at a time: its progress is shown below."),
+    "JOB_INTERRUPTED": ("The training was interrupted",
+                        "The service stopped while it ran: upload the zip again."),
+    "MODEL_NOT_VALID": ("This model cannot be used", ""),
+    "CSRF_FAILED": ("This page has expired", "Reload the page and try again."),
+    "NOT_FOUND": ("Not found", "The page or item does not exist (any more)."),
+    "METHOD_NOT_ALLOWED": ("This action is not available here", "Go back and use the buttons of the page."),
+    "UNSUPPORTED_MEDIA_TYPE": ("The service cannot read what was sent", "Go back and try again."),
+    "BAD_REQUEST": ("The request was not understood", "Go back and try again."),
+    "TOO_MANY_REQUESTS": ("Too many requests", "Wait a moment, then try again."),
+    "FACE_LIBRARY_MISSING": ("The face library is not installed", "Tell the administrator of the service."),
+    "INTERNAL_ERROR": ("Something went wrong in the service",
+                       "Try again; if it happens again, tell the administrator (the details are in the service log)."),
+    "NETWORK": ("The service cannot be reached", "Check the connection, then try again."),
+}
 
 
 def wants_html() -> bool:
@@ -13,24 +73,147 @@ def wants_html() -> bool:
     return best == "text/html" and request.accept_mimetypes[best] > request.accept_mimetypes["application/json"]
 
 
+def can_manage() -> bool:
+    """Whether the current user may train, tune, activate and delete models.
+
+    Everyone may while the service has no users. A login layer decides by registering a
+    callable taking the action name: ``app.extensions["pyrecognizer_can"] = lambda action: ...``.
+    """
+    check = current_app.extensions.get("pyrecognizer_can")
+    return True if check is None else bool(check("manage"))
+
+
+def when(value) -> str:
+    """Return an ISO date or a Unix time as '25 Nov 2025, 16:50'."""
+    try:
+        moment = datetime.fromtimestamp(value) if isinstance(value, (int, float)) else datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return str(value or "–")
+    return f"{moment.day} {moment:%b %Y, %H:%M}"
+
+
+def duration(seconds) -> str:
+    """Return seconds as '42 s' or '3 min 05 s'."""
+    if seconds is None:
+        return "–"
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def render_page(template: str, status: int = 200, **context):
+    """Render ``template`` with what every page shows, under the strict policy."""
+    config = service().config
+    response = make_response(render_template(
+        template, messages=MESSAGES, allowed=can_manage(), when=when, duration=duration,
+        dashboard=bool(config.get("dashboard", {}).get("enabled")),
+        upload_limit=int(config["limits"]["max_content_length"]), **context), status)
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def initials(name: str) -> str:
+    """Return up to two initials of a name: 'Ben Afflek' -> 'BA', 'alex_lacamoire' -> 'AL'."""
+    words = [word for word in name.replace("_", " ").replace("-", " ").split() if word]
+    return "".join(word[0] for word in words[:2]).upper() or "?"
+
+
+def gallery(people: dict) -> list[dict]:
+    """Return the people of a model as the gallery shows them: name, photos, initials, a colour."""
+    return [{"name": name, "count": count, "initials": initials(name),
+             "hue": sum(name.encode()) % 12} for name, count in sorted(people.items(), key=lambda item: item[0].lower())]
+
+
+def model_summary(model_id: str | None) -> dict | None:
+    """Return what the pages show of a model: people, photos, accuracy (None for no model)."""
+    if not model_id:
+        return None
+    try:
+        meta = service().store.metadata(model_id)
+    except PyRecognizerError as exc:
+        return {"id": model_id, "people": {}, "photos": None, "accuracy": None, "problem": exc.description,
+                "gallery": []}
+    return {"id": model_id, "people": meta.get("people", {}), "photos": meta.get("photos"),
+            "accuracy": (meta.get("metrics") or {}).get("accuracy"), "created": meta.get("created"),
+            "kind": meta.get("kind"), "source": meta.get("source"), "seconds": meta.get("seconds"),
+            "search": meta.get("search"), "problem": None, "gallery": gallery(meta.get("people", {}))}
+
+
 @blueprint.get("/")
-def predict_page():
+def predict_page(answer: dict | None = None, status: int = 200):
+    """The predict page; with ``answer`` (a prediction envelope) it shows that result too."""
+    return render_page("predict.html", status, model=model_summary(service().store.active_id()),
+                       answer=(answer or {}).get("response"))
+
+
+def training_page(kind: str):
+    """The train or tune page; ``?job=<id>`` shows that job (running, done or failed)."""
     engine = service()
-    return render_template("predict.html", model=engine.store.active_id())
+    job = None
+    if request.args.get("job"):
+        job = engine.jobs.get(request.args["job"])  # NotFound: the error page
+        kind = job.get("kind", kind)
+    else:
+        running = [found for found in engine.jobs.listing() if found["state"] in ("queued", "running")]
+        job = running[0] if running else None
+    finished = (job or {}).get("finished")
+    grid = engine.config.get("tune", {})
+    candidates = 1
+    for name, values in grid.items():
+        if name != "cv_folds" and isinstance(values, list):
+            candidates *= max(1, len(values))
+    return render_page("train.html", kind=kind, tuning=kind == "tune", job=job, state=(job or {}).get("state"),
+                       just_finished=bool(finished and time.time() - finished < 60), now=time.time(),
+                       tune_grid=grid, tune_candidates=candidates,
+                       model=model_summary(engine.store.active_id()))
 
 
 @blueprint.get("/train")
 def train_page():
-    return render_template("train.html", kind="train")
+    return training_page("train")
 
 
 @blueprint.get("/tune")
 def tune_page():
-    return render_template("train.html", kind="tune")
+    return training_page("tune")
 
 
 def models_page():
+    """The models page (GET /models from a browser): the models and who the active one knows."""
     engine = service()
+    models = engine.store.listing()
+    for summary in models:
+        details = model_summary(summary["id"]) or {}
+        summary["source"] = details.get("source")
+        summary["search"] = details.get("search")
     active = engine.store.active_id()
-    people = engine.store.metadata(active).get("people", {}) if active else {}
-    return render_template("models.html", models=engine.store.listing(), people=people)
+    return render_page("models.html", models=models, model=model_summary(active))
+
+
+def job_redirect(job: dict):
+    """Where a browser goes after starting a job with a plain form: the page following it."""
+    return redirect(url_for("pages.tune_page" if job.get("kind") == "tune" else "pages.train_page", job=job["id"]), 303)
+
+
+def error_page(code: str, description: str = "", status: int = 500, data=None):
+    """A page telling a browser user what went wrong, in words; never JSON or a traceback."""
+    return render_page("error.html", status, code=code, description=description, data=data, http_status=status)
+
+
+@blueprint.errorhandler(PyRecognizerError)
+def page_error(exc: PyRecognizerError):
+    return error_page(exc.code, exc.description, exc.status, exc.data)
+
+
+@blueprint.errorhandler(Exception)
+def page_crash(exc: Exception):
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(exc, HTTPException):
+        from api import HTTP_CODES
+
+        return error_page(HTTP_CODES.get(exc.code, "HTTP_ERROR"), exc.description, exc.code)
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return error_page("INTERNAL_ERROR", "", 500)

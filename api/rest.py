@@ -8,6 +8,8 @@ import uuid
 from flask import Blueprint, request, send_from_directory, url_for
 
 from api import service
+from api.auth import is_authorized, login_required, Unauthorized
+from api.limits import limit
 from api.pages import models_page, wants_html
 from datastructure.errors import MissingFile, NotFound
 from datastructure.response import envelope
@@ -28,7 +30,10 @@ def uploaded_file(field: str = "file"):
 
 @blueprint.post("/")
 @blueprint.post("/predict")
+@limit("predict")
 def predict():
+    if service().config["security"]["predict_requires_token"] and not is_authorized():
+        raise Unauthorized("this service asks for 'Authorization: Bearer <API token>' to predict")
     data = uploaded_file().read()
     if not data:
         raise MissingFile("the uploaded file is empty")
@@ -62,21 +67,27 @@ def start_training(tune: bool):
 
 
 @blueprint.post("/train")
+@login_required
+@limit("train")
 def train():
     return start_training(tune=False)
 
 
 @blueprint.post("/tune")
+@login_required
+@limit("train")
 def tune():
     return start_training(tune=True)
 
 
 @blueprint.get("/jobs")
+@login_required
 def jobs():
     return envelope(service().jobs.listing(), description="jobs, newest first")
 
 
 @blueprint.get("/jobs/<job_id>")
+@login_required
 def job(job_id: str):
     found = service().jobs.get(job_id)
     return envelope(found, description=f"job {found['state']}")
@@ -86,17 +97,21 @@ def job(job_id: str):
 def models():
     if wants_html():
         return models_page()
+    if not is_authorized():
+        raise Unauthorized("send 'Authorization: Bearer <API token>', or log in at /login")
     engine = service()
     return envelope(engine.store.listing(), description="models, newest first",
                     active=engine.store.active_id())
 
 
 @blueprint.get("/models/<model_id>")
+@login_required
 def model(model_id: str):
     return envelope(service().store.metadata(model_id), description=f"model {model_id}")
 
 
 @blueprint.post("/models/<model_id>/activate")
+@login_required
 def activate(model_id: str):
     engine = service()
     engine.store.activate(model_id)
@@ -105,6 +120,7 @@ def activate(model_id: str):
 
 
 @blueprint.delete("/models/<model_id>")
+@login_required
 def delete(model_id: str):
     service().store.delete(model_id)
     return envelope({"deleted": model_id}, description=f"model {model_id} deleted")

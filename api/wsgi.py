@@ -38,6 +38,13 @@ class Server(BaseApplication):
             "accesslog": "-",
             "errorlog": "-",
         }
+        security = self.service_config["security"]
+        if security["tls"]:
+            from api.tls import certificate_files
+            from conf.config import Paths
+
+            settings["certfile"], settings["keyfile"] = certificate_files(
+                Paths(self.service_config["data_dir"]).tls, security)
         for key, value in settings.items():
             self.cfg.set(key, value)
 

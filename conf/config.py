@@ -18,8 +18,10 @@ ENVIRONMENT = {
     "PYRECOGNIZER_PORT": ("server", "port"),
     "PYRECOGNIZER_WORKERS": ("server", "workers"),
     "PYRECOGNIZER_MODEL": ("classifier", "timestamp"),
-    "PYRECOGNIZER_SECRET_KEY": ("secret_key",),
-    "PYRECOGNIZER_DASHBOARD_PASSWORD": ("dashboard", "password"),
+    "PYRECOGNIZER_SECRET_KEY": ("security", "secret_key"),
+    "PYRECOGNIZER_API_TOKEN": ("security", "api_token"),
+    "PYRECOGNIZER_ADMIN_PASSWORD": ("security", "admin_password"),
+    "PYRECOGNIZER_TLS": ("security", "tls"),
     "PYRECOGNIZER_LOG_LEVEL": ("logging", "level"),
 }
 
@@ -44,6 +46,8 @@ def environment_overrides(environ) -> dict:
         value = environ[variable]
         if path[-1] in ("port", "workers"):
             value = int(value)
+        elif path[-1] == "tls":
+            value = value.lower() in ("1", "true", "yes", "on")
         node = overrides
         for key in path[:-1]:
             node = node.setdefault(key, {})
@@ -79,6 +83,7 @@ class Paths:
         self.tmp = root / "dataset" / "tmp"
         self.dashboard_db = self.log / "dashboard.db"
         self.secrets = root / "dataset" / "secrets.json"
+        self.tls = root / "dataset" / "tls"
 
     def create(self) -> "Paths":
         for folder in (self.models, self.uploads, self.log, self.jobs, self.cache, self.tmp):

@@ -66,7 +66,9 @@ class Server:
         config_file.write_text(json.dumps(config or {}))
         self.command = [sys.executable, "main.py", "--config", str(config_file), "--data-dir", str(self.data_dir),
                         "serve", "--port", str(self.port)] + (["--dev"] if dev else [])
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.token, self.password = "test-api-token-0123456789", "test-admin-password"
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYRECOGNIZER_API_TOKEN": self.token,
+                    "PYRECOGNIZER_ADMIN_PASSWORD": self.password, **(env or {})}
         self.log_path = self.data_dir / "server-output.log"
         self.process = None
 
@@ -78,7 +80,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
             try:
-                if requests.get(self.url + "/health", timeout=2).ok:
+                if requests.get(self.url + "/health", timeout=2, verify=False).ok:
                     return self
             except requests.RequestException:
                 time.sleep(0.2)
@@ -96,11 +98,20 @@ class Server:
                 os.killpg(self.process.pid, 9)
                 self.process.wait()
 
+    def request(self, method: str, path: str, *, auth: bool = True, **kwargs):
+        """Send a request as a REST client: with the API token unless ``auth`` is False."""
+        headers = {**({"Authorization": f"Bearer {self.token}"} if auth else {}), **kwargs.pop("headers", {})}
+        return requests.request(method, self.url + path, headers=headers, timeout=kwargs.pop("timeout", 120),
+                                verify=False, **kwargs)
+
     def get(self, path: str, **kwargs):
-        return requests.get(self.url + path, timeout=kwargs.pop("timeout", 60), **kwargs)
+        return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs):
-        return requests.post(self.url + path, timeout=kwargs.pop("timeout", 120), **kwargs)
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs):
+        return self.request("DELETE", path, **kwargs)
 
     def wait_for_job(self, job_url: str, timeout: float = 300) -> dict:
         deadline = time.monotonic() + timeout

@@ -31,14 +31,21 @@ COOKIE_SECRET = "COOKIE-SECRET-456"
 # The app under test. It refuses, and records, every outbound call made through `requests`
 # (which FMD's telemetry uses) before anything imports FMD. /slow is registered before
 # init_dashboard so that FMD monitors it; /state after, so that it is not monitored.
+# Password hashes use few pbkdf2 rounds: a million (werkzeug's default) take a second each.
 APP_SCRIPT = textwrap.dedent('''
-    import json, sys, time
+    import json, sys, time, types
     from pathlib import Path
 
     root, mode, database, password, port = sys.argv[1:6]
-    sys.path.insert(0, root)
+    # api/__init__.py builds the whole service (sklearn, dlib: seconds to import), which
+    # api.dashboard does not use: import the module from a bare package instead.
+    sys.modules["api"] = types.ModuleType("api")
+    sys.modules["api"].__path__ = [str(Path(root) / "api")]
 
     import requests
+    import werkzeug.security
+
+    werkzeug.security.DEFAULT_PBKDF2_ITERATIONS = 1000
 
     OUTBOUND = []
 
@@ -263,7 +270,9 @@ def test_outliers_keep_no_credentials(start_server, tmp_path):
 
 def test_a_new_password_replaces_the_stored_one(start_server, tmp_path):
     database = tmp_path / "data" / "dashboard.db"
-    start_server(database, password="first-password").stop()
+    first = start_server(database, password="first-password")
+    assert logged_in(first.login("first-password")[0], first)  # the user is stored now
+    first.stop()
 
     server = start_server(database, password=PASSWORD)
     assert not logged_in(server.login("first-password")[0], server)

@@ -130,11 +130,11 @@ def train_model(source, config: dict, store: ModelStore, *, tune: bool = False,
     encodings, labels, files = encodings[order], labels[order], files[order]
     params = classifier_params(config)
     train, test = held_out_split(labels, float(config["classifier"]["test_size"]))
-    search = None
+    search, total = None, len(files) + len(dataset.skipped)
     if tune:
-        progress(len(files), len(files) + len(dataset.skipped), "searching parameters")
+        progress(total, total, "searching parameters")
         params, search = tuned_params(encodings[train], labels[train], params, config["tune"])
-    progress(len(files), len(files) + len(dataset.skipped), "fitting the classifier")
+    progress(total, total, "fitting the classifier")
     metrics = held_out_metrics(FaceClassifier(**params).fit(encodings[train], labels[train]),
                                encodings[test], labels[test])
     classifier = FaceClassifier(**params).fit(encodings, labels)

@@ -1,205 +1,604 @@
 // PyRecognizer pages: plain JavaScript, no build step, no third-party code.
+// Runs under a strict Content-Security-Policy: no inline script, no inline style and no
+// element.style writes; the look changes through classes, attributes and <progress>/<meter>.
 "use strict";
 
-const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+(() => {
+  const body = document.body;
+  const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content || "";
+  const MESSAGES = readJson("error-messages");
+  const WARNINGS = new Set(["NO_FACE_FOUND", "IMAGE_NOT_RECOGNIZED", "TRAINING_IN_PROGRESS"]);
+  const HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "TRAINING_IN_PROGRESS",
+    413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS"};
+  const FLASH_KEY = "pyrecognizer.flash";
+  const messages = document.getElementById("messages");
 
-function showMessage(text, kind) {
-  const box = document.getElementById("message");
-  box.textContent = text;
-  box.className = "message " + (kind || "");
-  box.hidden = false;
-}
-
-async function postForm(url, body) {
-  const response = await fetch(url, {
-    method: "POST", body, headers: {"X-CSRFToken": csrfToken, "Accept": "application/json"},
-  });
-  let answer;
-  try {
-    answer = (await response.json()).response;
-  } catch (error) {
-    answer = {status: "KO", error: "HTTP_" + response.status, description: response.statusText || "the service did not answer"};
-  }
-  return {http: response.status, answer};
-}
-
-function wireDropZone(form) {
-  const zone = form.querySelector(".drop");
-  const input = form.querySelector('input[type="file"]');
-  ["dragenter", "dragover"].forEach((name) => zone.addEventListener(name, (event) => {
-    event.preventDefault();
-    zone.classList.add("over");
-  }));
-  ["dragleave", "drop"].forEach((name) => zone.addEventListener(name, () => zone.classList.remove("over")));
-  zone.addEventListener("drop", (event) => {
-    event.preventDefault();
-    if (event.dataTransfer.files.length) {
-      input.files = event.dataTransfer.files;
-      input.dispatchEvent(new Event("change"));
-    }
-  });
-  return input;
-}
-
-const MESSAGES = {
-  NO_FACE_FOUND: "No face was found in this photo.",
-  IMAGE_NOT_RECOGNIZED: "Faces were found, but none of them is someone the model knows.",
-  CLASSIFIER_NOT_LOADED: "There is no model yet: train one first.",
-  FILE_NOT_VALID: "This file is not a photo the service can read.",
-};
-
-function errorText(answer) {
-  return (MESSAGES[answer.error] || "") + " " + (answer.description || "");
-}
-
-function faceRow(face) {
-  const row = document.createElement("tr");
-  const name = document.createElement("td");
-  name.textContent = face.name;
-  if (face.name === "unknown") name.className = "unknown";
-  const confidence = document.createElement("td");
-  confidence.innerHTML = '<div class="bar-cell"><div class="meter"><span></span></div><span class="pct"></span></div>';
-  confidence.querySelector(".meter span").style.width = Math.round(face.confidence * 100) + "%";
-  confidence.querySelector(".pct").textContent = Math.round(face.confidence * 100) + "%";
-  const distance = document.createElement("td");
-  distance.textContent = face.distance.toFixed(3);
-  const box = document.createElement("td");
-  box.textContent = [face.box.top, face.box.right, face.box.bottom, face.box.left].join(", ");
-  row.append(name, confidence, distance, box);
-  return row;
-}
-
-function setUpPredict(form) {
-  const input = wireDropZone(form);
-  const preview = document.getElementById("preview");
-  input.addEventListener("change", () => {
-    if (!input.files.length) return;
-    preview.src = URL.createObjectURL(input.files[0]);
-    preview.hidden = false;
-  });
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const button = form.querySelector("button");
-    button.disabled = true;
-    showMessage("Looking for faces…");
+  function readJson(id) {
     try {
-      const {answer} = await postForm(form.action, new FormData(form));
-      const result = document.getElementById("result");
-      const rows = document.querySelector("#faces tbody");
-      rows.replaceChildren();
-      if (answer.faces && answer.faces.length) {
-        document.getElementById("annotated").src = answer.image_url;
-        answer.faces.forEach((face) => rows.append(faceRow(face)));
-        result.hidden = false;
-        const names = Object.keys(answer.data || {});
-        showMessage(names.length ? "Recognised: " + names.join(", ") : errorText(answer), names.length ? "ok" : "");
-      } else {
-        result.hidden = true;
-        showMessage(errorText(answer), answer.error === "NO_FACE_FOUND" ? "" : "error");
-      }
-    } finally {
-      button.disabled = false;
+      return JSON.parse(document.getElementById(id).textContent);
+    } catch (error) {
+      return {};
     }
-  });
-}
-
-function formatSeconds(seconds) {
-  if (!isFinite(seconds) || seconds < 0) return "–";
-  const minutes = Math.floor(seconds / 60);
-  return (minutes ? minutes + " min " : "") + Math.round(seconds % 60) + " s";
-}
-
-function showJob(job) {
-  const {done, total} = job.progress;
-  const bar = document.getElementById("job-progress");
-  bar.max = Math.max(total, 1);
-  bar.value = done;
-  document.getElementById("job-step").textContent = job.step.charAt(0).toUpperCase() + job.step.slice(1);
-  const elapsed = job.started ? Date.now() / 1000 - job.started : 0;
-  const remaining = done ? elapsed / done * (total - done) : NaN;
-  document.getElementById("job-figures").textContent =
-    `${done} / ${total} photos · elapsed ${formatSeconds(elapsed)} · remaining ${done < total ? formatSeconds(remaining) : "0 s"}`;
-}
-
-function showJobResult(result) {
-  const box = document.getElementById("job-result");
-  const metrics = result.metrics || {};
-  const people = Object.entries(result.people || {}).map(([name, count]) => `<li>${escapeHtml(name)}: ${count}</li>`).join("");
-  const skipped = (result.skipped || []).map((item) => `<li><code>${escapeHtml(item.file)}</code>: ${escapeHtml(item.reason)}</li>`).join("");
-  const accuracy = metrics.accuracy == null ? "–" : (metrics.accuracy * 100).toFixed(1) + "%";
-  box.innerHTML = `<p>Model <code>${escapeHtml(result.model)}</code>: held-out accuracy <strong>${accuracy}</strong>
-    on ${metrics.test_photos || 0} photos.</p>` +
-    (result.search ? `<p>Best parameters: <code>${escapeHtml(JSON.stringify(result.search.best_params))}</code>
-      (cross-validated accuracy ${(result.search.best_score * 100).toFixed(1)}%)</p>` : "") +
-    `<details open><summary>Photos learned per person</summary><ul>${people}</ul></details>` +
-    (skipped ? `<details><summary>${result.skipped.length} photos skipped</summary><ul>${skipped}</ul></details>` : "") +
-    `<p><a href="/">Go to the predict page</a> (opening it in a few seconds).</p>`;
-}
-
-function escapeHtml(text) {
-  const span = document.createElement("span");
-  span.textContent = String(text);
-  return span.innerHTML;
-}
-
-async function followJob(url) {
-  const section = document.getElementById("job");
-  section.hidden = false;
-  for (;;) {
-    const response = await fetch(url, {headers: {"Accept": "application/json"}});
-    const job = (await response.json()).response.data;
-    showJob(job);
-    if (job.state === "done") {
-      showMessage("Training finished: the new model is active.", "ok");
-      showJobResult(job.result);
-      setTimeout(() => { window.location.href = "/"; }, 8000);
-      return;
-    }
-    if (job.state === "failed") {
-      showMessage(`${job.error.code}: ${job.error.description}`, "error");
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 700));
   }
-}
 
-function setUpTrain(form) {
-  wireDropZone(form);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const button = form.querySelector("button");
-    button.disabled = true;
-    showMessage("Uploading…");
-    const {answer} = await postForm(form.action, new FormData(form));
-    if (answer.status !== "OK") {
-      showMessage(`${answer.error}: ${answer.description}`, "error");
-      button.disabled = false;
-      return;
-    }
-    showMessage("Training started.");
-    await followJob(answer.job_url);
-    button.disabled = false;
-  });
-}
+  // -- formatting -----------------------------------------------------------------------------
+  function bytes(size) {
+    if (size < 1024) return `${size} bytes`;
+    if (size < 1024 * 1024) return `${Math.round(size / 1024)} KB`;
+    return `${(size / 1024 / 1024).toFixed(size < 10 * 1024 * 1024 ? 1 : 0)} MB`;
+  }
 
-function setUpModels() {
-  document.querySelectorAll("button.activate, button.delete").forEach((button) => {
-    button.addEventListener("click", async () => {
-      const model = button.dataset.model;
-      const deleting = button.classList.contains("delete");
-      if (deleting && !window.confirm(`Delete model ${model}? This cannot be undone.`)) return;
-      const response = await fetch(`/models/${model}${deleting ? "" : "/activate"}`, {
-        method: deleting ? "DELETE" : "POST", headers: {"X-CSRFToken": csrfToken, "Accept": "application/json"},
-      });
-      const answer = (await response.json()).response;
-      if (answer.status === "OK") window.location.reload();
-      else showMessage(`${answer.error}: ${answer.description}`, "error");
+  function clock(seconds) {
+    if (!Number.isFinite(seconds) || seconds < 0) return "–";
+    seconds = Math.round(seconds);
+    const minutes = Math.floor(seconds / 60);
+    return minutes ? `${minutes} min ${String(seconds % 60).padStart(2, "0")} s` : `${seconds} s`;
+  }
+
+  function percent(value) {
+    return `${Math.round(value * 100)}%`;
+  }
+
+  function plural(count, one, many) {
+    return `${count} ${count === 1 ? one : many}`;
+  }
+
+  function capitalised(text) {
+    text = String(text || "");
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // -- messages in the page -------------------------------------------------------------------
+  // One message at a time under the header; errors are role="alert", the rest role="status".
+  function showMessage({level = "info", title, text = "", detail = "", list = [], code = "", link = null,
+    scroll = false}) {
+    const template = document.getElementById("alert-template");
+    const node = template.content.firstElementChild.cloneNode(true);
+    node.classList.add(`alert--${level}`);
+    node.setAttribute("role", level === "error" ? "alert" : "status");
+    if (code) node.dataset.code = code;
+    node.querySelector(".alert__title").textContent = title;
+    node.querySelector(".alert__text").textContent = text;
+    node.querySelector(".alert__detail").textContent = detail;
+    const items = node.querySelector(".alert__list");
+    list.slice(0, 12).forEach((item) => {
+      const li = document.createElement("li");
+      li.textContent = item;
+      items.append(li);
     });
-  });
-}
+    if (list.length > 12) {
+      const li = document.createElement("li");
+      li.textContent = `… and ${list.length - 12} more`;
+      items.append(li);
+    }
+    node.querySelector(".alert__code").textContent = code && level !== "ok" && level !== "info" ? `Code ${code}` : "";
+    const anchor = node.querySelector(".alert__link a");
+    if (link) {
+      anchor.href = link.href;
+      anchor.textContent = link.text;
+    } else {
+      anchor.parentElement.remove();
+    }
+    node.querySelector(".alert__close").addEventListener("click", () => node.remove());
+    messages.replaceChildren(node);
+    if (scroll) node.scrollIntoView({block: "nearest"});
+    return node;
+  }
 
-const predictForm = document.getElementById("predict-form");
-if (predictForm) setUpPredict(predictForm);
-const trainForm = document.getElementById("train-form");
-if (trainForm) setUpTrain(trainForm);
-setUpModels();
+  function clearMessages() {
+    messages.replaceChildren();
+  }
+
+  // The message for a KO (or OK-with-error) answer, in words.
+  function described(answer) {
+    const code = answer.error || "INTERNAL_ERROR";
+    const [title, hint] = MESSAGES[code] || ["Something went wrong", "Try again in a moment."];
+    const data = answer.data;
+    let list = [];
+    if (data && Array.isArray(data.skipped)) list = data.skipped.map((item) => `${item.file}: ${item.reason}`);
+    else if (Array.isArray(data)) list = data.map(String);
+    let detail = answer.description || "";
+    if (detail && title.toLowerCase().includes(detail.toLowerCase())) detail = "";
+    const message = {level: WARNINGS.has(code) ? "warning" : "error", title, text: hint, detail, list, code};
+    if (code === "CLASSIFIER_NOT_LOADED" && body.dataset.trainUrl) message.link = {href: body.dataset.trainUrl, text: "Train a model"};
+    if (code === "CSRF_FAILED") message.link = {href: window.location.href, text: "Reload the page"};
+    return message;
+  }
+
+  // A message to show on the next page (after a reload).
+  function flash(message) {
+    try {
+      sessionStorage.setItem(FLASH_KEY, JSON.stringify(message));
+    } catch (error) { /* private mode: no message after the reload, nothing else lost */ }
+  }
+
+  function showFlash() {
+    let message = null;
+    try {
+      message = JSON.parse(sessionStorage.getItem(FLASH_KEY) || "null");
+      sessionStorage.removeItem(FLASH_KEY);
+    } catch (error) {
+      message = null;
+    }
+    if (message && message.title) showMessage(message);
+  }
+
+  // -- talking to the service -----------------------------------------------------------------
+  // Resolves {http, answer} for every outcome: a JSON envelope, an error page, or no answer.
+  function request(method, url, {body: payload = null, onUpload = null} = {}) {
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open(method, url);
+      xhr.setRequestHeader("Accept", "application/json");
+      if (method !== "GET") xhr.setRequestHeader("X-CSRFToken", csrfToken);
+      if (onUpload && xhr.upload) {
+        xhr.upload.addEventListener("progress", (event) => onUpload(event.loaded, event.lengthComputable ? event.total : 0));
+      }
+      xhr.addEventListener("load", () => {
+        let answer = null;
+        try {
+          answer = JSON.parse(xhr.responseText).response;
+        } catch (error) {
+          answer = null;
+        }
+        if (!answer || typeof answer !== "object") {
+          const code = HTTP_CODES[xhr.status] || (xhr.status >= 500 ? "INTERNAL_ERROR" : "BAD_REQUEST");
+          answer = {status: "KO", error: code, description: "", data: null};
+        }
+        resolve({http: xhr.status, answer});
+      });
+      const failed = () => resolve({http: 0, answer: {status: "KO", error: "NETWORK", description: "", data: null}});
+      xhr.addEventListener("error", failed);
+      xhr.addEventListener("timeout", failed);
+      xhr.addEventListener("abort", failed);
+      xhr.send(payload);
+    });
+  }
+
+  function setBusy(button, busy) {
+    if (!button) return;
+    button.disabled = busy;
+    button.classList.toggle("is-busy", busy);
+    if (busy) button.setAttribute("aria-busy", "true");
+    else button.removeAttribute("aria-busy");
+  }
+
+  // -- drop zones -----------------------------------------------------------------------------
+  const hasFiles = (event) => Boolean(event.dataTransfer) && Array.from(event.dataTransfer.types || []).includes("Files");
+
+  function setFiles(input, files) {
+    if (!files || !files.length) return;
+    const transfer = new DataTransfer();
+    transfer.items.add(files[0]);
+    input.files = transfer.files;
+    input.dispatchEvent(new Event("change", {bubbles: true}));
+  }
+
+  // The zone is a <label> for a visually hidden file input: a click, Enter or Space on the
+  // focused input opens the file picker; dropping a file on it (or anywhere on a page with
+  // one zone) chooses that file.
+  function wireDropZone(zone, onFile) {
+    const input = zone.querySelector('input[type="file"]');
+    const name = zone.querySelector("[data-file-name]");
+    const action = zone.querySelector(".dropzone__action");
+    let depth = 0;
+    zone.addEventListener("dragenter", (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      depth += 1;
+      zone.classList.add("is-over");
+    });
+    zone.addEventListener("dragover", (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      event.dataTransfer.dropEffect = "copy";
+    });
+    zone.addEventListener("dragleave", () => {
+      depth = Math.max(0, depth - 1);
+      if (!depth) zone.classList.remove("is-over");
+    });
+    zone.addEventListener("drop", (event) => {
+      event.preventDefault();
+      depth = 0;
+      zone.classList.remove("is-over");
+      setFiles(input, event.dataTransfer && event.dataTransfer.files);
+    });
+    input.addEventListener("change", () => {
+      const file = input.files[0];
+      zone.classList.toggle("has-file", Boolean(file));
+      if (name) name.textContent = file ? `${file.name} · ${bytes(file.size)}` : "";
+      if (action && file && action.dataset.chooseText) action.textContent = action.dataset.chooseText;
+      if (onFile) onFile(file);
+    });
+    return input;
+  }
+
+  function wirePageDrops() {
+    window.addEventListener("dragover", (event) => {
+      if (hasFiles(event)) event.preventDefault();
+    });
+    window.addEventListener("drop", (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault(); // never let the browser leave the page to open the file
+      const zones = document.querySelectorAll("[data-dropzone]");
+      if (zones.length === 1 && !zones[0].contains(event.target)) {
+        setFiles(zones[0].querySelector('input[type="file"]'), event.dataTransfer.files);
+      }
+    });
+  }
+
+  function tooLarge(file) {
+    const limit = Number(body.dataset.uploadLimit || 0);
+    if (!limit || file.size <= limit) return false;
+    showMessage({level: "error", title: MESSAGES.REQUEST_TOO_LARGE?.[0] || "This file is too large",
+      text: `It is ${bytes(file.size)}; the service accepts up to ${bytes(limit)}.`, code: "REQUEST_TOO_LARGE", scroll: true});
+    return true;
+  }
+
+  // -- predict page ---------------------------------------------------------------------------
+  function setUpPredict(form) {
+    const zone = form.querySelector("[data-dropzone]");
+    const canvas = document.getElementById("preview");
+    const button = form.querySelector('button[type="submit"]');
+    const result = document.getElementById("result");
+    const empty = result.querySelector("[data-empty]");
+    const content = result.querySelector("[data-content]");
+    const image = document.getElementById("annotated");
+    const rows = document.querySelector("#faces tbody");
+    const rowTemplate = document.getElementById("face-row-template");
+    let previewed = 0;
+
+    // The preview is drawn on a canvas: a blob: or data: URL would need img-src to allow it.
+    async function preview(file) {
+      const ticket = ++previewed;
+      canvas.hidden = true;
+      if (!file || !window.createImageBitmap) return;
+      try {
+        const bitmap = await createImageBitmap(file, {imageOrientation: "from-image"});
+        if (ticket !== previewed) return;
+        const scale = Math.min(1, 1200 / Math.max(bitmap.width, bitmap.height));
+        canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+        canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+        canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+        if (bitmap.close) bitmap.close();
+        canvas.hidden = false;
+      } catch (error) {
+        canvas.hidden = true; // not something the browser can draw; the service has the last word
+      }
+    }
+
+    const input = wireDropZone(zone, (file) => {
+      clearMessages();
+      preview(file);
+    });
+    form.noValidate = true; // our messages replace the browser's bubble
+
+    document.addEventListener("paste", (event) => {
+      const files = Array.from((event.clipboardData && event.clipboardData.files) || []);
+      const photo = files.find((file) => file.type.startsWith("image/"));
+      if (photo) {
+        event.preventDefault();
+        setFiles(input, [photo]);
+      }
+    });
+
+    function faceRow(face, index) {
+      const row = rowTemplate.content.firstElementChild.cloneNode(true);
+      const unknown = face.name === "unknown";
+      row.classList.toggle("face--unknown", unknown);
+      row.querySelector(".face__index").textContent = String(index);
+      row.querySelector(".face__label").textContent = unknown ? "Unknown" : face.name;
+      row.querySelector(".face__hint").textContent = unknown && face.candidate ? `closest: ${face.candidate}` : "";
+      const meter = row.querySelector(".face__meter");
+      meter.value = Number(face.confidence) || 0;
+      meter.setAttribute("aria-label", `Confidence ${percent(face.confidence || 0)}`);
+      row.querySelector(".face__percent").textContent = percent(face.confidence || 0);
+      row.querySelector(".face__distance").textContent = Number(face.distance).toFixed(3);
+      const box = face.box || {};
+      row.querySelector(".face__box").textContent = [box.top, box.right, box.bottom, box.left].join(", ");
+      return row;
+    }
+
+    function summary(faces) {
+      const known = faces.filter((face) => face.name !== "unknown").map((face) => face.name);
+      const unknown = faces.length - known.length;
+      const parts = [...new Set(known)];
+      if (unknown) parts.push(plural(unknown, "unknown person", "unknown people"));
+      return `${plural(faces.length, "face", "faces")} found: ${parts.join(", ")}.`;
+    }
+
+    function showResult(answer) {
+      const faces = answer.faces || [];
+      if (!faces.length) {
+        content.hidden = true;
+        empty.hidden = false;
+        image.removeAttribute("src");
+        rows.replaceChildren();
+        return false;
+      }
+      rows.replaceChildren(...faces.map((face, index) => faceRow(face, index + 1)));
+      if (answer.image_url) image.src = answer.image_url;
+      document.getElementById("result-summary").textContent = summary(faces);
+      const model = document.getElementById("result-model");
+      model.textContent = "";
+      if (answer.model) {
+        const code = document.createElement("code");
+        code.textContent = answer.model;
+        model.append("Recognised with model ", code, ".");
+      }
+      empty.hidden = true;
+      content.hidden = false;
+      return true;
+    }
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const file = input.files[0];
+      if (!file) {
+        showMessage({level: "error", title: "Choose a photo first",
+          text: "Choose a photo, or drop it on the dashed area, then press Recognise faces.", scroll: true});
+        input.focus();
+        return;
+      }
+      if (tooLarge(file)) return;
+      setBusy(button, true);
+      result.classList.add("is-busy");
+      result.setAttribute("aria-busy", "true");
+      showMessage({level: "info", title: "Looking for faces…"});
+      const {answer} = await request("POST", form.action, {body: new FormData(form)});
+      setBusy(button, false);
+      result.classList.remove("is-busy");
+      result.removeAttribute("aria-busy");
+      const shown = showResult(answer);
+      if (answer.status === "OK" && !answer.error) {
+        const names = Object.keys(answer.data || {});
+        const unknown = (answer.faces || []).filter((face) => face.name === "unknown").length;
+        showMessage({level: "ok", title: `Recognised: ${names.join(", ")}`,
+          text: unknown ? `${plural(unknown, "other face is", "other faces are")} not someone the model knows.` : ""});
+      } else {
+        showMessage({...described(answer), scroll: !shown});
+      }
+      if (shown) {
+        const title = document.getElementById("result-title");
+        title.focus({preventScroll: true});
+        result.scrollIntoView({block: "start", behavior: "smooth"});
+      }
+    });
+  }
+
+  // -- train and tune pages -------------------------------------------------------------------
+  function jobView(section) {
+    const bar = document.getElementById("job-progress");
+    const step = document.getElementById("job-step");
+    const share = document.getElementById("job-percent");
+    const count = document.getElementById("job-count");
+    const elapsed = document.getElementById("job-elapsed");
+    const remaining = document.getElementById("job-remaining");
+    const badge = document.getElementById("job-state");
+    const title = document.getElementById("job-title");
+    const progress = section.querySelector("[data-progress]");
+    let followed = performance.now();
+
+    function state(name) {
+      badge.textContent = name;
+      badge.className = `badge badge--${name === "uploading" ? "queued" : name}`;
+      section.dataset.state = name;
+    }
+
+    function set(done, total) {
+      if (total > 0) {
+        bar.max = total;
+        bar.value = Math.min(done, total);
+        share.textContent = `${Math.floor((100 * Math.min(done, total)) / total)}%`;
+      } else {
+        bar.removeAttribute("value"); // indeterminate
+        share.textContent = "";
+      }
+    }
+
+    return {
+      // Show an empty progress card for a new job (and drop the last job's result).
+      start(kind) {
+        section.querySelectorAll(".job-result, .alert").forEach((node) => node.remove());
+        title.textContent = kind === "tune" ? "Tuning in progress" : "Training in progress";
+        progress.hidden = false;
+        section.hidden = false;
+        state("uploading");
+        step.textContent = "Uploading the zip";
+        set(0, 0);
+        count.textContent = "–";
+        elapsed.textContent = "0 s";
+        remaining.textContent = "estimating…";
+        followed = performance.now();
+        section.scrollIntoView({block: "nearest"});
+      },
+
+      uploading(loaded, total) {
+        const seconds = (performance.now() - followed) / 1000;
+        set(loaded, total);
+        count.textContent = total ? `${bytes(loaded)} / ${bytes(total)}` : bytes(loaded);
+        elapsed.textContent = clock(seconds);
+        remaining.textContent = total && loaded ? clock((seconds / loaded) * (total - loaded)) : "estimating…";
+        if (total && loaded >= total) step.textContent = "Checking the zip";
+      },
+
+      show(job) {
+        const done = (job.progress && job.progress.done) || 0;
+        const total = (job.progress && job.progress.total) || 0;
+        state(job.state);
+        step.textContent = capitalised(job.step === "queued" ? "waiting to start" : job.step);
+        set(done, total);
+        count.textContent = total ? `${done} / ${total}` : "–";
+        // The job's start is the server's clock; fall back on ours when the two disagree.
+        let seconds = job.started ? Date.now() / 1000 - job.started : NaN;
+        if (!Number.isFinite(seconds) || seconds < -5 || seconds > 7 * 86400) seconds = (performance.now() - followed) / 1000;
+        seconds = Math.max(0, seconds);
+        elapsed.textContent = clock(seconds);
+        if (job.step === "encoding photos" && done > 0 && done < total) {
+          remaining.textContent = `about ${clock((seconds / done) * (total - done))}`;
+        } else if (total && done >= total) {
+          remaining.textContent = "finishing…";
+        } else {
+          remaining.textContent = "estimating…";
+        }
+      },
+
+      // Poll the job until it ends, then let the server render the result (?job=<id>).
+      async follow(url) {
+        let failures = 0;
+        for (;;) {
+          const {http, answer} = await request("GET", url);
+          if (answer.status === "OK" && answer.data) {
+            failures = 0;
+            const job = answer.data;
+            this.show(job);
+            if (job.state === "done" || job.state === "failed") {
+              const page = job.kind === "tune" ? section.dataset.tuneUrl : section.dataset.trainUrl;
+              window.location.replace(`${page}?job=${encodeURIComponent(job.id)}`);
+              return;
+            }
+          } else if (http === 404) {
+            showMessage({...described(answer), scroll: true});
+            return;
+          } else {
+            failures += 1;
+            if (failures === 3) {
+              showMessage({level: "warning", title: "Lost contact with the service",
+                text: "Still trying: the training goes on without this page.", code: answer.error});
+            }
+          }
+          await sleep(failures ? Math.min(5000, 1000 * failures) : 700);
+        }
+      },
+    };
+  }
+
+  function setUpTrain(form) {
+    const section = document.getElementById("job");
+    const view = jobView(section);
+    const button = form.querySelector('button[type="submit"]');
+    const input = wireDropZone(form.querySelector("[data-dropzone]"), () => clearMessages());
+    form.noValidate = true;
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const file = input.files[0];
+      if (!file) {
+        showMessage({level: "error", title: "Choose a zip first",
+          text: "Choose a .zip of photos, or drop it on the dashed area, then start again.", scroll: true});
+        input.focus();
+        return;
+      }
+      if (tooLarge(file)) return;
+      setBusy(button, true);
+      clearMessages();
+      view.start(form.dataset.kind);
+      const {answer} = await request("POST", form.action, {body: new FormData(form),
+        onUpload: (loaded, total) => view.uploading(loaded, total)});
+      if (answer.status === "OK" && answer.job_url) {
+        section.dataset.jobUrl = answer.job_url;
+        await view.follow(answer.job_url);
+        return;
+      }
+      const running = answer.error === "TRAINING_IN_PROGRESS" && answer.data && answer.data.job;
+      showMessage({...described(answer), scroll: true});
+      if (running) {
+        await view.follow(`${section.dataset.jobsUrl}/${encodeURIComponent(answer.data.job)}`);
+        return;
+      }
+      section.hidden = true;
+      setBusy(button, false);
+    });
+  }
+
+  function setUpJobPage(section) {
+    const state = section.dataset.state;
+    if (section.dataset.jobUrl && (state === "queued" || state === "running")) {
+      setBusy(document.getElementById("train-button"), true);
+      jobView(section).follow(section.dataset.jobUrl);
+    }
+  }
+
+  // After a training, open the predict page in a few seconds, as the original service did;
+  // "Stay on this page" cancels it.
+  function setUpRedirect(box) {
+    if (box.hidden) return;
+    let seconds = Number(box.dataset.seconds) || 8;
+    const text = document.getElementById("redirect-text");
+    const stay = document.getElementById("redirect-stay");
+    const title = document.getElementById("job-title");
+    if (title) title.focus({preventScroll: true});
+    const tell = () => {
+      text.textContent = `Opening the predict page in ${seconds} s.`;
+    };
+    tell();
+    const timer = window.setInterval(() => {
+      seconds -= 1;
+      if (seconds <= 0) {
+        window.clearInterval(timer);
+        window.location.assign(box.dataset.redirectTo);
+      } else {
+        tell();
+      }
+    }, 1000);
+    stay.addEventListener("click", () => {
+      window.clearInterval(timer);
+      text.textContent = "You stay on this page.";
+      stay.hidden = true;
+    });
+  }
+
+  // -- models page ----------------------------------------------------------------------------
+  function confirmDelete(dialog, model, summary) {
+    if (!dialog || typeof dialog.showModal !== "function") {
+      return Promise.resolve(window.confirm(`Delete model ${model}? This cannot be undone.`));
+    }
+    dialog.querySelector("[data-confirm-model]").textContent = model;
+    dialog.querySelector("[data-confirm-summary]").textContent = summary || "";
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "delete"), {once: true});
+      dialog.showModal();
+    });
+  }
+
+  function setUpModels(forms) {
+    const dialog = document.getElementById("confirm-delete");
+    forms.forEach((form) => form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const model = form.dataset.model;
+      const deleting = form.dataset.action === "delete";
+      const button = form.querySelector("button");
+      if (deleting && !(await confirmDelete(dialog, model, form.dataset.summary))) {
+        button.focus();
+        return;
+      }
+      setBusy(button, true);
+      const {answer} = await request(deleting ? "DELETE" : "POST", form.action);
+      if (answer.status === "OK") {
+        flash(deleting ? {level: "ok", title: `Model ${model} was deleted`}
+          : {level: "ok", title: `Model ${model} is now the active model`, text: "Predictions use it from now on."});
+        window.location.reload();
+        return;
+      }
+      setBusy(button, false);
+      showMessage({...described(answer), scroll: true});
+    }));
+  }
+
+  // -- start ----------------------------------------------------------------------------------
+  showFlash();
+  wirePageDrops();
+  const predictForm = document.getElementById("predict-form");
+  if (predictForm) setUpPredict(predictForm);
+  const trainForm = document.getElementById("train-form");
+  if (trainForm) setUpTrain(trainForm);
+  const jobSection = document.getElementById("job");
+  if (jobSection) setUpJobPage(jobSection);
+  const redirect = document.getElementById("redirect");
+  if (redirect) setUpRedirect(redirect);
+  const modelForms = document.querySelectorAll("form[data-action]");
+  if (modelForms.length) setUpModels(modelForms);
+})();

@@ -1,0 +1,181 @@
+"""Who may train, tune and manage models.
+
+REST clients send ``Authorization: Bearer <API token>``; browser users log in with the admin
+password and carry a session cookie. A session is only ever honoured together with a valid
+CSRF token, which ``create_app`` demands of every request that carries the cookie, so a
+forged cross-site request can use neither. Secrets are kept hashed under the data
+directory; when none is configured they are generated at first start and printed once.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask_wtf import FlaskForm
+from werkzeug.security import check_password_hash, generate_password_hash
+from wtforms import PasswordField
+from wtforms.validators import DataRequired
+
+from datastructure.errors import PyRecognizerError
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("auth", __name__)
+
+
+class Unauthorized(PyRecognizerError):
+    code, status = "UNAUTHORIZED", 401
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The API token and admin password, as hashes; compared in constant time."""
+
+    token_sha256: str
+    password_hash: str
+
+    def token_ok(self, token: str) -> bool:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return hmac.compare_digest(digest, self.token_sha256)
+
+    def password_ok(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+
+def secrets_file_content(path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_private(path, content: dict) -> None:
+    """Write a JSON file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(content, handle, indent=2)
+    os.replace(staging, path)
+
+
+def service_secrets(path, security: dict) -> tuple[str, Credentials]:
+    """Return the session secret key and the credentials, generating what is missing.
+
+    Configured values (environment or config file) win and are never written down; generated
+    ones are stored hashed and shown once, on the console and in the log.
+    """
+    stored = secrets_file_content(path)
+    changed, shown = False, {}
+    if not stored.get("secret_key"):
+        stored["secret_key"], changed = secrets.token_hex(32), True
+    token, password = security.get("api_token"), security.get("admin_password")
+    if not token and not stored.get("api_token_sha256"):
+        shown["API token"] = secrets.token_urlsafe(32)
+        stored["api_token_sha256"] = hashlib.sha256(shown["API token"].encode()).hexdigest()
+    if not password and not stored.get("admin_password_hash"):
+        shown["admin password"] = secrets.token_urlsafe(12)
+        stored["admin_password_hash"] = generate_password_hash(shown["admin password"])
+    if changed or shown:
+        write_private(path, stored)
+    for name, value in shown.items():
+        message = f"generated the {name} (shown once, stored hashed in {path}): {value}"
+        print(message, flush=True)
+        log.warning(message)
+    credentials = Credentials(
+        token_sha256=hashlib.sha256(token.encode()).hexdigest() if token else stored["api_token_sha256"],
+        password_hash=generate_password_hash(password) if password else stored["admin_password_hash"])
+    return security.get("secret_key") or stored["secret_key"], credentials
+
+
+def credentials() -> Credentials:
+    return current_app.extensions["pyrecognizer.credentials"]
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def is_authorized() -> bool:
+    """A valid bearer token, or a logged-in session (whose CSRF token was already checked)."""
+    token = bearer_token()
+    if token is not None:
+        return credentials().token_ok(token)
+    return session.get("user") == "admin"
+
+
+def login_required(view):
+    """Refuse the request with 401 unless ``is_authorized()``."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if not is_authorized():
+            raise Unauthorized("send 'Authorization: Bearer <API token>', or log in at /login")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def page_login_required(view):
+    """Send a browser that is not logged in to the login page, then back."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if session.get("user") != "admin":
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+class LoginForm(FlaskForm):
+    password = PasswordField("Admin password", validators=[DataRequired()])
+
+
+def safe_next(target: str | None) -> str:
+    """Return ``target`` if it is a path on this site, else the home page (no open redirect)."""
+    parts = urlsplit(target or "")
+    if target and not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("pages.predict_page")
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        if credentials().password_ok(form.password.data):
+            session.clear()
+            session.permanent = True
+            session["user"] = "admin"
+            grant_dashboard()
+            log.info("admin logged in from %s", request.remote_addr)
+            return redirect(safe_next(request.args.get("next")))
+        log.warning("failed login from %s", request.remote_addr)
+        error = "Wrong password."
+    status = 401 if error else 200
+    return render_template("login.html", form=form, error=error), status
+
+
+@blueprint.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("pages.predict_page"))
+
+
+def grant_dashboard() -> None:
+    """Log the admin into Flask-MonitoringDashboard too: one login for the whole service."""
+    grant = current_app.extensions.get("pyrecognizer.dashboard_grant")
+    if grant:
+        session.update(grant())

@@ -1,0 +1,15 @@
+"""Rate limits (Flask-Limiter, in memory): per client address, each limit from the config.
+
+In-memory counters are per worker process, so with N workers a client gets up to N times a
+limit; set ``RATELIMIT_STORAGE_URI`` (e.g. redis://) to share them.
+"""
+from flask import current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True)
+
+
+def limit(name: str):
+    """Decorate a view with the limit ``security.rate_limits[name]`` of the running app."""
+    return limiter.limit(lambda: current_app.config["PYRECOGNIZER"]["security"]["rate_limits"][name])

@@ -1,0 +1,102 @@
+"""Face verification and encoding, as CompreFace and deepface offer them; no model needed.
+
+    POST /verify   multipart file1, file2 -> are they the same person?
+    POST /encode   multipart file         -> the 128-d encoding and box of every face
+
+``/verify`` compares the main face of each photo (the largest, most central one, as the
+evaluation does) by the Euclidean distance of their dlib encodings:
+
+    same        distance <= threshold (VERIFY_THRESHOLD, or the config's verify.threshold)
+    confidence  P(same person | distance) = sigmoid(a + b * distance), fitted by logistic
+                regression on LFW pairs (see VERIFY_CONFIDENCE), so 0.9 means about 9 in 10
+                pairs at that distance are the same person, for an even mix of pairs;
+                ``verdict_confidence`` is the probability that ``same`` is right.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from flask import Blueprint
+
+from api import service
+from api.rest import uploaded_file
+from datastructure.errors import MissingFile, PyRecognizerError
+from datastructure.response import envelope
+from utils.evaluation import main_face_index
+from utils.faces import decoded, faces_in
+
+blueprint = Blueprint("verify", __name__)
+
+# Fitted once on LFW (shared/faces/lfw/people, train split of the README: all same-person
+# pairs against as many different-person pairs, dlib encodings of this pipeline), see
+# tests/test_quality.py::test_verify_constants_match_lfw which re-fits and checks them.
+VERIFY_CONFIDENCE = (14.13, -29.49)
+# At this distance fewer than 1 in 100 different-person pairs of LFW pass as the same.
+VERIFY_THRESHOLD = 0.50
+
+
+class NoFaceFound(PyRecognizerError):
+    code, status = "NO_FACE_FOUND", 422
+
+
+def face_box(box) -> dict:
+    top, right, bottom, left = (int(v) for v in box)
+    return {"top": top, "right": right, "bottom": bottom, "left": left}
+
+
+def photo_faces(field: str):
+    """Return (faces, decoded image) of the photo uploaded in ``field``."""
+    data = uploaded_file(field).read()
+    if not data:
+        raise MissingFile(f"the file in {field!r} is empty")
+    options = service().predict_options
+    image = decoded(data, options)
+    return faces_in(image, options), image
+
+
+def same_probability(distance: float) -> float:
+    intercept, slope = VERIFY_CONFIDENCE
+    return 1.0 / (1.0 + math.exp(-(intercept + slope * distance)))
+
+
+def verify_threshold() -> float:
+    section = service().config.get("verify") or {}
+    value = section.get("threshold")
+    return VERIFY_THRESHOLD if value is None else float(value)
+
+
+@blueprint.post("/verify")
+def verify():
+    chosen = {}
+    for field in ("file1", "file2"):
+        faces, image = photo_faces(field)
+        if not faces:
+            raise NoFaceFound(f"no face found in {field}", {"file": field})
+        index = main_face_index([face.box for face in faces], image.original_size)
+        chosen[field] = (faces[index], len(faces))
+    (first, first_count), (second, second_count) = chosen["file1"], chosen["file2"]
+    distance = float(np.linalg.norm(first.encoding - second.encoding))
+    threshold = verify_threshold()
+    same = distance <= threshold
+    probability = same_probability(distance)
+    data = {
+        "same": bool(same), "distance": round(distance, 4), "threshold": threshold,
+        "confidence": round(probability, 4),
+        "verdict_confidence": round(probability if same else 1 - probability, 4),
+        "file1": {"box": face_box(first.box), "faces": first_count},
+        "file2": {"box": face_box(second.box), "faces": second_count},
+    }
+    verdict = "the same person" if same else "different people"
+    return envelope(data, description=f"{verdict} (distance {distance:.3f}, threshold {threshold:.2f})")
+
+
+@blueprint.post("/encode")
+def encode():
+    faces, _ = photo_faces("file")
+    data = [{"box": face_box(face.box), "encoding": [round(float(v), 8) for v in face.encoding]}
+            for face in faces]
+    if not faces:
+        return envelope([], description="no face found in the photo", error="NO_FACE_FOUND")
+    return envelope(data, description=f"{len(faces)} face(s), 128-d dlib encodings (Euclidean distance; "
+                                      f"the same person is usually within 0.6)")
