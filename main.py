@@ -47,7 +47,7 @@ def command_train(args, config: dict) -> int:
     from utils.service import build_service
 
     engine = build_service(config, console_log=False)
-    bar = tqdm(total=0, unit="photo", file=sys.stderr, disable=None)
+    bar = tqdm(total=0, unit="photo", file=sys.stderr)
 
     def progress(done: int, total: int, step: str) -> None:
         bar.total = total

@@ -14,6 +14,10 @@ What ``init_dashboard`` changes from FMD's defaults, each checked against FMD 5.
 * CSRF: the dashboard blueprint is exempt from the app's CSRFProtect, guarded by SameSite;
 * outliers: Authorization and Cookie values are redacted before FMD stores request headers;
 * SQLite: WAL journal and a busy timeout, so gunicorn workers can share the file.
+
+It also publishes, as ``app.extensions[SESSION_GRANT_EXTENSION]``, the session entries that
+log the admin into the dashboard, so that the service's own login opens it too
+(``api.auth.grant_dashboard``).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ REDACTED = "[redacted]"
 SENSITIVE_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 SQLITE_BUSY_TIMEOUT_MS = 5000
 MONITOR_LEVELS = (0, 1, 2, 3)
+SESSION_GRANT_EXTENSION = "pyrecognizer.dashboard_grant"
 
 # str(werkzeug Headers): one "Name: value" line per header, CRLF-separated.
 _HEADER_LINE = re.compile(
@@ -112,11 +117,12 @@ def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: s
     from flask_monitoringdashboard import database
 
     _tune_sqlite(database.engine)
-    _sync_admin_user(database, username, password)
+    admin_id = _sync_admin_user(database, username, password)
     _disable_telemetry(database)
     _redact_outlier_requests()
     fmd.bind(app)
     _exempt_from_csrf(app)
+    _publish_session_grant(app, link, admin_id)
     _bound = settings
 
 
@@ -191,8 +197,9 @@ def _set_sqlite_pragmas(dbapi_connection, _connection_record) -> None:
         cursor.close()
 
 
-def _sync_admin_user(database, username: str, password: str) -> None:
-    """Make ``username`` an admin whose password is ``password``, in a new or existing database.
+def _sync_admin_user(database, username: str, password: str) -> int:
+    """Make ``username`` an admin whose password is ``password``, in a new or existing
+    database, and return the user's id.
 
     FMD seeds its User table from config.username/password only while the table is empty,
     on the first login attempt (``database.auth.get_user``), and ignores the config after that:
@@ -200,15 +207,15 @@ def _sync_admin_user(database, username: str, password: str) -> None:
     its defaults. Other users, created from the dashboard, are left as they are.
     """
     try:
-        _upsert_admin(database, username, password)
+        return _upsert_admin(database, username, password)
     except IntegrityError:
         # Another worker inserted the same user between our SELECT and INSERT; the second
         # attempt finds that row and only checks its password.
-        _upsert_admin(database, username, password)
+        return _upsert_admin(database, username, password)
 
 
-def _upsert_admin(database, username: str, password: str) -> None:
-    """Create or update the admin user in one transaction."""
+def _upsert_admin(database, username: str, password: str) -> int:
+    """Create or update the admin user in one transaction; return its id."""
     with database.DBSession.begin() as session:
         user = session.query(database.User).filter_by(username=username).one_or_none()
         if user is None:
@@ -218,6 +225,8 @@ def _upsert_admin(database, username: str, password: str) -> None:
         if user.password_hash is None or not user.check_password(password):
             user.set_password(password)
         user.is_admin = True
+        session.flush()  # gives a new user its id; read it before the session closes
+        return user.id
 
 
 def _disable_telemetry(database) -> None:
@@ -294,3 +303,13 @@ def _exempt_from_csrf(app: flask.Flask) -> None:
     csrf = app.extensions.get("csrf")
     if csrf is not None:
         csrf.exempt(fmd.blueprint)
+
+
+def _publish_session_grant(app: flask.Flask, link: str, admin_id: int) -> None:
+    """Publish the session entries that log the admin into the dashboard.
+
+    They are what FMD 5.1.0's ``core.auth.on_login`` writes for an admin; the service's own
+    login adds them to the session (``api.auth.grant_dashboard``), so one login opens both.
+    """
+    grant = {f"{link}_user_id": admin_id, f"{link}_logged_in": True, f"{link}_admin": True}
+    app.extensions[SESSION_GRANT_EXTENSION] = lambda: dict(grant)

@@ -1,9 +1,9 @@
 """The HTML pages: server-rendered Jinja templates, one stylesheet and a little plain JavaScript.
 
 The pages post to the same REST endpoints as API clients do (see static/app.js): the
-JavaScript asks for JSON and turns every answer, error or not, into words in the page. Every
-page is sent with a strict Content-Security-Policy (no inline script, no inline style, no
-third-party origin), so the pages work offline and prove they need nothing else.
+JavaScript asks for JSON and turns every answer, error or not, into words in the page. They
+need no inline script, no inline style and nothing from another origin, so they work offline
+and under the strict Content-Security-Policy the app sends (see api/__init__.py).
 
 ``predict_page(answer)``, ``job_redirect(job)`` and ``error_page(...)`` also render what a
 browser posting a form without JavaScript should see (see ``wants_html``).
@@ -14,7 +14,7 @@ import logging
 import time
 from datetime import datetime
 
-from flask import Blueprint, current_app, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, make_response, redirect, render_template, request, session, url_for
 
 from api import service
 from datastructure.errors import PyRecognizerError
@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 
 blueprint = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                       static_url_path="/static")
-
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                           "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-                           "form-action 'self'; frame-ancestors 'none'")
 
 # What a person reads for each error code: a title and what to do. The JavaScript reads the
 # same table from the page (base.html), so a message is written once.
@@ -55,6 +51,7 @@ MESSAGES = {
                         "The service stopped while it ran: upload the zip again."),
     "MODEL_NOT_VALID": ("This model cannot be used", ""),
     "CSRF_FAILED": ("This page has expired", "Reload the page and try again."),
+    "UNAUTHORIZED": ("You need to log in", "Log in with the admin password, then try again."),
     "NOT_FOUND": ("Not found", "The page or item does not exist (any more)."),
     "METHOD_NOT_ALLOWED": ("This action is not available here", "Go back and use the buttons of the page."),
     "UNSUPPORTED_MEDIA_TYPE": ("The service cannot read what was sent", "Go back and try again."),
@@ -74,13 +71,24 @@ def wants_html() -> bool:
 
 
 def can_manage() -> bool:
-    """Whether the current user may train, tune, activate and delete models.
+    """Whether the current user may train, tune, activate and delete models (api.auth decides)."""
+    try:
+        from api.auth import is_authorized
+    except ImportError:  # a service without access control
+        return True
+    return is_authorized()
 
-    Everyone may while the service has no users. A login layer decides by registering a
-    callable taking the action name: ``app.extensions["pyrecognizer_can"] = lambda action: ...``.
-    """
-    check = current_app.extensions.get("pyrecognizer_can")
-    return True if check is None else bool(check("manage"))
+
+def login_state() -> dict:
+    """What the header shows: a log-in link, or who is logged in and a log-out button."""
+    views = current_app.view_functions
+    logged_in = session.get("user")
+    here = request.full_path.rstrip("?")
+    login_url = None
+    if "auth.login" in views and not logged_in:
+        login_url = here if request.endpoint == "auth.login" else url_for("auth.login", next=here)
+    return {"user": logged_in, "login_url": login_url,
+            "logout_url": url_for("auth.logout") if "auth.logout" in views and logged_in else None}
 
 
 def when(value) -> str:
@@ -100,17 +108,19 @@ def duration(seconds) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def render_page(template: str, status: int = 200, **context):
-    """Render ``template`` with what every page shows, under the strict policy."""
+@blueprint.app_context_processor
+def page_context() -> dict:
+    """What base.html needs on every page, whichever blueprint renders it (e.g. the login page)."""
     config = service().config
-    response = make_response(render_template(
-        template, messages=MESSAGES, allowed=can_manage(), when=when, duration=duration,
-        dashboard=bool(config.get("dashboard", {}).get("enabled")),
-        upload_limit=int(config["limits"]["max_content_length"]), **context), status)
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers["Cache-Control"] = "no-store"
+    return {"error_messages": MESSAGES, "may_manage": can_manage(), "nice_date": when, "nice_duration": duration,
+            "dashboard_enabled": bool(config.get("dashboard", {}).get("enabled")), "account": login_state(),
+            "upload_limit": int(config["limits"]["max_content_length"])}
+
+
+def render_page(template: str, status: int = 200, **context):
+    """Render one of the pages."""
+    response = make_response(render_template(template, **context), status)
+    response.headers["Cache-Control"] = "no-store"  # every page carries a CSRF token
     return response
 
 
@@ -152,7 +162,9 @@ def training_page(kind: str):
     """The train or tune page; ``?job=<id>`` shows that job (running, done or failed)."""
     engine = service()
     job = None
-    if request.args.get("job"):
+    if not can_manage():
+        pass  # the page asks to log in; jobs are for those who may train
+    elif request.args.get("job"):
         job = engine.jobs.get(request.args["job"])  # NotFound: the error page
         kind = job.get("kind", kind)
     else:

@@ -23,6 +23,7 @@ ENVIRONMENT = {
     "PYRECOGNIZER_ADMIN_PASSWORD": ("security", "admin_password"),
     "PYRECOGNIZER_TLS": ("security", "tls"),
     "PYRECOGNIZER_LOG_LEVEL": ("logging", "level"),
+    "PYRECOGNIZER_DASK_SCHEDULER": ("cluster", "scheduler"),
 }
 
 

@@ -27,6 +27,7 @@ DEFAULT_CONFIDENCE = (7.2, -12.0, 0.0)
 THRESHOLDS = np.round(np.arange(0.25, 0.605, 0.01), 2)
 RATIOS = np.round(np.arange(0.50, 1.001, 0.02), 2)
 MAX_CALIBRATION_QUERIES = 4000
+CHUNK_ELEMENTS = 8_000_000  # distances computed at once: 64 MB of float64
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             queries = np.sort(rng.choice(queries, MAX_CALIBRATION_QUERIES, replace=False))
         own = np.searchsorted(self.starts_, queries, side="right") - 1
         genuine, strangers = [], []
-        for chunk in np.array_split(np.arange(len(queries)), max(1, len(queries) // 512)):
+        rows_per_chunk = max(1, min(512, CHUNK_ELEMENTS // len(self.labels_)))
+        for chunk in np.array_split(np.arange(len(queries)), max(1, -(-len(queries) // rows_per_chunk))):
             index, cls = queries[chunk], own[chunk]
             squared = squared_distances(self.encodings_[index], self.encodings_)
             rows = np.arange(len(chunk))

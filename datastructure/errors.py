@@ -73,3 +73,9 @@ class FaceLibraryMissing(PyRecognizerError):
     """face_recognition or its model weights could not be imported."""
 
     code, status = "FACE_LIBRARY_MISSING", 500
+
+
+class ClusterUnavailable(PyRecognizerError):
+    """The configured Dask scheduler cannot be reached, has no usable worker, or went away."""
+
+    code, status = "CLUSTER_UNAVAILABLE", 503

@@ -4,19 +4,14 @@ import contextlib
 import gzip
 import io
 import os
-import signal
 import stat
-import struct
-import tarfile
 import unicodedata
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from datastructure.errors import (
     ArchiveNotValid,
@@ -36,56 +31,27 @@ from utils.archive import (
 )
 
 
-def jpeg(seed: int = 0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-PHOTO = jpeg()
-MiB = 1024**2
-
-
-def zipped(*entries, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    """A zip of (name or ZipInfo, data) entries, written as given."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in entries:
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def photos(*names: str) -> bytes:
-    return zipped(*((name, jpeg(seed)) for seed, name in enumerate(names)))
-
-
-def central_offsets(data: bytes) -> list[int]:
-    """Where each central directory record starts, in directory order."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        offset, offsets = archive.start_dir, []
-        for info in archive.infolist():
-            offsets.append(offset)
-            offset += 46 + len(info.orig_filename.encode()) + len(info.extra) + len(info.comment)
-    return offsets
-
-
-def local_offsets(data: bytes) -> list[int]:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        return [info.header_offset for info in archive.infolist()]
-
-
-def patched(data: bytes, *edits: tuple[int, str, int]) -> bytes:
-    """``data`` with each (offset, struct format, value) written over it."""
-    out = bytearray(data)
-    for offset, fmt, value in edits:
-        struct.pack_into(fmt, out, offset, value)
-    return bytes(out)
-
-
-# Field offsets inside a central directory record and a local file header.
-CENTRAL_FLAGS, CENTRAL_COMPRESSED, CENTRAL_SIZE, CENTRAL_HEADER_OFFSET = 8, 20, 24, 42
-LOCAL_FLAGS, LOCAL_SIZE, LOCAL_NAME_LENGTH = 6, 22, 26
+from tests.hostile import (
+    CENTRAL_FLAGS,
+    CENTRAL_HEADER_OFFSET,
+    CENTRAL_COMPRESSED,
+    CENTRAL_SIZE,
+    LOCAL_FLAGS,
+    LOCAL_SIZE,
+    MiB,
+    PHOTO,
+    central_offsets,
+    jpeg,
+    local_offsets,
+    mutated,
+    named,
+    patched,
+    photos,
+    tar_of_photo,
+    time_limit,
+    two_entries,
+    zipped,
+)
 
 
 @pytest.fixture
@@ -277,10 +243,6 @@ def test_the_ratio_cap_is_configurable():
     assert list_photos(io.BytesIO(data), ArchiveLimits(max_ratio=10_000))
 
 
-def two_entries() -> bytes:
-    return zipped(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", jpeg(1)), compression=zipfile.ZIP_STORED)
-
-
 @pytest.mark.parametrize(
     "edit",
     [
@@ -330,15 +292,6 @@ def test_other_compression_methods_are_refused(method):
         list_photos(io.BytesIO(zipped(("Ben/1.jpg", PHOTO), compression=method)))
 
 
-def tar_of_photo() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo("1.jpg")
-        info.size = len(PHOTO)
-        archive.addfile(info, io.BytesIO(PHOTO))
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("name", ["Ben/more.zip", "Ben/more.tar.gz", "Ben/x.RAR", "Ben/x.7z"])
 def test_an_archive_inside_is_refused_by_name(name):
     with pytest.raises(ArchiveNotValid, match="archive inside"):
@@ -360,13 +313,6 @@ def test_an_archive_inside_is_refused_by_name(name):
 def test_an_archive_inside_is_refused_by_content(content):
     with pytest.raises(ArchiveNotValid, match="archive inside"):
         list_photos(io.BytesIO(zipped(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", content))))
-
-
-def named(name: str) -> zipfile.ZipInfo:
-    """A ZipInfo carrying ``name`` as is (the constructor would cut it at a NUL byte)."""
-    info = zipfile.ZipInfo("placeholder")
-    info.filename = name
-    return info
 
 
 @pytest.mark.parametrize(
@@ -535,32 +481,6 @@ SEEDS = [
     zipped(("Ben/1.jpg", PHOTO), ("Madonna/1.jpg", jpeg(1))),
     zipped(("train/Ben/1.jpg", PHOTO), ("train/Ben/2.jpg", PHOTO), compression=zipfile.ZIP_STORED),
 ]
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fail whatever runs inside for longer than ``seconds`` (a hang would stall CI instead)."""
-
-    def interrupt(signum, frame):
-        # pytest.fail raises a BaseException, which no "except Exception" can swallow.
-        pytest.fail(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@st.composite
-def mutated(draw, seeds: list[bytes]) -> bytes:
-    """A seed with a few bytes overwritten, and maybe cut short."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 8))):
-        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
-    return bytes(data[: draw(st.integers(1, len(data)))])
 
 
 def reads_or_raises_typed(data: bytes) -> None:

@@ -55,7 +55,7 @@ APP_SCRIPT = textwrap.dedent('''
 
     requests.Session.request = refuse
 
-    from flask import Flask, jsonify
+    from flask import Flask, jsonify, session
     from flask_wtf.csrf import CSRFProtect
     import flask_monitoringdashboard as fmd
     from api.dashboard import init_dashboard
@@ -87,6 +87,11 @@ APP_SCRIPT = textwrap.dedent('''
             return jsonify(outbound=OUTBOUND, telemetry_consent=fmd.telemetry_config.telemetry_consent,
                            journal_mode=pragma("journal_mode"), busy_timeout=pragma("busy_timeout"))
 
+    def grant():
+        # What the service's own login does (api.auth.grant_dashboard).
+        session.update(app.extensions["pyrecognizer.dashboard_grant"]())
+        return "granted"
+
     def rebind():
         app = build_app()
         bind(app)
@@ -103,6 +108,7 @@ APP_SCRIPT = textwrap.dedent('''
         app = build_app()
         bind(app)
         app.get("/state")(state)
+        app.get("/grant")(grant)
         app.run(host="127.0.0.1", port=int(port))
     else:
         rebind()
@@ -212,6 +218,13 @@ def test_login_takes_the_configured_password_not_admin_admin(server):
     assert logged_in(client, server)
     users = client.get(server.url + "/dashboard/api/users", timeout=10).json()
     assert [(user["username"], user["is_admin"]) for user in users] == [("admin", True)]
+
+
+def test_the_service_login_can_open_the_dashboard(server):
+    client = requests.Session()
+    assert not logged_in(client, server)
+    assert client.get(server.url + "/grant", timeout=10).text == "granted"
+    assert logged_in(client, server)
 
 
 def test_dashboard_is_exempt_from_csrf_and_the_app_is_not(server):

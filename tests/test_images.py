@@ -1,11 +1,7 @@
 """utils.images: every format and colour mode to 8-bit RGB, orientation, draft, hostile bytes."""
 
-import contextlib
 import io
 import pickle
-import signal
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -15,36 +11,10 @@ from PIL import Image, ImageFile
 
 from datastructure.errors import FileNotValid, ImageTooLarge, PyRecognizerError
 from utils.images import ALLOWED_FORMATS, configure_pillow, decode_image, encode_jpeg
+from tests.hostile import encoded, gradient, mutated, png, time_limit
 
 ORIENTATION = 0x0112
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
-
-
-def encoded(img: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    img.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def gradient(width: int = 64, height: int = 48) -> Image.Image:
-    """A smooth colour picture: compresses like a photo, unlike noise."""
-    x = np.linspace(0, 255, width).astype(np.uint8)
-    y = np.linspace(0, 255, height).astype(np.uint8)[:, np.newaxis]
-    channels = np.empty((height, width, 3), np.uint8)
-    channels[..., 0], channels[..., 1], channels[..., 2] = x, y, 255 - x
-    return Image.fromarray(channels)
-
-
-def png(width: int, height: int, bit_depth: int, colour_type: int, rows: bytes = b"") -> bytes:
-    """A PNG written chunk by chunk, to state what Pillow cannot write; no IDAT if no rows."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        checksum = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + checksum
-
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    pixels = chunk(b"IDAT", zlib.compress(rows)) if rows else b""
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 def assert_rgb(array: np.ndarray, height: int, width: int) -> None:
@@ -397,32 +367,6 @@ SEEDS = [
                          ("GIF", {}), ("WEBP", {}), ("TIFF", {}), ("BMP", {})]
 ]
 assert {Image.open(io.BytesIO(seed)).format for seed in SEEDS} <= ALLOWED_FORMATS
-
-
-@st.composite
-def mutated(draw, seeds: list[bytes]) -> bytes:
-    """A seed with a few bytes overwritten, and maybe cut short."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 8))):
-        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
-    return bytes(data[: draw(st.integers(1, len(data)))])
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fail whatever runs inside for longer than ``seconds`` (a hang would stall CI instead)."""
-
-    def interrupt(signum, frame):
-        # pytest.fail raises a BaseException, which no "except Exception" can swallow.
-        pytest.fail(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def decodes_or_raises_typed(data: bytes) -> None:

@@ -239,8 +239,12 @@ class InlineExecutor:
         pass
 
 
-def executor_for(workers: int):
-    """Return a process pool of ``workers``, or an inline executor when one is enough."""
+def executor_for(workers: int, scheduler: str | None = None, timeout: float = 10.0):
+    """Return a process pool of ``workers``, or an inline executor when one is enough;
+    with a Dask ``scheduler`` address, an executor over that cluster (utils/cluster.py)."""
+    if scheduler:
+        from utils.cluster import DaskExecutor  # imports dask: only when a cluster is configured
+        return DaskExecutor(scheduler, timeout)
     if workers <= 1:
         return InlineExecutor()
     # spawn, not fork: the service forks from a threaded process, where fork can deadlock.
@@ -260,7 +264,8 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 def encoded_photos(photos: Iterable[bytes], options: Options, *, workers: int = 0,
                    cache_folder: Path | None = None, batch_size: int = 4,
-                   on_result: Callable[[], None] | None = None) -> Iterator[PhotoResult]:
+                   on_result: Callable[[], None] | None = None, scheduler: str | None = None,
+                   cluster_timeout: float = 10.0) -> Iterator[PhotoResult]:
     """Yield a PhotoResult per photo, in order, encoding uncached photos on ``workers`` processes.
 
     At most two batches per worker are in flight, so memory stays bounded however large the
@@ -268,7 +273,7 @@ def encoded_photos(photos: Iterable[bytes], options: Options, *, workers: int = 
     """
     cache = EncodingCache(cache_folder, options)
     workers = worker_count(workers)
-    executor = executor_for(workers)
+    executor = executor_for(workers, scheduler, cluster_timeout)
 
     def started(batch: list[bytes]):
         digests = [hashlib.sha256(data).hexdigest() for data in batch]
@@ -291,7 +296,7 @@ def encoded_photos(photos: Iterable[bytes], options: Options, *, workers: int = 
         in_flight: deque = deque()
         for batch in batched(photos, batch_size):
             in_flight.append(started(batch))
-            while len(in_flight) > workers * 2:
+            while len(in_flight) > getattr(executor, "workers", workers) * 2:  # a cluster's grows
                 yield from finished(*in_flight.popleft())
         while in_flight:
             yield from finished(*in_flight.popleft())

@@ -51,7 +51,8 @@ def encoded_dataset(source, config: dict, cache_folder: Path | None, progress: P
     progress(0, total, "encoding photos")
     for result in encoded_photos(photo_bytes(), options, workers=int(config["faces"]["workers"]),
                                  cache_folder=cache_folder if config["faces"]["cache"] else None,
-                                 on_result=tick):
+                                 on_result=tick, scheduler=config.get("cluster", {}).get("scheduler"),
+                                 cluster_timeout=float(config.get("cluster", {}).get("timeout", 10))):
         person, name = names.popleft()
         dataset.add(person, name, result.faces, result.reason)
     return dataset

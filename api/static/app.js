@@ -104,6 +104,7 @@
     const message = {level: WARNINGS.has(code) ? "warning" : "error", title, text: hint, detail, list, code};
     if (code === "CLASSIFIER_NOT_LOADED" && body.dataset.trainUrl) message.link = {href: body.dataset.trainUrl, text: "Train a model"};
     if (code === "CSRF_FAILED") message.link = {href: window.location.href, text: "Reload the page"};
+    if (code === "UNAUTHORIZED" && body.dataset.loginUrl) message.link = {href: body.dataset.loginUrl, text: "Log in"};
     return message;
   }
 
@@ -204,6 +205,12 @@
       depth = 0;
       zone.classList.remove("is-over");
       setFiles(input, event.dataTransfer && event.dataTransfer.files);
+    });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") { // Space opens the picker of a file input; Enter does too here, as on a button
+        event.preventDefault();
+        input.click();
+      }
     });
     input.addEventListener("change", () => {
       const file = input.files[0];

@@ -1,0 +1,164 @@
+"""Training throughput on lfw/people: the engine's ``encoded_photos`` with 1 and 2 worker
+processes, its CPU per photo against the plain recipe's, and a re-run over a filled cache.
+
+* Photos are read into memory first (``archive.photo_source``, the engine's reader), so the
+  runs time encoding, not the disk. Runs use the service's training options (conf.json) and
+  no cache (``cache_folder=None``).
+* A subset is a stratified one: every k-th photo in person/name order, so each person keeps
+  their share (LFW photos are all 250x250, one centred face, so rates carry over).
+* CPU is ``getrusage`` of this process plus its waited-for children: the pool's workers are
+  joined when ``encoded_photos`` shuts the pool down, so their whole life is counted,
+  start-up (spawn, imports, dlib's models) included.
+* The plain recipe is per photo, so its CPU per photo comes from a subset, in this process.
+"""
+from __future__ import annotations
+
+import hashlib
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import Row, at_least, at_most, engine_config, plain, ratio
+from utils import archive
+from utils.faces import EncodingCache, Options, encoded_photos
+
+PLAIN_SUBSET = 150
+
+
+@dataclass
+class Run:
+    """One ``encoded_photos`` run."""
+
+    photos: int
+    workers: int
+    wall: float
+    cpu: float
+    results: list
+
+    @property
+    def photos_per_second(self) -> float:
+        return self.photos / self.wall
+
+    @property
+    def cpu_per_photo(self) -> float:
+        return self.cpu / self.photos
+
+    @property
+    def faces(self) -> int:
+        return sum(len(result.faces) for result in self.results)
+
+    def summary(self) -> dict:
+        return {"photos": self.photos, "workers": self.workers, "wall_s": round(self.wall, 2),
+                "cpu_s": round(self.cpu, 2), "photos_per_s": round(self.photos_per_second, 2),
+                "cpu_s_per_photo": round(self.cpu_per_photo, 4), "faces": self.faces,
+                "photos_without_face": sum(1 for result in self.results if not result.faces)}
+
+
+def lfw_photos(faces: Path) -> list[archive.Photo]:
+    return list(archive.photo_source(faces / "lfw" / "people"))
+
+
+def stratified(photos: list, count: int) -> list:
+    """Every k-th photo (photos sorted by person), so each person keeps their share."""
+    if count >= len(photos):
+        return list(photos)
+    return [photos[index * len(photos) // count] for index in range(count)]
+
+
+def training_options(workdir: Path) -> Options:
+    config = engine_config(workdir)
+    return Options.from_config(config["faces"], config["limits"], training=True)
+
+
+def cpu_seconds() -> float:
+    """CPU (user + system) of this process and of every child it has waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def encoding_run(datas: list[bytes], options: Options, workers: int, cache_folder: Path | None = None) -> Run:
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    results = list(encoded_photos(datas, options, workers=workers, cache_folder=cache_folder))
+    return Run(len(datas), workers, time.perf_counter() - wall, cpu_seconds() - cpu, results)
+
+
+def plain_cpu_per_photo(datas: list[bytes]) -> tuple[float, float, int]:
+    """Return the plain training loop's (CPU s, wall s) per photo and the faces it found."""
+    plain.training_step(datas[0])  # warm-up: face_recognition's import and first call
+    wall, cpu, faces = time.perf_counter(), time.process_time(), 0
+    for data in datas:
+        faces += plain.training_step(data)
+    return (time.process_time() - cpu) / len(datas), (time.perf_counter() - wall) / len(datas), faces
+
+
+def cache_entries(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every cache file with its inode and modification time: a rewritten entry changes both."""
+    return {str(path): (path.stat().st_ino, path.stat().st_mtime_ns) for path in folder.rglob("*.npz")}
+
+
+def filled_cache(folder: Path, datas: list[bytes], run: Run, options: Options) -> int:
+    """Store ``run``'s results with the engine's EncodingCache, keyed as encoded_photos keys
+    them (SHA-256 of the bytes), instead of paying a third encoding pass to fill it. Should
+    the key ever change, the cached re-run below re-encodes everything and the row says so."""
+    cache = EncodingCache(folder, options)
+    for data, result in zip(datas, run.results):
+        cache.put(hashlib.sha256(data).hexdigest(), result)
+    return len(cache_entries(folder))
+
+
+def cached_rerun(datas: list[bytes], options: Options, fresh: Run, workdir: Path) -> dict:
+    """Re-run with the cache filled from ``fresh``: count the entries written anew (re-encoded
+    photos) and check that the cached results are the fresh ones."""
+    folder = Path(tempfile.mkdtemp(prefix="cache-", dir=workdir))
+    stored = filled_cache(folder, datas, fresh, options)
+    before = cache_entries(folder)
+    run = encoding_run(datas, options, workers=0, cache_folder=folder)
+    after = cache_entries(folder)
+    rewritten = sum(1 for path, stamp in after.items() if before.get(path) != stamp)
+    same = all(len(a.faces) == len(b.faces) and all(
+        x.box == y.box and (x.encoding == y.encoding).all() for x, y in zip(a.faces, b.faces))
+        for a, b in zip(run.results, fresh.results))
+    return {**run.summary(), "entries_stored": stored, "re_encoded": rewritten, "results_identical": same}
+
+
+def train_section(faces: Path, workdir: Path, photo_count: int, single_count: int,
+                  say=print) -> tuple[list[Row], dict]:
+    photos = lfw_photos(faces)
+    chosen = stratified(photos, photo_count)
+    datas = [photo.data for photo in chosen]
+    single = [photo.data for photo in stratified(chosen, single_count)]
+    options = training_options(workdir)
+    say(f"train: {len(datas)} of {len(photos)} lfw/people photos ({len({p.person for p in chosen})} people); "
+        f"plain CPU on {min(PLAIN_SUBSET, len(datas))} ...")
+    plain_cpu, plain_wall, plain_faces = plain_cpu_per_photo(stratified(datas, PLAIN_SUBSET))
+    say(f"train: 1 worker on {len(single)} photos ...")
+    one = encoding_run(single, options, workers=1)
+    say(f"train: 2 workers on {len(datas)} photos ...")
+    two = encoding_run(datas, options, workers=2)
+    say("train: re-run over the filled cache ...")
+    cached = cached_rerun(datas, options, two, workdir)
+    scaling = ratio(two.photos_per_second, one.photos_per_second)
+    cpu_ratio = ratio(two.cpu_per_photo, plain_cpu)
+    rows = [
+        Row(f"train photos/s, 1 process (plain: {min(PLAIN_SUBSET, len(datas))} photos, ours: {one.photos})",
+            1 / plain_wall, one.photos_per_second, ratio(one.photos_per_second, 1 / plain_wall), digits=1),
+        Row(f"train photos/s, 2 workers ({two.photos} photos; ratio: vs 1 worker)", None,
+            two.photos_per_second, scaling, ">= 1.7", at_least(scaling, 1.7), 1),
+        Row("train CPU s/photo (ours: 2-worker pool, all processes)", plain_cpu, two.cpu_per_photo,
+            cpu_ratio, "<= 0.5", at_most(cpu_ratio, 0.5), 3),
+        Row("train CPU s/photo, ours in 1 process (no pool)", plain_cpu, one.cpu_per_photo,
+            ratio(one.cpu_per_photo, plain_cpu), digits=3),
+        Row(f"re-train over the cache: photos re-encoded (of {cached['photos']})", None, cached["re_encoded"],
+            None, "0", cached["re_encoded"] == 0 and cached["results_identical"], 0),
+        Row("re-train over the cache: s (ratio: vs uncached 2 workers)", None, cached["wall_s"],
+            ratio(cached["wall_s"], two.wall), digits=2),
+    ]
+    details = {"lfw_photos": len(photos), "options": options.signature(),
+               "plain": {"photos": min(PLAIN_SUBSET, len(datas)), "cpu_s_per_photo": round(plain_cpu, 4),
+                         "wall_s_per_photo": round(plain_wall, 4), "faces": plain_faces,
+                         "includes": "load_image_file + face_locations (HOG, upsample 1) + face_encodings "
+                                     "when exactly one face (the example's training loop)"},
+               "one_worker": one.summary(), "two_workers": two.summary(), "cached_rerun": cached}
+    return rows, details
