@@ -63,7 +63,7 @@ def create_app(config: dict | None = None) -> Flask:
     @app.before_request
     def check_csrf():
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and from_browser():
-            csrf.protect()
+            csrf.protect(apply_exemptions=True)
 
     from api import auth, pages, rest
     from api.limits import limiter

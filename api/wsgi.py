@@ -3,6 +3,7 @@ once in the master before it forks, so every worker shares those pages of memory
 from __future__ import annotations
 
 import logging
+import sys
 
 from gunicorn.app.base import BaseApplication
 
@@ -11,11 +12,9 @@ log = logging.getLogger(__name__)
 
 def after_fork(server, worker) -> None:
     """Give each worker its own database connections: a SQLite handle must not cross a fork."""
-    try:
-        from flask_monitoringdashboard.database import engine
-    except ImportError:
-        return
-    engine.dispose(close=False)
+    database = sys.modules.get("flask_monitoringdashboard.database")  # importing it would create a database
+    if database is not None:
+        database.engine.dispose(close=False)
 
 
 class Server(BaseApplication):
