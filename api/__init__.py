@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
               413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS"}
-# Our pages load nothing from elsewhere; the dashboard's own pages are served under their own policy.
+# Our pages load nothing from elsewhere; the dashboard's pages get theirs (api/dashboard_assets.py).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
                            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 
@@ -72,10 +72,15 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(rest.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(auth.blueprint)
+    from api import verify  # issue 6: /verify, /encode (TEMPORARY registration for testing)
+    app.register_blueprint(verify.blueprint)
     register_error_handlers(app)
     add_security_headers(app, tls=bool(security["tls"]))
     if config["dashboard"]["enabled"]:
         from api.dashboard import init_dashboard
+        from api.dashboard_assets import serve_dashboard_assets_locally
+
+        serve_dashboard_assets_locally(app)
 
         # Nobody logs in through the dashboard's own form (its password is random at every
         # start): logging in at /login opens the dashboard too (see api.auth.grant_dashboard).
