@@ -5,13 +5,13 @@ import logging
 import secrets
 from datetime import timedelta
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, redirect, request, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from conf.config import load_config
 from datastructure.errors import PyRecognizerError
-from datastructure.response import envelope, error_envelope
+from datastructure.response import envelope
 from utils.service import Service, build_service
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ def add_security_headers(app: Flask, *, tls: bool) -> None:
     def headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin, not no-referrer: Flask-WTF checks the Referer of HTTPS form posts
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if not request.path.startswith("/dashboard"):
@@ -108,24 +109,34 @@ def add_security_headers(app: Flask, *, tls: bool) -> None:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Every error becomes the JSON envelope with a fitting status, never a stack trace."""
+    """Every error becomes the JSON envelope with a fitting status, never a stack trace; a
+    browser posting a plain form (it prefers HTML) gets the same error as a page."""
+    from api.auth import Unauthorized
+    from api.pages import error_page, wants_html
+
+    def answer(code: str, description: str, status: int, data=None, headers=()):
+        if wants_html():
+            if code == Unauthorized.code:
+                return redirect(url_for("auth.login", next=request.full_path.rstrip("?")), 303)
+            response = error_page(code, description, status, data)
+            response.headers.extend(headers)
+            return response
+        return envelope(data, description=description, error=code, status="KO"), status, list(headers)
 
     @app.errorhandler(PyRecognizerError)
     def typed_error(exc: PyRecognizerError):
-        return error_envelope(exc), exc.status
+        return answer(exc.code, exc.description, exc.status, exc.data)
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
-        return envelope(None, description=exc.description, error="CSRF_FAILED", status="KO"), 400
+        return answer("CSRF_FAILED", exc.description, 400)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
-        return envelope(None, description=exc.description, error=HTTP_CODES.get(exc.code, "HTTP_ERROR"),
-                        status="KO"), exc.code, headers  # e.g. Retry-After, Allow
+        return answer(HTTP_CODES.get(exc.code, "HTTP_ERROR"), exc.description, exc.code, headers=headers)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return envelope(None, description="internal error: see the service log", error="INTERNAL_ERROR",
-                        status="KO"), 500
+        return answer("INTERNAL_ERROR", "internal error: see the service log", 500)

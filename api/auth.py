@@ -24,6 +24,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField
 from wtforms.validators import DataRequired
 
+from api.limits import limit
 from datastructure.errors import PyRecognizerError
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,9 @@ def service_secrets(path, security: dict) -> tuple[str, Credentials]:
     if changed or shown:
         write_private(path, stored)
     for name, value in shown.items():
-        message = f"generated the {name} (shown once, stored hashed in {path}): {value}"
-        print(message, flush=True)
-        log.warning(message)
+        # the value goes to the console only: a log file would keep it in clear on disk
+        print(f"generated the {name} (shown once, stored hashed in {path}): {value}", flush=True)
+        log.warning("generated the %s: shown once on the console, stored hashed in %s", name, path)
     credentials = Credentials(
         token_sha256=hashlib.sha256(token.encode()).hexdigest() if token else stored["api_token_sha256"],
         password_hash=generate_password_hash(password) if password else stored["admin_password_hash"])
@@ -151,6 +152,7 @@ def safe_next(target: str | None) -> str:
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
+@limit("login", methods=["POST"])
 def login():
     form = LoginForm()
     error = None

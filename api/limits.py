@@ -10,6 +10,6 @@ from flask_limiter.util import get_remote_address
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True)
 
 
-def limit(name: str):
+def limit(name: str, **options):
     """Decorate a view with the limit ``security.rate_limits[name]`` of the running app."""
-    return limiter.limit(lambda: current_app.config["PYRECOGNIZER"]["security"]["rate_limits"][name])
+    return limiter.limit(lambda: current_app.config["PYRECOGNIZER"]["security"]["rate_limits"][name], **options)

@@ -14,9 +14,11 @@ import logging
 import time
 from datetime import datetime
 
-from flask import Blueprint, current_app, make_response, redirect, render_template, request, session, url_for
+from flask import (Blueprint, current_app, has_request_context, make_response, redirect, render_template, request,
+                   session, url_for)
 
 from api import service
+from api.auth import page_login_required
 from datastructure.errors import PyRecognizerError
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,12 @@ MESSAGES = {
                        "Try again; if it happens again, tell the administrator (the details are in the service log)."),
     "NETWORK": ("The service cannot be reached", "Check the connection, then try again."),
 }
+
+
+# Codes whose message says it all: the service's own description (written for programs,
+# e.g. "train one first (POST /train)") is not shown under them.
+QUIET_CODES = ("NO_FACE_FOUND", "IMAGE_NOT_RECOGNIZED", "CLASSIFIER_NOT_LOADED", "MISSING_FILE", "CSRF_FAILED",
+               "UNAUTHORIZED", "TRAINING_IN_PROGRESS")
 
 
 def wants_html() -> bool:
@@ -111,8 +119,10 @@ def duration(seconds) -> str:
 @blueprint.app_context_processor
 def page_context() -> dict:
     """What base.html needs on every page, whichever blueprint renders it (e.g. the login page)."""
+    if not has_request_context():
+        return {}
     config = service().config
-    return {"error_messages": MESSAGES, "may_manage": can_manage(), "nice_date": when, "nice_duration": duration,
+    return {"error_messages": MESSAGES, "quiet_codes": QUIET_CODES, "may_manage": can_manage(), "nice_date": when, "nice_duration": duration,
             "dashboard_enabled": bool(config.get("dashboard", {}).get("enabled")), "account": login_state(),
             "upload_limit": int(config["limits"]["max_content_length"])}
 
@@ -192,6 +202,7 @@ def tune_page():
     return training_page("tune")
 
 
+@page_login_required
 def models_page():
     """The models page (GET /models from a browser): the models and who the active one knows."""
     engine = service()

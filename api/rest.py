@@ -5,12 +5,12 @@ import os
 import re
 import uuid
 
-from flask import Blueprint, request, send_from_directory, url_for
+from flask import Blueprint, flash, redirect, request, send_from_directory, url_for
 
 from api import service
 from api.auth import is_authorized, login_required, Unauthorized
 from api.limits import limit
-from api.pages import models_page, wants_html
+from api.pages import job_redirect, models_page, predict_page, wants_html
 from datastructure.errors import MissingFile, NotFound
 from datastructure.response import envelope
 from utils import archive
@@ -40,7 +40,7 @@ def predict():
     answer = service().predict(data)
     if answer["response"]["description"]:
         answer["response"]["image_url"] = url_for("rest.upload", name=answer["response"]["description"])
-    return answer
+    return predict_page(answer) if wants_html() else answer
 
 
 def start_training(tune: bool):
@@ -62,6 +62,8 @@ def start_training(tune: bool):
     except BaseException:
         remove()
         raise
+    if wants_html():
+        return job_redirect(job)
     return envelope(job, description=f"{job['kind']} job {job['id']} started",
                     job_url=url_for("rest.job", job_id=job["id"])), 202
 
@@ -116,14 +118,23 @@ def activate(model_id: str):
     engine = service()
     engine.store.activate(model_id)
     engine.active.current()
-    return envelope({"active": model_id}, description=f"model {model_id} is active")
+    return done_with_models(f"model {model_id} is active", {"active": model_id})
 
 
 @blueprint.delete("/models/<model_id>")
+@blueprint.post("/models/<model_id>/delete")  # HTML forms cannot send DELETE
 @login_required
 def delete(model_id: str):
     service().store.delete(model_id)
-    return envelope({"deleted": model_id}, description=f"model {model_id} deleted")
+    return done_with_models(f"model {model_id} deleted", {"deleted": model_id})
+
+
+def done_with_models(description: str, data: dict):
+    """The envelope for API clients; for a browser's plain form, a message on the models page."""
+    if wants_html():
+        flash(description)
+        return redirect(url_for("rest.models"), 303)
+    return envelope(data, description=description)
 
 
 @blueprint.get("/uploads/<name>")

@@ -24,8 +24,6 @@ from bench import Row, at_least, at_most, engine_config, plain, ratio
 from utils import archive
 from utils.faces import EncodingCache, Options, encoded_photos
 
-PLAIN_SUBSET = 150
-
 
 @dataclass
 class Run:
@@ -52,7 +50,8 @@ class Run:
     def summary(self) -> dict:
         return {"photos": self.photos, "workers": self.workers, "wall_s": round(self.wall, 2),
                 "cpu_s": round(self.cpu, 2), "photos_per_s": round(self.photos_per_second, 2),
-                "cpu_s_per_photo": round(self.cpu_per_photo, 4), "faces": self.faces,
+                "cpu_s_per_photo": round(self.cpu_per_photo, 4), "cores_busy": round(self.cpu / self.wall, 2),
+                "faces": self.faces,
                 "photos_without_face": sum(1 for result in self.results if not result.faces)}
 
 
@@ -123,16 +122,20 @@ def cached_rerun(datas: list[bytes], options: Options, fresh: Run, workdir: Path
     return {**run.summary(), "entries_stored": stored, "re_encoded": rewritten, "results_identical": same}
 
 
-def train_section(faces: Path, workdir: Path, photo_count: int, single_count: int,
+def train_section(faces: Path, workdir: Path, photo_count: int, single_count: int, plain_count: int,
                   say=print) -> tuple[list[Row], dict]:
+    """``photo_count`` photos for the 2-worker run (and the cached re-run), a stratified
+    ``single_count`` of them for the 1-worker run and ``plain_count`` for the plain recipe."""
+    workdir.mkdir(parents=True, exist_ok=True)
     photos = lfw_photos(faces)
     chosen = stratified(photos, photo_count)
     datas = [photo.data for photo in chosen]
-    single = [photo.data for photo in stratified(chosen, single_count)]
+    single = stratified(datas, single_count)
+    plain_datas = stratified(datas, plain_count)
     options = training_options(workdir)
     say(f"train: {len(datas)} of {len(photos)} lfw/people photos ({len({p.person for p in chosen})} people); "
-        f"plain CPU on {min(PLAIN_SUBSET, len(datas))} ...")
-    plain_cpu, plain_wall, plain_faces = plain_cpu_per_photo(stratified(datas, PLAIN_SUBSET))
+        f"plain recipe's CPU on {len(plain_datas)} ...")
+    plain_cpu, plain_wall, plain_faces = plain_cpu_per_photo(plain_datas)
     say(f"train: 1 worker on {len(single)} photos ...")
     one = encoding_run(single, options, workers=1)
     say(f"train: 2 workers on {len(datas)} photos ...")
@@ -142,7 +145,7 @@ def train_section(faces: Path, workdir: Path, photo_count: int, single_count: in
     scaling = ratio(two.photos_per_second, one.photos_per_second)
     cpu_ratio = ratio(two.cpu_per_photo, plain_cpu)
     rows = [
-        Row(f"train photos/s, 1 process (plain: {min(PLAIN_SUBSET, len(datas))} photos, ours: {one.photos})",
+        Row(f"train photos/s, 1 process (plain: {len(plain_datas)} photos, ours: {one.photos})",
             1 / plain_wall, one.photos_per_second, ratio(one.photos_per_second, 1 / plain_wall), digits=1),
         Row(f"train photos/s, 2 workers ({two.photos} photos; ratio: vs 1 worker)", None,
             two.photos_per_second, scaling, ">= 1.7", at_least(scaling, 1.7), 1),
@@ -156,7 +159,7 @@ def train_section(faces: Path, workdir: Path, photo_count: int, single_count: in
             ratio(cached["wall_s"], two.wall), digits=2),
     ]
     details = {"lfw_photos": len(photos), "options": options.signature(),
-               "plain": {"photos": min(PLAIN_SUBSET, len(datas)), "cpu_s_per_photo": round(plain_cpu, 4),
+               "plain": {"photos": len(plain_datas), "cpu_s_per_photo": round(plain_cpu, 4),
                          "wall_s_per_photo": round(plain_wall, 4), "faces": plain_faces,
                          "includes": "load_image_file + face_locations (HOG, upsample 1) + face_encodings "
                                      "when exactly one face (the example's training loop)"},

@@ -3,13 +3,24 @@
 KNN (``KNeighborsClassifier``) votes for a name; the unknown rule then asks two questions of
 the 128-d dlib space, where distances are Euclidean whatever metric the vote used:
 
-* is the face close enough to the chosen person (``distance <= threshold_``)?
-* is it clearly closer to them than to anyone else (``distance <= ratio_ * runner_up_distance``)?
+* is the face close enough to the chosen person? ``distance <= threshold_ * scale_[person]``,
+  where ``scale_`` is how widely that person's own photos spread compared with a typical
+  person's (their median distance from a photo to its nearest twin, shrunk towards everyone's
+  median, clipped to [0.7, 1.4]): a person photographed in many settings gets a wider circle,
+  a person whose photos are all alike a tighter one;
+* is it clearly closer to them than to anyone else? ``distance <= ratio_ * runner_up_distance``.
 
 Strangers are mostly caught by the second question: a stranger sits at similar distances from
 several people, a known face sits much closer to its own. ``fit`` calibrates both from the
-training encodings alone (leave-one-out, each person in turn held out as a stranger) and fits
-the confidence mapping on the same pairs, unless the parameters pin them.
+training encodings alone (leave-one-out: each photo against the others, and against everyone
+else with its whole person held out as a stranger): of the (threshold, ratio) pairs that let
+at most ``max_strangers`` of the simulated strangers through, it keeps the one that names the
+most photos right. Parameters set to numbers are kept as they are.
+
+The confidence of a name is P(the name is right) = sigmoid(a + b * distance / scale + c *
+distance / runner_up_distance), with a, b, c fitted by logistic regression on the same
+leave-one-out matches that the rule accepts (as many strangers as known faces asked), so a
+confidence of 0.9 means about 9 in 10 such names are right. Unknown faces have confidence 0.
 """
 from __future__ import annotations
 
@@ -28,6 +39,14 @@ THRESHOLDS = np.round(np.arange(0.25, 0.605, 0.01), 2)
 RATIOS = np.round(np.arange(0.50, 1.001, 0.02), 2)
 MAX_CALIBRATION_QUERIES = 4000
 CHUNK_ELEMENTS = 8_000_000  # distances computed at once: 64 MB of float64
+SPREAD_QUERIES = 64         # photos per person measured for the person's spread
+SPREAD_SHRINKAGE = 5        # a person's spread counts as this many photos of the typical spread more
+SCALE_LIMITS = (0.7, 1.4)
+MIN_CONFIDENCE_CASES = 10
+# Fewer simulated strangers than this cannot tell 1% from 0%: the threshold then stays at the
+# classic 0.6 of face_recognition and only the ratio is calibrated (small galleries).
+MIN_STRANGER_PAIRS = 200
+FALLBACK_THRESHOLD = 0.6   # wrong and right accepted matches needed to fit on accepted matches alone
 
 
 @dataclass(frozen=True)
@@ -46,11 +65,16 @@ def sigmoid(value):
     return 1.0 / (1.0 + np.exp(-value))
 
 
-def squared_distances(queries: np.ndarray, encodings: np.ndarray) -> np.ndarray:
-    """Return the (queries x encodings) matrix of squared Euclidean distances."""
-    return (np.einsum("ij,ij->i", queries, queries)[:, None]
-            + np.einsum("ij,ij->i", encodings, encodings)[None, :]
-            - 2.0 * queries @ encodings.T)
+def squared_distances(queries: np.ndarray, encodings: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
+    """Return the (queries x encodings) matrix of squared Euclidean distances, in the dtype
+    of the arguments (``norms``: the encodings' squared norms, when already known)."""
+    if norms is None:
+        norms = np.einsum("ij,ij->i", encodings, encodings)
+    product = queries @ encodings.T
+    product *= -2.0
+    product += np.einsum("ij,ij->i", queries, queries)[:, None]
+    product += norms[None, :]
+    return product
 
 
 def nearest_per_class(squared: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -70,14 +94,18 @@ def two_nearest(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return first, distances[rows, first], distances[rows, second]
 
 
-def accepted(distance, runner_up, threshold: float, ratio: float):
-    """The unknown rule: close enough, and clearly closer than the runner-up."""
+def accepted(distance, runner_up, threshold, ratio):
+    """The unknown rule: close enough, and clearly closer than the runner-up.
+
+    ``threshold`` is the person's own (``threshold_ * scale_``), a number or an array."""
     return (distance <= threshold) & (distance <= ratio * runner_up)
 
 
-def confidence_features(distance, runner_up):
+def confidence_features(distance, runner_up, scale=1.0):
+    """(distance / the person's scale, distance / runner-up distance) per face."""
+    distance, runner_up = np.atleast_1d(distance).astype(float), np.atleast_1d(runner_up).astype(float)
     ratio = np.where(np.isfinite(runner_up), distance / np.maximum(runner_up, 1e-9), 0.5)
-    return np.column_stack([np.atleast_1d(distance), np.atleast_1d(ratio)])
+    return np.column_stack([distance / np.atleast_1d(scale), ratio])
 
 
 class FaceClassifier(ClassifierMixin, BaseEstimator):
@@ -100,7 +128,9 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
     # -- learning --------------------------------------------------------------------
     def fit(self, X, y):
         self._index(X, y)
-        self.calibration_ = self._calibration()
+        self.spread_, spread_figures = self._spreads()
+        self.scale_ = self._scales(self.spread_, spread_figures["typical"])
+        self.calibration_ = {**self._calibration(), "spread": spread_figures}
         self.threshold_ = self.calibration_["threshold"]
         self.ratio_ = self.calibration_["ratio"]
         self.confidence_coef_ = tuple(self.calibration_["confidence"])
@@ -113,9 +143,51 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         order = np.argsort(y, kind="stable")
         self.encodings_, self.labels_ = X[order], y[order]
         self.classes_, self.starts_ = np.unique(self.labels_, return_index=True)
+        self.counts_ = np.diff(np.append(self.starts_, len(self.labels_)))
+        self.norms_ = np.einsum("ij,ij->i", self.encodings_, self.encodings_)
         self.knn_ = KNeighborsClassifier(
             n_neighbors=min(self.n_neighbors, len(X)), weights=self.weights,
             metric=self.metric, algorithm=self.algorithm).fit(self.encodings_, self.labels_)
+
+    def _spreads(self) -> tuple[np.ndarray, dict]:
+        """Return each person's spread and the figures behind it.
+
+        A person's spread is the median distance from one of their photos to the nearest other
+        photo of them (measured on up to SPREAD_QUERIES photos), shrunk towards the typical
+        person's (the median over people) as if SPREAD_SHRINKAGE more photos had the typical
+        spread; a person with one photo has the typical spread.
+        """
+        rng = np.random.default_rng(0)
+        medians = np.full(len(self.classes_), np.nan)
+        measured = np.zeros(len(self.classes_), int)
+        for index, (start, count) in enumerate(zip(self.starts_, self.counts_)):
+            if count < 2:
+                continue
+            photos = self.encodings_[start:start + count]
+            queries = np.arange(count)
+            if count > SPREAD_QUERIES:
+                queries = np.sort(rng.choice(count, SPREAD_QUERIES, replace=False))
+            squared = squared_distances(photos[queries], photos)
+            squared[np.arange(len(queries)), queries] = np.inf
+            medians[index] = np.median(np.sqrt(np.maximum(squared.min(axis=1), 0.0)))
+            measured[index] = len(queries)
+        known = ~np.isnan(medians)
+        typical = float(np.median(medians[known])) if known.any() else 0.0
+        spread = np.where(known, (measured * np.nan_to_num(medians) + SPREAD_SHRINKAGE * typical)
+                          / (measured + SPREAD_SHRINKAGE), typical)
+        figures = {"typical": round(typical, 4), "people_measured": int(known.sum()),
+                   "shrinkage": SPREAD_SHRINKAGE, "scale_limits": list(SCALE_LIMITS)}
+        if known.any():
+            scales = self._scales(spread, typical)
+            figures.update({"scale_min": round(float(scales.min()), 4), "scale_max": round(float(scales.max()), 4)})
+        return spread, figures
+
+    @staticmethod
+    def _scales(spread: np.ndarray, typical: float) -> np.ndarray:
+        """Return each person's threshold scale: spread / typical spread, clipped."""
+        if typical <= 0:
+            return np.ones(len(spread))
+        return np.clip(np.asarray(spread, dtype=float) / typical, *SCALE_LIMITS)
 
     def _calibration(self) -> dict:
         """Choose threshold, ratio and the confidence mapping from leave-one-out pairs."""
@@ -123,32 +195,58 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         fixed_threshold = None if self.threshold is None else float(self.threshold)
         fixed_ratio = None if self.ratio is None else float(self.ratio)
         if pairs is None:
-            return {"threshold": fixed_threshold or 0.6, "ratio": fixed_ratio or 1.0,
-                    "confidence": DEFAULT_CONFIDENCE, "calibrated": False,
+            return {"threshold": 0.6 if fixed_threshold is None else fixed_threshold,
+                    "ratio": 1.0 if fixed_ratio is None else fixed_ratio,
+                    "confidence": list(DEFAULT_CONFIDENCE), "calibrated": False,
                     "reason": "needs two people and a person with two photos"}
         genuine, strangers = pairs
-        thresholds = [fixed_threshold] if fixed_threshold else THRESHOLDS
-        ratios = [fixed_ratio] if fixed_ratio else RATIOS
-        best = None
-        for threshold in thresholds:
-            for ratio in ratios:
-                stranger_rate = accepted(strangers[0], strangers[1], threshold, ratio).mean()
-                recognised = (accepted(genuine[0], genuine[1], threshold, ratio) & genuine[2]).mean()
-                feasible = stranger_rate <= self.max_strangers
-                # within the stranger budget recognise most; outside it, let fewest strangers in
-                key = (feasible, recognised if feasible else -stranger_rate, -stranger_rate, recognised)
-                if best is None or key > best[0]:
-                    best = (key, threshold, ratio, recognised, stranger_rate)
-        _, threshold, ratio, recognised, stranger_rate = best
-        return {"threshold": float(threshold), "ratio": float(ratio),
-                "confidence": self._fitted_confidence(genuine, strangers), "calibrated": True,
-                "recognised": round(float(recognised), 4), "strangers_accepted": round(float(stranger_rate), 4),
-                "genuine_pairs": int(len(genuine[0])), "stranger_pairs": int(len(strangers[0]))}
+        few = len(strangers[0]) < MIN_STRANGER_PAIRS
+        if fixed_threshold is not None:
+            thresholds, threshold_source = np.array([fixed_threshold]), "pinned"
+        elif few:
+            thresholds, threshold_source = np.array([FALLBACK_THRESHOLD]), \
+                f"default: fewer than {MIN_STRANGER_PAIRS} simulated strangers to calibrate it"
+        else:
+            thresholds, threshold_source = THRESHOLDS, "calibrated"
+        ratios = np.array([fixed_ratio] if fixed_ratio is not None else RATIOS)
+        g_distance, g_runner, g_right, g_scale = genuine
+        s_distance, s_runner, s_scale = strangers
+        # every (threshold, ratio) at once: rows thresholds, columns ratios
+        g_close = g_distance[None, :] <= thresholds[:, None] * g_scale[None, :]
+        s_close = s_distance[None, :] <= thresholds[:, None] * s_scale[None, :]
+        g_margin = g_distance[None, :] <= ratios[:, None] * g_runner[None, :]
+        s_margin = s_distance[None, :] <= ratios[:, None] * s_runner[None, :]
+        recognised = np.einsum("tq,rq->tr", (g_close & g_right[None, :]).astype(float), g_margin.astype(float)) / len(g_right)
+        stranger_rate = np.einsum("tq,rq->tr", s_close.astype(float), s_margin.astype(float)) / len(s_distance)
+        feasible = stranger_rate <= self.max_strangers + 1e-12
+        if feasible.any():  # within the stranger budget, recognise most; ties: fewer strangers
+            key = np.where(feasible, recognised - 1e-6 * stranger_rate, -np.inf)
+        else:  # outside it, let the fewest strangers in
+            key = -stranger_rate + 1e-6 * recognised
+        row, column = np.unravel_index(int(np.argmax(key)), key.shape)
+        threshold, ratio = float(thresholds[row]), float(ratios[column])
+        confidence, confidence_fit = self._fitted_confidence(genuine, strangers, threshold, ratio)
+        return {"threshold": round(threshold, 4), "ratio": round(ratio, 4), "confidence": confidence,
+                "confidence_fit": confidence_fit, "calibrated": True,
+                "max_strangers": self.max_strangers,
+                "recognised": round(float(recognised[row, column]), 4),
+                "strangers_accepted": round(float(stranger_rate[row, column]), 4),
+                "wrong": round(float(np.mean(accepted(g_distance, g_runner, threshold * g_scale, ratio) & ~g_right)), 4),
+                "genuine_pairs": int(len(g_distance)), "stranger_pairs": int(len(s_distance)),
+                "threshold_source": threshold_source, "ratio_source": "pinned" if fixed_ratio is not None else "calibrated",
+                # the figures behind the choice: [value, recognised, strangers accepted] with the other parameter fixed
+                "curve": {"ratio": [[float(value), round(float(recognised[row, i]), 4), round(float(stranger_rate[row, i]), 4)]
+                                    for i, value in enumerate(ratios)],
+                          "threshold": [[float(value), round(float(recognised[i, column]), 4),
+                                         round(float(stranger_rate[i, column]), 4)] for i, value in enumerate(thresholds)]}}
 
     def _leave_one_out_pairs(self):
-        """Return (distance, runner-up distance, correct) for each training photo queried
-        against the others, and (distance, runner-up distance) with its person held out."""
-        counts = np.diff(np.append(self.starts_, len(self.labels_)))
+        """Return (distance, runner-up distance, correct, scale) for each training photo queried
+        against the others, and (distance, runner-up distance, scale) with its person held out.
+
+        Queries are a random subset of at most MAX_CALIBRATION_QUERIES photos, each compared
+        with every training photo in chunks of at most CHUNK_ELEMENTS distances."""
+        counts = self.counts_
         if len(self.classes_) < 2 or counts.max() < 2:
             return None
         rng = np.random.default_rng(0)
@@ -157,45 +255,65 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             queries = np.sort(rng.choice(queries, MAX_CALIBRATION_QUERIES, replace=False))
         own = np.searchsorted(self.starts_, queries, side="right") - 1
         genuine, strangers = [], []
+        # float32 halves the work of the one heavy product; distances stay good to ~1e-4
+        encodings = self.encodings_.astype(np.float32)
+        norms = np.einsum("ij,ij->i", encodings, encodings)
         rows_per_chunk = max(1, min(512, CHUNK_ELEMENTS // len(self.labels_)))
         for chunk in np.array_split(np.arange(len(queries)), max(1, -(-len(queries) // rows_per_chunk))):
             index, cls = queries[chunk], own[chunk]
-            squared = squared_distances(self.encodings_[index], self.encodings_)
+            squared = squared_distances(encodings[index], encodings, norms)
             rows = np.arange(len(chunk))
             squared[rows, index] = np.inf  # leave the photo itself out
-            distances = nearest_per_class(squared, self.starts_)
-            held_out = distances.copy()
-            held_out[rows, cls] = np.inf
+            distances = nearest_per_class(squared, self.starts_).astype(np.float64)
             first, d1, d2 = two_nearest(distances)
             valid = counts[cls] > 1
-            genuine.append((d1[valid], d2[valid], (first == cls)[valid]))
-            _, s1, s2 = two_nearest(held_out)
-            strangers.append((s1, s2))
+            genuine.append((d1[valid], d2[valid], (first == cls)[valid], self.scale_[first][valid]))
+            distances[rows, cls] = np.inf  # the whole person held out: a stranger
+            nearest, s1, s2 = two_nearest(distances)
+            strangers.append((s1, s2, self.scale_[nearest]))
         genuine = tuple(np.concatenate(parts) for parts in zip(*genuine))
         strangers = tuple(np.concatenate(parts) for parts in zip(*strangers))
         return genuine, strangers
 
     @staticmethod
-    def _fitted_confidence(genuine, strangers):
-        """Logistic regression of 'this name is right' on (distance, distance/runner-up)."""
+    def _fitted_confidence(genuine, strangers, threshold: float, ratio: float) -> tuple[list, str]:
+        """Logistic regression of 'this name is right' on (distance / scale, distance / runner-up).
+
+        Fitted on the matches the chosen rule accepts, when they hold enough right and wrong
+        ones; else on every match; else the default mapping. Returns (a, b, c) and which."""
         from sklearn.linear_model import LogisticRegression
 
-        features = np.vstack([confidence_features(genuine[0], genuine[1]),
-                              confidence_features(strangers[0], strangers[1])])
-        truth = np.concatenate([genuine[2], np.zeros(len(strangers[0]), bool)])
-        if truth.all() or not truth.any():
-            return DEFAULT_CONFIDENCE
-        model = LogisticRegression(C=10.0, max_iter=1000).fit(features, truth)
-        return (float(model.intercept_[0]), float(model.coef_[0][0]), float(model.coef_[0][1]))
+        g_distance, g_runner, g_right, g_scale = genuine
+        s_distance, s_runner, s_scale = strangers
+        features = np.vstack([confidence_features(g_distance, g_runner, g_scale),
+                              confidence_features(s_distance, s_runner, s_scale)])
+        truth = np.concatenate([g_right, np.zeros(len(s_distance), bool)])
+        kept = np.concatenate([accepted(g_distance, g_runner, threshold * g_scale, ratio),
+                               accepted(s_distance, s_runner, threshold * s_scale, ratio)])
+        for mask, name in ((kept, "accepted matches"), (np.ones(len(truth), bool), "all matches")):
+            right = int(truth[mask].sum())
+            if min(right, int(mask.sum()) - right) >= MIN_CONFIDENCE_CASES:
+                model = LogisticRegression(C=10.0, max_iter=1000).fit(features[mask], truth[mask])
+                return [float(model.intercept_[0]), float(model.coef_[0][0]), float(model.coef_[0][1])], name
+        return list(DEFAULT_CONFIDENCE), "default"
 
     # -- prediction ------------------------------------------------------------------
+    def person_scales(self, names) -> np.ndarray:
+        """Return each named person's threshold scale (see the module's docstring)."""
+        index = np.searchsorted(self.classes_, np.asarray(names, dtype=str))
+        return self.scale_[np.clip(index, 0, len(self.classes_) - 1)]
+
+    def person_thresholds(self, names) -> np.ndarray:
+        """Return the distance threshold of each named person (``threshold_ * scale_``)."""
+        return self.threshold_ * self.person_scales(names)
+
     def decisions(self, X) -> list[Decision]:
         """Return a Decision per encoding: name or unknown, confidence, distances."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         if len(X) == 0:
             return []
         votes = self.knn_.predict(X)
-        distances = nearest_per_class(squared_distances(X, self.encodings_), self.starts_)
+        distances = nearest_per_class(squared_distances(X, self.encodings_, self.norms_), self.starts_)
         result = []
         for row, vote in zip(distances, votes):
             chosen = int(np.searchsorted(self.classes_, vote))
@@ -204,18 +322,19 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             runner = int(np.argmin(others)) if len(others) else None
             runner_distance = float(others[runner]) if runner is not None else math.inf
             runner_name = None if runner is None else str(np.delete(self.classes_, chosen)[runner])
-            known = bool(accepted(distance, runner_distance, self.threshold_, self.ratio_))
-            confidence = self.confidence(distance, runner_distance) if known else 0.0
+            scale = float(self.scale_[chosen])
+            known = bool(accepted(distance, runner_distance, self.threshold_ * scale, self.ratio_))
+            confidence = self.confidence(distance, runner_distance, scale) if known else 0.0
             result.append(Decision(
                 name=str(vote) if known else UNKNOWN, confidence=round(confidence, 4),
                 distance=round(distance, 4), candidate=str(vote), runner_up=runner_name,
                 runner_up_distance=None if runner is None else round(runner_distance, 4)))
         return result
 
-    def confidence(self, distance: float, runner_up_distance: float) -> float:
-        """P(name is right) by the calibrated mapping sigmoid(a + b*distance + c*distance/runner_up)."""
+    def confidence(self, distance: float, runner_up_distance: float, scale: float = 1.0) -> float:
+        """P(name is right) = sigmoid(a + b * distance / scale + c * distance / runner_up)."""
         intercept, slope, ratio_slope = self.confidence_coef_
-        features = confidence_features(distance, runner_up_distance)[0]
+        features = confidence_features(distance, runner_up_distance, scale)[0]
         return float(sigmoid(intercept + slope * features[0] + ratio_slope * features[1]))
 
     def predict(self, X) -> np.ndarray:
@@ -225,7 +344,9 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
     def state(self) -> dict:
         """Return the JSON-safe parameters and learned scalars (encodings travel separately)."""
         return {"params": self.get_params(), "threshold_": self.threshold_, "ratio_": self.ratio_,
-                "confidence_coef_": list(self.confidence_coef_), "calibration_": self.calibration_}
+                "confidence_coef_": list(self.confidence_coef_), "calibration_": self.calibration_,
+                "spread_": {str(name): float(value) for name, value in zip(self.classes_, self.spread_)},
+                "scale_": {str(name): float(value) for name, value in zip(self.classes_, self.scale_)}}
 
     @classmethod
     def restored(cls, state: dict, encodings: np.ndarray, labels: np.ndarray) -> "FaceClassifier":
@@ -235,4 +356,8 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         model.threshold_, model.ratio_ = float(state["threshold_"]), float(state["ratio_"])
         model.confidence_coef_ = tuple(state["confidence_coef_"])
         model.calibration_ = state.get("calibration_", {})
+        # models saved before per-person spreads have none: every scale is 1, as they were fitted
+        scales, spreads = state.get("scale_") or {}, state.get("spread_") or {}
+        model.scale_ = np.array([float(scales.get(str(name), 1.0)) for name in model.classes_])
+        model.spread_ = np.array([float(spreads.get(str(name), math.nan)) for name in model.classes_])
         return model

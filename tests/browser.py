@@ -72,6 +72,9 @@ class Watched:
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda error: self.problems.append(f"JavaScript error: {error}"))
         self.page.on("console", self._console)
+        # Intercept file choosers from the start: Playwright turns interception on lazily, and a
+        # picker opened before it is on is a native one the test never sees.
+        self.page.on("filechooser", lambda chooser: None)
 
     def _console(self, message) -> None:
         text = message.text
@@ -101,6 +104,7 @@ def screenshot(page, name: str) -> Path:
     """Save a full-page screenshot as tests/artifacts/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    page.evaluate("window.scrollTo({top: 0, behavior: 'instant'})")  # a full page, its header on top
     page.screenshot(path=str(path), full_page=True, animations="disabled", caret="initial")
     return path
 

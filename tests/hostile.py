@@ -122,14 +122,29 @@ def declaring(data: bytes, index: int, size: int) -> bytes:
                    (local_offsets(data)[index] + LOCAL_SIZE, "<I", size))
 
 
-def inflating_past_declared_size() -> bytes:
-    """An entry declaring 1,000 bytes whose deflated data inflates to 100,000."""
-    return declaring(zipped(("Ben/1.jpg", b"A" * 100_000), ("Madonna/1.jpg", PHOTO)), 0, 1000)
+def declaring_all(data: bytes, size: int) -> bytes:
+    """``data`` with every entry declaring ``size`` uncompressed bytes."""
+    for index in range(len(local_offsets(data))):
+        data = declaring(data, index, size)
+    return data
 
 
-def ratio_bomb() -> bytes:
-    """One photo of 8 MiB of zeros: a few kilobytes compressed, a ratio of about 1,000."""
-    return zipped(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", b"\0" * (8 * MiB)))
+def inflating_past_declared_size(declared: int = 1000, actual: int = 100_000) -> bytes:
+    """An entry declaring ``declared`` uncompressed bytes whose deflated data inflates to ``actual``."""
+    return declaring(zipped(("Ben/1.jpg", b"A" * actual), ("Madonna/1.jpg", PHOTO)), 0, declared)
+
+
+def bad_crc() -> bytes:
+    """A stored photo with one byte flipped far from its start: the CRC-32 no longer matches."""
+    name, content = "Ben/1.jpg", PHOTO + bytes(20_000)
+    data = zipped((name, content), ("Madonna/1.jpg", jpeg(1)), compression=zipfile.ZIP_STORED)
+    start = local_offsets(data)[0] + 30 + len(name) + 15_000
+    return patched(data, (start, "B", data[start] ^ 0xFF))
+
+
+def ratio_bomb(size: int = 8 * MiB) -> bytes:
+    """A photo of ``size`` zero bytes: a few kilobytes compressed, a ratio of about 1,000."""
+    return zipped(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", b"\0" * size))
 
 
 def encrypted() -> bytes:
@@ -373,9 +388,15 @@ def start_server(data_dir: Path, config: dict | None = None, *, env: dict | None
     return server.start(timeout=90)
 
 
+def stopped(server: Server) -> None:
+    """Stop the whole process group at once: the tests need no graceful shutdown, whose
+    seconds per server add up (its data folder is a throw-away one)."""
+    server.stop(signal.SIGKILL)
+
+
 def restarted(server: Server) -> Server:
     """A new server process over the same data folder, configuration and environment."""
-    server.stop()
+    stopped(server)
     again = Server(server.data_dir, config=json.loads((server.data_dir / "test-conf.json").read_text()))
     again.env, again.url = server.env, server.url.rsplit(":", 1)[0] + f":{again.port}"
     again.token, again.password, again.log_path = server.token, server.password, server.log_path
@@ -402,14 +423,16 @@ def good_photo(faces: Path) -> Path:
     return faces / "celebrities" / "val" / "Madonna" / "1.jpg"
 
 
-def assert_unharmed(server: Server, before: dict, faces: Path, model: str | None = "unchanged") -> None:
-    """Nothing was written, the active model is the same, and the service still serves."""
+def assert_unharmed(server: Server, before: dict, faces: Path, *, client=None) -> None:
+    """Nothing was written, the active model is the same, and the service still serves.
+
+    ``client`` (default: the server's own) sends the health check and a good prediction.
+    """
+    client = client or server
     assert written(server) == before
-    health = envelope_of(server.get("/health"), 200)["data"]
-    assert health["up"]
-    if model == "unchanged":
-        assert health["model"] == before["ACTIVE"], health
-    answer = server.post("/predict", files={"file": ("photo.jpg", good_photo(faces).read_bytes(), "image/jpeg")})
+    health = envelope_of(client.get("/health"), 200)["data"]
+    assert health["up"] and health["model"] == before["ACTIVE"], health
+    answer = client.post("/predict", files={"file": ("photo.jpg", good_photo(faces).read_bytes(), "image/jpeg")})
     assert envelope_of(answer, 200)["model"] == health["model"]
 
 

@@ -87,3 +87,59 @@ def test_restored_model_decides_exactly_like_the_fitted_one():
 def test_no_encodings_no_decisions(bad):
     X, y, _ = clusters(2, 3)
     assert FaceClassifier().fit(X, y).decisions(bad) == []
+
+
+def test_calibration_keeps_simulated_strangers_under_the_budget():
+    """Enough photos: threshold and ratio both calibrated, figures stored, strangers <= 1%."""
+    X, y, _ = clusters(40, 8, spread=0.025)
+    model = FaceClassifier().fit(X, y)
+    calibration = model.calibration_
+    assert calibration["calibrated"] and calibration["threshold_source"] == "calibrated"
+    assert calibration["strangers_accepted"] <= 0.01 and calibration["recognised"] > 0.9
+    assert calibration["stranger_pairs"] == calibration["genuine_pairs"] == len(y)
+    assert model.threshold_ == calibration["threshold"] and model.ratio_ == calibration["ratio"]
+    assert model.state()["calibration_"] == calibration
+
+
+def test_small_galleries_keep_the_classic_threshold_and_pins_are_kept():
+    X, y, _ = clusters(5, 8)  # 40 simulated strangers cannot tell 1% from 0%
+    model = FaceClassifier().fit(X, y)
+    assert model.threshold_ == 0.6 and model.calibration_["threshold_source"].startswith("default")
+    pinned = FaceClassifier(threshold=0.5, ratio=0.9).fit(*clusters(40, 8)[:2])
+    assert (pinned.threshold_, pinned.ratio_) == (0.5, 0.9)
+    assert pinned.calibration_["threshold_source"] == pinned.calibration_["ratio_source"] == "pinned"
+
+
+def test_a_person_whose_photos_spread_wider_gets_a_wider_threshold():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(30, 128)) * 0.06
+    spreads = np.where(np.arange(30) == 0, 0.035, 0.02)  # person0 photographed in many settings
+    X = np.vstack([centre + rng.normal(size=(10, 128)) * spread for centre, spread in zip(centres, spreads)])
+    y = np.repeat([f"person{i:02d}" for i in range(30)], 10)
+    model = FaceClassifier().fit(X, y)
+    wide, typical = model.person_thresholds(["person00", "person01"])
+    assert wide > typical * 1.2 and typical == pytest.approx(model.threshold_, rel=0.1)
+    restored = FaceClassifier.restored(model.state(), X, y)
+    assert list(restored.person_thresholds(["person00", "person01"])) == [wide, typical]
+
+
+def test_models_saved_before_person_scales_still_load():
+    X, y, _ = clusters(4, 6)
+    state = FaceClassifier().fit(X, y).state()
+    del state["scale_"], state["spread_"]
+    old = FaceClassifier.restored(state, X, y)
+    assert list(old.person_thresholds(sorted(set(y)))) == [old.threshold_] * 4
+    assert [d.name for d in old.decisions(X)] == list(y)
+
+
+def test_calibration_stays_fast_on_large_galleries():
+    import time
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(2000, 128)) * 0.06
+    who = rng.integers(0, 2000, 30_000)
+    X = centres[who] + rng.normal(size=(30_000, 128)) * 0.025
+    started = time.perf_counter()
+    model = FaceClassifier().fit(X, np.array([f"p{i}" for i in who]))
+    assert time.perf_counter() - started < 30
+    assert model.calibration_["genuine_pairs"] <= 4000

@@ -8,13 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.support import ROOT, Server, free_port
+from datastructure.errors import ClusterUnavailable
+from tests.support import ROOT, Server, free_port, make_config
 
 distributed = pytest.importorskip("distributed") if os.environ.get("CI") != "true" else __import__("distributed")
 
@@ -29,12 +31,14 @@ class Process:
 
     def __init__(self, name: str, args: list[str], logs: Path):
         self.name, self.log = name, logs / f"{name}.log"
+        self._output = open(self.log, "ab")
         self.popen = subprocess.Popen([sys.executable, "-m", "dask", *args], cwd=ROOT,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=open(self.log, "ab"),
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=self._output,
                                       stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.popen.poll() is None:
+        """Signal the whole group (a worker's nanny and the worker it started), then reap it."""
+        if self.popen.returncode is None:  # not reaped yet, so its group id is still ours
             try:
                 os.killpg(self.popen.pid, sig)
             except ProcessLookupError:
@@ -44,6 +48,7 @@ class Process:
         except subprocess.TimeoutExpired:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
+        self._output.close()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -116,8 +121,39 @@ def train_over_http(node: Server, celebrities_zip: Path, during=None) -> dict:
     return node.wait_for_job(job_url, timeout=240)
 
 
+class Watcher:
+    """Asks a node's /health which model it serves, ten times a second, while a job runs."""
+
+    def __init__(self, node: Server):
+        self.node, self.seen, self._stop = node, [], threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            answer = self.node.get("/health", timeout=30)
+            data = answer.json()["response"]["data"]
+            self.seen.append((time.time(), answer.status_code, data["pid"], data["model"]))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> "Watcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def assert_switched(self, old: str | None, new: str) -> None:
+        """Every answer was the old model or the new one, and no process went back to the old."""
+        assert self.seen and all(status == 200 for _, status, _, _ in self.seen), self.seen
+        for pid in {pid for _, _, pid, _ in self.seen}:
+            models = [model for _, _, who, model in self.seen if who == pid]
+            switch = models.index(new) if new in models else len(models)
+            assert set(models[:switch]) <= {old} and set(models[switch:]) <= {new}, (pid, models)
+
+
 def assert_follows(node: Server, model_id: str, since: float, photo: Path) -> float:
-    """Node serves ``model_id`` within FOLLOW_SECONDS of ``since``; return how long it took."""
+    """The node predicts with ``model_id`` within FOLLOW_SECONDS of ``since``; return how long it took."""
     while True:
         answer = node.post("/predict", files={"file": photo.open("rb")}).json()["response"]
         if answer.get("model") == model_id:
@@ -128,6 +164,7 @@ def assert_follows(node: Server, model_id: str, since: float, photo: Path) -> fl
     assert took < FOLLOW_SECONDS and list(answer["data"]) == ["Elton John"]
     for _ in range(4):  # every gunicorn worker of the node, not just the first to answer
         assert node.post("/predict", files={"file": photo.open("rb")}).json()["response"]["model"] == model_id
+    print(f"the other node predicted with model {model_id} {took:.2f} s after its activation")
     return took
 
 
@@ -137,28 +174,32 @@ def test_cluster_training_equals_local_and_the_other_node_follows(nodes, trained
     before = node_b.post("/predict", files={"file": photo.open("rb")})
     assert before.status_code == 503 and before.json()["response"]["error"] == "CLASSIFIER_NOT_LOADED"
 
-    job = train_over_http(node_a, celebrities_zip)
-    assert job["state"] == "done", job
+    with Watcher(node_b) as watcher:
+        job = train_over_http(node_a, celebrities_zip)
+        assert job["state"] == "done", job
+        assert_follows(node_b, job["result"]["model"], job["finished"], photo)
+    watcher.assert_switched(None, job["result"]["model"])
     engine, local = trained
     result = job["result"]
     assert job["progress"] == {"done": 93, "total": 93}
     assert result["photos"] == local["photos"] and result["skipped"] == local["skipped"]
     assert_same_model(node_a.data_dir / "dataset" / "model" / result["model"], engine.store.folder / local["model"])
-    assert_follows(node_b, result["model"], job["finished"], photo)
 
 
-def test_unreachable_scheduler_fails_the_job_fast(tmp_path, celebrities_zip):
+def test_unreachable_scheduler_fails_the_job_fast(tmp_path, faces):
+    """The service's own job path (as `main.py train` and POST /train run it), in this process."""
+    from utils.service import build_service
+
     nobody = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    node = Server(tmp_path / "lonely", config={**NODE_CONFIG, "cluster": {"timeout": 2}},
-                  env={"PYRECOGNIZER_DASK_SCHEDULER": nobody}).start()
-    try:
-        posted = time.time()
-        job = train_over_http(node, celebrities_zip)
-        assert job["state"] == "failed" and job["error"]["code"] == "CLUSTER_UNAVAILABLE", job
-        assert nobody in job["error"]["description"]
-        assert job["finished"] - posted < 2 + 8  # the timeout, plus importing dask and reading the zip
-    finally:
-        node.stop()
+    engine = build_service(make_config(tmp_path / "data", cluster={"scheduler": nobody, "timeout": 2}),
+                           console_log=False)
+    started = time.monotonic()
+    job = engine.jobs.run_here("train", lambda progress: engine.train(faces / "celebrities" / "train",
+                                                                      progress=progress))
+    assert job["state"] == "failed" and job["error"]["code"] == "CLUSTER_UNAVAILABLE", job
+    assert nobody in job["error"]["description"] and "PYRECOGNIZER_DASK_SCHEDULER" in job["error"]["description"]
+    assert time.monotonic() - started < 2 + 5  # the timeout, plus importing dask
+    assert ClusterUnavailable.status == 503
 
 
 def test_a_worker_killed_mid_training_still_gives_the_same_model(cluster, nodes, trained, celebrities_zip, faces):
@@ -178,12 +219,28 @@ def test_a_worker_killed_mid_training_still_gives_the_same_model(cluster, nodes,
             time.sleep(0.1)
         raise AssertionError("the job made no progress")
 
-    job = train_over_http(node_a, celebrities_zip, during=kill_a_worker)
-    assert victim.popen.poll() is not None
-    assert job["state"] == "done", job
+    previous = node_b.get("/health").json()["response"]["data"]["model"]
+    with Watcher(node_b) as watcher:
+        job = train_over_http(node_a, celebrities_zip, during=kill_a_worker)
+        assert victim.popen.poll() is not None
+        assert job["state"] == "done", job
+        assert_follows(node_b, job["result"]["model"], job["finished"],
+                       faces / "celebrities" / "val" / "Elton John" / "1.jpg")
+    watcher.assert_switched(previous, job["result"]["model"])
     engine, local = trained
     assert job["progress"] == {"done": 93, "total": 93} and job["result"]["skipped"] == local["skipped"]
     assert_same_model(node_a.data_dir / "dataset" / "model" / job["result"]["model"],
                       engine.store.folder / local["model"])
-    assert_follows(node_b, job["result"]["model"], job["finished"],
-                   faces / "celebrities" / "val" / "Elton John" / "1.jpg")
+
+
+def test_a_cluster_without_workers_fails_fast(cluster):
+    """Last: it stops the workers left. A scheduler with no worker would queue batches forever."""
+    from utils.faces import Options, encoded_photos
+
+    address, processes = cluster
+    for name in ("worker1", "worker2"):
+        processes[name].kill(signal.SIGTERM)
+    started = time.monotonic()
+    with pytest.raises(ClusterUnavailable, match="no worker"):
+        list(encoded_photos([b"not even a photo"], Options(), scheduler=address, cluster_timeout=2))
+    assert time.monotonic() - started < 2 + 5

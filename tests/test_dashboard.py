@@ -20,6 +20,7 @@ from pathlib import Path
 import flask
 import pytest
 import requests
+from werkzeug.security import generate_password_hash
 
 from api.dashboard import init_dashboard, redact_environ, redact_headers
 
@@ -31,7 +32,6 @@ COOKIE_SECRET = "COOKIE-SECRET-456"
 # The app under test. It refuses, and records, every outbound call made through `requests`
 # (which FMD's telemetry uses) before anything imports FMD. /slow is registered before
 # init_dashboard so that FMD monitors it; /state after, so that it is not monitored.
-# Password hashes use few pbkdf2 rounds: a million (werkzeug's default) take a second each.
 APP_SCRIPT = textwrap.dedent('''
     import json, sys, time, types
     from pathlib import Path
@@ -45,6 +45,7 @@ APP_SCRIPT = textwrap.dedent('''
     import requests
     import werkzeug.security
 
+    # Few pbkdf2 rounds for the password hashes: werkzeug's million take a second each.
     werkzeug.security.DEFAULT_PBKDF2_ITERATIONS = 1000
 
     OUTBOUND = []
@@ -55,7 +56,7 @@ APP_SCRIPT = textwrap.dedent('''
 
     requests.Session.request = refuse
 
-    from flask import Flask, jsonify, session
+    from flask import Flask, current_app, jsonify, session
     from flask_wtf.csrf import CSRFProtect
     import flask_monitoringdashboard as fmd
     from api.dashboard import init_dashboard
@@ -89,7 +90,7 @@ APP_SCRIPT = textwrap.dedent('''
 
     def grant():
         # What the service's own login does (api.auth.grant_dashboard).
-        session.update(app.extensions["pyrecognizer.dashboard_grant"]())
+        session.update(current_app.extensions["pyrecognizer.dashboard_grant"]())
         return "granted"
 
     def rebind():
@@ -135,12 +136,13 @@ class AppServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / f"server-{self.port}.log"
+        self._log = self.log_path.open("wb")
         # cwd is the test folder: a database that FMD created from its defaults would land there.
         self.process = subprocess.Popen(app_command(folder, "serve", database, password, self.port), cwd=folder,
-                                        stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
+                                        stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_until_up()
 
-    def _wait_until_up(self, timeout: float = 20) -> None:
+    def _wait_until_up(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -174,6 +176,7 @@ class AppServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._log.close()
 
 
 @pytest.fixture
@@ -193,7 +196,7 @@ def start_server(tmp_path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """One server for the tests that only read from it (starting one takes seconds)."""
+    """One server for the tests that do not depend on each other's requests (a start takes seconds)."""
     folder = tmp_path_factory.mktemp("dashboard")
     server = AppServer(folder, folder / "data" / "dashboard.db")
     yield server
@@ -281,15 +284,22 @@ def test_outliers_keep_no_credentials(start_server, tmp_path):
     assert "'HTTP_AUTHORIZATION': '[redacted]'" in environ and "'HTTP_COOKIE': '[redacted]'" in environ
 
 
-def test_a_new_password_replaces_the_stored_one(start_server, tmp_path):
+def test_the_configured_password_replaces_a_stored_admin_admin(start_server, tmp_path):
+    # A database as FMD leaves it when it ran with its defaults: its first login attempt
+    # seeds the User table (the rest of the schema is created at the next start).
     database = tmp_path / "data" / "dashboard.db"
-    first = start_server(database, password="first-password")
-    assert logged_in(first.login("first-password")[0], first)  # the user is stored now
-    first.stop()
+    database.parent.mkdir()
+    with sqlite3.connect(database) as connection:
+        connection.execute('CREATE TABLE "User" (id INTEGER PRIMARY KEY, username VARCHAR(250) NOT NULL UNIQUE, '
+                           "password_hash VARCHAR(162) NOT NULL, is_admin BOOLEAN)")
+        connection.execute('INSERT INTO "User" VALUES (1, ?, ?, 1)',
+                           ("admin", generate_password_hash("admin", "pbkdf2:sha256:1000")))
 
     server = start_server(database, password=PASSWORD)
-    assert not logged_in(server.login("first-password")[0], server)
-    assert logged_in(server.login(PASSWORD)[0], server)
+    assert not logged_in(server.login("admin")[0], server)
+    client, _ = server.login(PASSWORD)
+    assert logged_in(client, server)
+    assert len(client.get(server.url + "/dashboard/api/users", timeout=10).json()) == 1
 
 
 def test_binds_once_per_process(tmp_path):

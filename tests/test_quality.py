@@ -8,6 +8,8 @@ face_recognition recipe computed beside ours on the same encodings.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -49,7 +51,11 @@ def lfw(faces, tmp_path_factory):
     train, test = lfw_split(faces / "lfw" / "people")
     train_zip, test_zip = zipped_split(train, folder / "train.zip"), zipped_split(test, folder / "test.zip")
     data_dir = folder / "data"
-    engine = build_service(make_config(data_dir), console_log=False)
+    seed = os.environ.get("PYRECOGNIZER_ENCODING_CACHE")  # a warm cache from an earlier run (same keys)
+    if seed:
+        shutil.copytree(seed, data_dir / "dataset" / "cache", dirs_exist_ok=True)
+    # the calibrated rule: both parameters left to fit() (see test_the_shipped_config_calibrates_the_rule)
+    engine = build_service(make_config(data_dir, classifier={"threshold": None, "ratio": None}), console_log=False)
     result = engine.train(train_zip)
     config_file = folder / "test-conf.json"
     config_file.write_text(json.dumps({"dashboard": {"enabled": False}}))
@@ -123,6 +129,46 @@ def test_confidence_means_what_it_says_on_lfw(lfw):
             assert abs(row["mean_confidence"] - row["right_rate"]) <= 0.1, row
 
 
+def test_evaluation_counts_each_photo_once_and_draws_the_curve(tmp_path):
+    """The engine on synthetic encodings: right, wrong, unknown, no face, strangers, unknown people."""
+    from datastructure.classifier import FaceClassifier
+    from utils.evaluation import Sample, evaluation, main_face_index, saved
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 128)) * 0.06
+    X = np.vstack([centre + rng.normal(size=(6, 128)) * 0.02 for centre in centres])
+    model = FaceClassifier().fit(X, np.repeat(["ann", "bob", "cy"], 6))
+
+    def sample(person, encoding):
+        return Sample(person, f"{person}/x.jpg", 0 if encoding is None else 1, None, encoding)
+
+    near = [centre + rng.normal(size=128) * 0.02 for centre in centres]
+    samples = [sample("ann", near[0]), sample("bob", near[1]), sample("cy", near[0]),  # cy named ann: wrong
+               sample("cy", None), sample("dora", near[2])]                            # no face; unknown person
+    strangers = [sample(None, rng.normal(size=128) * 0.06) for _ in range(3)]
+    figures = evaluation(model, samples, strangers, baseline=True)
+    assert (figures["photos"], figures["recognised"], figures["wrong"], figures["no_face"]) == (4, 2, 1, 1)
+    assert figures["not_in_model"] == ["dora"] and figures["strangers"] == 4
+    assert figures["strangers_accepted"] == 1 and figures["strangers_named_as"] == {"cy": 1}
+    assert {"person": "cy", "named_as": "ann", "photos": 1} in figures["confusions"]
+    assert figures["per_person"]["cy"]["named_as"] == {"ann": 1}
+    assert figures["reliability"]["named_faces"] == 4 and "baseline" in figures
+    files = saved(figures, tmp_path)
+    assert Path(files["png"]).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(Path(files["json"]).read_text())["recognised"] == 2
+    # the main face of a photo: the largest, most central
+    assert main_face_index([(10, 60, 60, 10), (100, 180, 180, 100)], (200, 200)) == 1
+    assert main_face_index([(0, 50, 50, 0), (80, 120, 120, 80)], (200, 200)) == 1  # central beats larger edge
+
+
+def test_the_shipped_config_calibrates_the_rule():
+    """conf.json must leave threshold and ratio to calibration; a pinned 0.6 caps LFW at ~91%."""
+    from conf.config import load_config
+
+    section = load_config(environ={})["classifier"]
+    assert section["threshold"] is None and section["ratio"] is None, section
+
+
 # ---------------------------------------------------------------------------------------
 # /verify and /encode: no trained model needed
 
@@ -188,3 +234,32 @@ def test_encode_returns_every_face_with_its_box(bare_server, faces):
     assert np.linalg.norm(np.array(data[0]["encoding"]) - np.array(data[1]["encoding"])) > 0.6
     none = bare_server.post("/encode", files={"file": (faces / "samples" / "no_face_test.png").open("rb")})
     assert none.json()["response"]["error"] == "NO_FACE_FOUND" and none.json()["response"]["data"] == []
+
+
+@pytest.mark.slow
+def test_verify_constants_match_lfw(lfw):
+    """/verify's threshold and confidence mapping, re-fitted on the LFW training encodings."""
+    from sklearn.linear_model import LogisticRegression
+
+    from api.verify import VERIFY_CONFIDENCE, VERIFY_THRESHOLD
+    from datastructure.model_store import ModelStore
+
+    result, _, _, data_dir, _ = lfw
+    classifier = ModelStore(data_dir / "dataset" / "model").load(result["model"]).classifier
+    encodings, labels = classifier.encodings_, classifier.labels_
+    rng = np.random.default_rng(0)
+    people = np.unique(labels)
+    same, different = [], []
+    for _ in range(20_000):
+        photos = np.flatnonzero(labels == rng.choice(people))
+        first, second = rng.choice(photos, 2, replace=False)
+        same.append(np.linalg.norm(encodings[first] - encodings[second]))
+        one, other = rng.choice(people, 2, replace=False)
+        first, second = rng.choice(np.flatnonzero(labels == one)), rng.choice(np.flatnonzero(labels == other))
+        different.append(np.linalg.norm(encodings[first] - encodings[second]))
+    same, different = np.array(same), np.array(different)
+    assert np.mean(different <= VERIFY_THRESHOLD) <= 0.01 and np.mean(same <= VERIFY_THRESHOLD) >= 0.95
+    fitted = LogisticRegression(C=10).fit(np.concatenate([same, different])[:, None],
+                                          np.concatenate([np.ones(len(same)), np.zeros(len(different))]))
+    midpoint = -fitted.intercept_[0] / fitted.coef_[0][0]
+    assert abs(midpoint - (-VERIFY_CONFIDENCE[0] / VERIFY_CONFIDENCE[1])) < 0.02

@@ -3,8 +3,11 @@
 The whole archive is checked from its central directory before any photo is read: caps on
 sizes, entry count and compression ratio (zip bombs), entries whose bytes overlap
 (overlapping-entry bombs, which the zipfile of Python 3.11.7 does not detect), unsafe
-paths, symbolic links, encryption, unusual compression and archives inside the archive.
-Photos are then read into memory in bounded chunks; nothing is ever written to disk.
+paths, symbolic links, encryption, unusual compression. Then every photo is read through
+once without being kept, to find archives inside the archive and data that does not match
+its header (inflating past or short of its declared size, bad CRC), so that an archive which
+passes the checks reads to the end. Photos are then read into memory in bounded chunks;
+nothing is ever written to disk.
 
 Layout: ``Person/photo``, the folder name being the label. One folder wrapping all the
 person folders (``train/Person/photo``, as when someone zips the ``train`` folder itself)
@@ -102,7 +105,9 @@ def list_photos(
 ) -> list[tuple[str, str, int]]:
     """Check the whole archive, then return (person, name, size) for each photo.
 
-    Of each photo only the first bytes are read, to recognise an archive inside the archive.
+    Each photo is decompressed once, in bounded chunks that are not kept, so a damaged or
+    lying entry is refused here (where a service can still answer 4xx) and not halfway
+    through a training that reads the photos later.
     """
     with _opened_zip(source) as (archive, stream):
         return [
@@ -189,7 +194,7 @@ def _checked_photos(
     _check_total_size(photos, limits)
     people = _people([info.filename for info in photos])
     for info in photos:
-        _check_not_an_archive(archive, info)
+        _check_entry_data(archive, info)
     return list(zip(people, photos))
 
 
@@ -356,12 +361,36 @@ def _some(names: Sequence[str], shown: int = 5) -> str:
     return f"{listed} and {hidden} more" if hidden > 0 else listed
 
 
-def _check_not_an_archive(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
-    # Names lie, so the first bytes decide too: a nested archive would dodge every cap here.
+def _check_entry_data(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Read the entry through, keeping only its head: no archive inside, data as declared."""
     with archive.open(info) as entry:
         head = entry.read(_HEAD_BYTES)
-    if head.startswith(_ARCHIVE_MAGIC) or head[_TAR_MAGIC_OFFSET:] == _TAR_MAGIC:
-        raise ArchiveNotValid(f"entry {info.filename!r} is an archive inside the archive")
+        # Names lie, so the first bytes decide too: a nested archive would dodge every cap here.
+        if head.startswith(_ARCHIVE_MAGIC) or head[_TAR_MAGIC_OFFSET:] == _TAR_MAGIC:
+            raise ArchiveNotValid(f"entry {info.filename!r} is an archive inside the archive")
+        size = len(head)
+        # zipfile checks the CRC once the declared size is reached (an entry inflating past it
+        # fails there); an entry ending early is caught by counting.
+        while chunk := entry.read(_CHUNK_BYTES):
+            size += len(chunk)
+            _check_not_past_declared_size(info, size)
+    _check_not_short_of_declared_size(info, size)
+
+
+def _check_not_past_declared_size(info: zipfile.ZipInfo, size: int) -> None:
+    # zipfile stops at the declared size itself; counting keeps the promise should it ever
+    # not. The declared size was already held to max_entry_bytes.
+    if size > info.file_size:
+        raise ArchiveNotValid(
+            f"entry {info.filename!r} inflates past its declared {info.file_size:,} bytes"
+        )
+
+
+def _check_not_short_of_declared_size(info: zipfile.ZipInfo, size: int) -> None:
+    if size < info.file_size:
+        raise ArchiveNotValid(
+            f"entry {info.filename!r} holds {size:,} of its declared {info.file_size:,} bytes"
+        )
 
 
 def _entry_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -370,18 +399,9 @@ def _entry_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     with archive.open(info) as entry:
         while chunk := entry.read(_CHUNK_BYTES):
             size += len(chunk)
-            # zipfile stops at the declared size itself; counting keeps the promise should
-            # it ever not. The declared size was already held to max_entry_bytes.
-            if size > info.file_size:
-                raise ArchiveNotValid(
-                    f"entry {info.filename!r} inflates past its declared "
-                    f"{info.file_size:,} bytes"
-                )
+            _check_not_past_declared_size(info, size)
             chunks.append(chunk)
-    if size < info.file_size:
-        raise ArchiveNotValid(
-            f"entry {info.filename!r} holds {size:,} of its declared {info.file_size:,} bytes"
-        )
+    _check_not_short_of_declared_size(info, size)
     return b"".join(chunks)
 
 

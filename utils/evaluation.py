@@ -175,6 +175,7 @@ class Outcome:
     distance: np.ndarray     # to the candidate (inf when no face)
     runner_up: np.ndarray    # to the nearest other person (inf when none)
     confidence: np.ndarray
+    scale: np.ndarray        # the candidate's threshold scale (1 for the plain recipe)
 
 
 def outcome_of(classifier: FaceClassifier, samples: list[Sample]) -> Outcome:
@@ -195,7 +196,10 @@ def outcome_of(classifier: FaceClassifier, samples: list[Sample]) -> Outcome:
             distance[index] = decision.distance
             runner_up[index] = np.inf if decision.runner_up_distance is None else decision.runner_up_distance
             confidence[index] = decision.confidence
-    return Outcome(truth, found, named, candidate, distance, runner_up, confidence)
+    scale = np.ones(n)
+    if found.any():
+        scale[found] = classifier.person_scales(candidate[found].astype(str))
+    return Outcome(truth, found, named, candidate, distance, runner_up, confidence, scale)
 
 
 def summary(truth: np.ndarray, named: np.ndarray, found: np.ndarray) -> dict:
@@ -277,7 +281,7 @@ def sweep(outcome: Outcome, thresholds, ratios) -> list[dict]:
     points = []
     for threshold, ratio in zip(np.broadcast_to(thresholds, np.broadcast(thresholds, ratios).shape),
                                 np.broadcast_to(ratios, np.broadcast(thresholds, ratios).shape)):
-        named = has_face & accepted(outcome.distance, outcome.runner_up, float(threshold), float(ratio))
+        named = has_face & accepted(outcome.distance, outcome.runner_up, float(threshold) * outcome.scale, float(ratio))
         points.append({"threshold": round(float(threshold), 4), "ratio": round(float(ratio), 4),
                        "recognised": round(float((named & right_candidate).sum() / photos), 4),
                        "wrong": round(float((named & people & ~right_candidate).sum() / photos), 4),
@@ -319,7 +323,7 @@ def plain_outcome(encodings: np.ndarray, labels: np.ndarray, samples: list[Sampl
         candidate[found] = votes
         distance[found] = nearest
         named[found] = np.where(nearest <= PLAIN_THRESHOLD, votes, UNKNOWN)
-    return Outcome(truth, found, named, candidate, distance, np.full(n, np.inf), np.zeros(n))
+    return Outcome(truth, found, named, candidate, distance, np.full(n, np.inf), np.zeros(n), np.ones(n))
 
 
 def plain_curve(outcome: Outcome) -> list[dict]:
@@ -338,6 +342,7 @@ def evaluation(classifier: FaceClassifier, samples: list[Sample], strangers: lis
     known = set(map(str, classifier.classes_))
     figures = {
         "rule": {"threshold": classifier.threshold_, "ratio": classifier.ratio_,
+                 "person_scale": [round(float(classifier.scale_.min()), 4), round(float(classifier.scale_.max()), 4)],
                  "n_neighbors": classifier.n_neighbors},
         **summary(outcome.truth, outcome.named, outcome.found),
         "not_in_model": sorted({s.person for s in samples if s.person not in known}),
@@ -356,6 +361,12 @@ def evaluation(classifier: FaceClassifier, samples: list[Sample], strangers: lis
                       f"nearest photo within {PLAIN_THRESHOLD}",
             **summary(plain.truth, plain.named, plain.found), "confusions": confusions(plain)[:20],
             "curve": plain_curve(plain),
+            # the same encodings, nearest photo only and one threshold (no ratio, no per-person scale)
+            "nearest_curve": sweep(Outcome(outcome.truth, outcome.found, outcome.named, outcome.candidate,
+                                           outcome.distance, outcome.runner_up, outcome.confidence,
+                                           np.ones(len(outcome.truth))),
+                                   np.round(np.arange(0.20, 0.7001, 0.01), 2), 10.0)
+            if classifier.n_neighbors == 1 else None,
         }
     return figures
 
@@ -382,6 +393,11 @@ def plot(figures: dict, path: Path, title: str = "") -> Path:
                   label="plain recipe, threshold 0.20-0.70")
         left.plot([100 * plain[f"{against}_rate" if against == "strangers_accepted" else "wrong_rate"]],
                   [100 * plain["recognition_rate"]], "s", color="grey", label="plain recipe at 0.6")
+        if plain.get("nearest_curve"):
+            left.plot([100 * p[against] for p in plain["nearest_curve"]],
+                      [100 * p["recognised"] for p in plain["nearest_curve"]], "-.", color="grey",
+                      label="nearest photo only, threshold 0.20-0.70")
+    left.axvline(1.0, color="red", alpha=0.4, linewidth=1, label="1%")
     left.set_xscale("symlog", linthresh=1.0)
     left.set_xlim(0, 100)
     left.set_ylim(0, 100)

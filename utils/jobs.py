@@ -150,6 +150,21 @@ class JobRunner:
                 continue
         return sorted(jobs, key=lambda job: job["created"], reverse=True)
 
+    def stale_uploads(self, folder: Path, min_age: float = 5.0) -> list[str]:
+        """Remove and return the uploads in ``folder`` that no running job will read.
+
+        With no job holding the lock (here or on another node) every older upload is a
+        leftover of a killed training: a full copy of someone's photos, not to be kept.
+        """
+        if self._someone_holds_lock() or not folder.is_dir():
+            return []
+        removed = []
+        for path in folder.iterdir():
+            if path.is_file() and time.time() - path.stat().st_mtime >= min_age:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
+
     def _someone_holds_lock(self) -> bool:
         with open(self._lock_path, "a+") as handle:
             try:

@@ -67,8 +67,11 @@ def build_service(config: dict, *, console_log: bool = True) -> Service:
     store = ModelStore(paths.models)
     for name in store.clean_staging():
         log.warning("removed %s, left by an interrupted training", name)
+    jobs = JobRunner(paths.jobs)
+    for name in jobs.stale_uploads(paths.tmp):
+        log.warning("removed the upload %s, left by an interrupted training", name)
     engine = Service(config=config, paths=paths, store=store, active=ActiveModel(store),
-                     jobs=JobRunner(paths.jobs),
+                     jobs=jobs,
                      predict_options=Options.from_config(config["faces"], config["limits"], training=False))
     if store.active_id():
         try:

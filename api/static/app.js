@@ -10,7 +10,9 @@
   const WARNINGS = new Set(["NO_FACE_FOUND", "IMAGE_NOT_RECOGNIZED", "TRAINING_IN_PROGRESS"]);
   const HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "TRAINING_IN_PROGRESS",
     413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS"};
+  const QUIET = new Set(readJson("quiet-codes"));
   const FLASH_KEY = "pyrecognizer.flash";
+  const FINISHED_KEY = "pyrecognizer.finished-job";
   const messages = document.getElementById("messages");
 
   function readJson(id) {
@@ -53,7 +55,7 @@
   // -- messages in the page -------------------------------------------------------------------
   // One message at a time under the header; errors are role="alert", the rest role="status".
   function showMessage({level = "info", title, text = "", detail = "", list = [], code = "", link = null,
-    scroll = false}) {
+    scroll = false}, box = messages) {
     const template = document.getElementById("alert-template");
     const node = template.content.firstElementChild.cloneNode(true);
     node.classList.add(`alert--${level}`);
@@ -82,13 +84,13 @@
       anchor.parentElement.remove();
     }
     node.querySelector(".alert__close").addEventListener("click", () => node.remove());
-    messages.replaceChildren(node);
+    box.replaceChildren(node);
     if (scroll) node.scrollIntoView({block: "nearest"});
     return node;
   }
 
-  function clearMessages() {
-    messages.replaceChildren();
+  function clearMessages(box = messages) {
+    box.replaceChildren();
   }
 
   // The message for a KO (or OK-with-error) answer, in words.
@@ -99,7 +101,7 @@
     let list = [];
     if (data && Array.isArray(data.skipped)) list = data.skipped.map((item) => `${item.file}: ${item.reason}`);
     else if (Array.isArray(data)) list = data.map(String);
-    let detail = answer.description || "";
+    let detail = QUIET.has(code) ? "" : answer.description || "";
     if (detail && title.toLowerCase().includes(detail.toLowerCase())) detail = "";
     const message = {level: WARNINGS.has(code) ? "warning" : "error", title, text: hint, detail, list, code};
     if (code === "CLASSIFIER_NOT_LOADED" && body.dataset.trainUrl) message.link = {href: body.dataset.trainUrl, text: "Train a model"};
@@ -181,6 +183,7 @@
   // focused input opens the file picker; dropping a file on it (or anywhere on a page with
   // one zone) chooses that file.
   function wireDropZone(zone, onFile) {
+    zone.classList.remove("has-file", "has-preview");
     const input = zone.querySelector('input[type="file"]');
     const name = zone.querySelector("[data-file-name]");
     const action = zone.querySelector(".dropzone__action");
@@ -250,6 +253,7 @@
     const canvas = document.getElementById("preview");
     const button = form.querySelector('button[type="submit"]');
     const result = document.getElementById("result");
+    const box = document.getElementById("result-messages");
     const empty = result.querySelector("[data-empty]");
     const content = result.querySelector("[data-content]");
     const image = document.getElementById("annotated");
@@ -261,6 +265,7 @@
     async function preview(file) {
       const ticket = ++previewed;
       canvas.hidden = true;
+      zone.classList.remove("has-preview");
       if (!file || !window.createImageBitmap) return;
       try {
         const bitmap = await createImageBitmap(file, {imageOrientation: "from-image"});
@@ -271,13 +276,25 @@
         canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
         if (bitmap.close) bitmap.close();
         canvas.hidden = false;
+        zone.classList.add("has-preview");
       } catch (error) {
         canvas.hidden = true; // not something the browser can draw; the service has the last word
       }
     }
 
+    // On a narrow screen the result card shows only once there is something in it.
+    const settle = () => result.classList.toggle("is-empty", content.hidden && !box.children.length);
+    const say = (message) => {
+      const node = showMessage(message, box);
+      settle();
+      return node;
+    };
+
     const input = wireDropZone(zone, (file) => {
+      clearMessages(box);
       clearMessages();
+      if (content.hidden) empty.hidden = false;
+      settle();
       preview(file);
     });
     form.noValidate = true; // our messages replace the browser's bubble
@@ -298,9 +315,7 @@
       row.querySelector(".face__index").textContent = String(index);
       row.querySelector(".face__label").textContent = unknown ? "Unknown" : face.name;
       row.querySelector(".face__hint").textContent = unknown && face.candidate ? `closest: ${face.candidate}` : "";
-      const meter = row.querySelector(".face__meter");
-      meter.value = Number(face.confidence) || 0;
-      meter.setAttribute("aria-label", `Confidence ${percent(face.confidence || 0)}`);
+      row.querySelector(".face__meter").value = Number(face.confidence) || 0;
       row.querySelector(".face__percent").textContent = percent(face.confidence || 0);
       row.querySelector(".face__distance").textContent = Number(face.distance).toFixed(3);
       const box = face.box || {};
@@ -320,7 +335,7 @@
       const faces = answer.faces || [];
       if (!faces.length) {
         content.hidden = true;
-        empty.hidden = false;
+        empty.hidden = true;
         image.removeAttribute("src");
         rows.replaceChildren();
         return false;
@@ -344,8 +359,8 @@
       event.preventDefault();
       const file = input.files[0];
       if (!file) {
-        showMessage({level: "error", title: "Choose a photo first",
-          text: "Choose a photo, or drop it on the dashed area, then press Recognise faces.", scroll: true});
+        say({level: "error", title: "Choose a photo first",
+          text: "Choose a photo, or drop it on the dashed area, then press Recognise faces."});
         input.focus();
         return;
       }
@@ -353,24 +368,23 @@
       setBusy(button, true);
       result.classList.add("is-busy");
       result.setAttribute("aria-busy", "true");
-      showMessage({level: "info", title: "Looking for faces…"});
+      say({level: "info", title: "Looking for faces…"});
       const {answer} = await request("POST", form.action, {body: new FormData(form)});
       setBusy(button, false);
       result.classList.remove("is-busy");
       result.removeAttribute("aria-busy");
-      const shown = showResult(answer);
+      showResult(answer);
       if (answer.status === "OK" && !answer.error) {
         const names = Object.keys(answer.data || {});
         const unknown = (answer.faces || []).filter((face) => face.name === "unknown").length;
-        showMessage({level: "ok", title: `Recognised: ${names.join(", ")}`,
+        say({level: "ok", title: `Recognised: ${names.join(", ")}`,
           text: unknown ? `${plural(unknown, "other face is", "other faces are")} not someone the model knows.` : ""});
       } else {
-        showMessage({...described(answer), scroll: !shown});
+        say(described(answer));
       }
-      if (shown) {
-        const title = document.getElementById("result-title");
-        title.focus({preventScroll: true});
-        result.scrollIntoView({block: "start", behavior: "smooth"});
+      document.getElementById("result-title").focus({preventScroll: true});
+      if (result.getBoundingClientRect().top < 0 || result.getBoundingClientRect().top > window.innerHeight * 0.6) {
+        result.scrollIntoView({block: "start"});
       }
     });
   }
@@ -462,11 +476,14 @@
             const job = answer.data;
             this.show(job);
             if (job.state === "done" || job.state === "failed") {
+              try {
+                sessionStorage.setItem(FINISHED_KEY, job.id); // the next page opens the predict page in a moment
+              } catch (error) { /* then it does not */ }
               const page = job.kind === "tune" ? section.dataset.tuneUrl : section.dataset.trainUrl;
               window.location.replace(`${page}?job=${encodeURIComponent(job.id)}`);
               return;
             }
-          } else if (http === 404) {
+          } else if (http === 401 || http === 404) { // logged out meanwhile, or the job is gone
             showMessage({...described(answer), scroll: true});
             return;
           } else {
@@ -500,6 +517,8 @@
       }
       if (tooLarge(file)) return;
       setBusy(button, true);
+      form.classList.add("is-locked");
+      form.inert = true;
       clearMessages();
       view.start(form.dataset.kind);
       const {answer} = await request("POST", form.action, {body: new FormData(form),
@@ -516,6 +535,8 @@
         return;
       }
       section.hidden = true;
+      form.classList.remove("is-locked");
+      form.inert = false;
       setBusy(button, false);
     });
   }
@@ -524,19 +545,34 @@
     const state = section.dataset.state;
     if (section.dataset.jobUrl && (state === "queued" || state === "running")) {
       setBusy(document.getElementById("train-button"), true);
+      const form = document.getElementById("train-form");
+      if (form) {
+        form.classList.add("is-locked");
+        form.inert = true;
+      }
       jobView(section).follow(section.dataset.jobUrl);
     }
   }
 
   // After a training, open the predict page in a few seconds, as the original service did;
   // "Stay on this page" cancels it.
+  // True once, on the page a finished job's progress led to (not when an old job is opened).
+  function justFinished(section) {
+    let finished = null;
+    try {
+      finished = sessionStorage.getItem(FINISHED_KEY);
+      if (finished === section.dataset.jobId) sessionStorage.removeItem(FINISHED_KEY);
+    } catch (error) {
+      finished = null;
+    }
+    return Boolean(section.dataset.jobId) && finished === section.dataset.jobId;
+  }
+
   function setUpRedirect(box) {
-    if (box.hidden) return;
+    box.hidden = false;
     let seconds = Number(box.dataset.seconds) || 8;
     const text = document.getElementById("redirect-text");
     const stay = document.getElementById("redirect-stay");
-    const title = document.getElementById("job-title");
-    if (title) title.focus({preventScroll: true});
     const tell = () => {
       text.textContent = `Opening the predict page in ${seconds} s.`;
     };
@@ -583,7 +619,7 @@
         return;
       }
       setBusy(button, true);
-      const {answer} = await request(deleting ? "DELETE" : "POST", form.action);
+      const {answer} = await request("POST", form.action);  // the form's own address: a POST route for both
       if (answer.status === "OK") {
         flash(deleting ? {level: "ok", title: `Model ${model} was deleted`}
           : {level: "ok", title: `Model ${model} is now the active model`, text: "Predictions use it from now on."});
@@ -604,8 +640,11 @@
   if (trainForm) setUpTrain(trainForm);
   const jobSection = document.getElementById("job");
   if (jobSection) setUpJobPage(jobSection);
-  const redirect = document.getElementById("redirect");
-  if (redirect) setUpRedirect(redirect);
+  if (jobSection && justFinished(jobSection)) {
+    document.getElementById("job-title").focus({preventScroll: true});
+    const redirect = document.getElementById("redirect");
+    if (redirect) setUpRedirect(redirect);
+  }
   const modelForms = document.querySelectorAll("form[data-action]");
   if (modelForms.length) setUpModels(modelForms);
 })();

@@ -1,0 +1,279 @@
+"""The real server under load, over loopback only.
+
+The model is trained the way an operator would (``python main.py train``), then
+``python main.py serve`` starts gunicorn (preloaded app, ``server.workers`` processes of
+``server.threads`` threads, from conf.json) on a free 127.0.0.1 port. Figures: seconds from
+starting the process to /health answering ``model_loaded: true``; POST /predict throughput
+and latency from 1 client, then from 4 concurrent clients (one requests.Session per client
+thread); errors (any answer but 200 with status OK); workers killed by a signal; each
+worker's peak RSS (VmHWM). The bench's configuration only binds to 127.0.0.1, logs less and
+lifts the /predict rate limit (all requests come from one address); the rest is conf.json.
+
+The clients run in this process, on the same cores as the server: on a 2-core machine they
+take a little of the CPU the server could use, as any client on the same host would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench import ROOT, Row, at_least, ratio
+
+REQUEST_PHOTOS = ("samples/obama.jpg", "samples/two_people.jpg", "celebrities/val/Madonna/2.jpg",
+                  "celebrities/val/Elton John/3.jpg", "samples/bush_test.jpg")
+READY_TIMEOUT = 180
+REQUEST_TIMEOUT = 120
+
+
+@dataclass
+class Load:
+    clients: int
+    wall: float
+    latencies: list
+    errors: list
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.wall
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000
+
+    def summary(self) -> dict:
+        return {"clients": self.clients, "requests": len(self.latencies), "wall_s": round(self.wall, 2),
+                "req_per_s": round(self.throughput, 2), "errors": len(self.errors),
+                "first_errors": self.errors[:5],
+                **{f"p{q}_ms": round(self.percentile(q), 1) for q in (50, 95, 99)}}
+
+
+def clean_environment() -> dict:
+    # PYRECOGNIZER_* variables of the developer's shell would change what is measured
+    return {key: value for key, value in os.environ.items() if not key.startswith("PYRECOGNIZER_")}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def config_file(folder: Path, threads: int | None = None) -> Path:
+    """A configuration on top of conf.json: the server on loopback, quiet, and the per-client
+    rate limit on /predict lifted (every request comes from 127.0.0.1: the bench measures the
+    engine, not the limiter). ``threads`` overrides server.threads (e.g. 1, to compare)."""
+    server: dict = {"host": "127.0.0.1"}
+    if threads:
+        server["threads"] = threads
+    path = folder / "bench-conf.json"
+    path.write_text(json.dumps({"server": server, "logging": {"level": "WARNING"},
+                                "security": {"rate_limits": {"predict": "1000000 per minute"}}}))
+    return path
+
+
+def main_py(config: Path, data_dir: Path, *command: str) -> list[str]:
+    return [sys.executable, str(ROOT / "main.py"), "--config", str(config), "--data-dir", str(data_dir), *command]
+
+
+def trained_model(config: Path, data_dir: Path, train_folder: Path) -> dict:
+    """Train with the CLI; return its answer's data (model id, photos...)."""
+    done = subprocess.run(main_py(config, data_dir, "train", str(train_folder)), cwd=ROOT, env=clean_environment(),
+                          capture_output=True, text=True, timeout=900)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    answer = json.loads(lines[-1])["response"] if lines else {}
+    if done.returncode != 0 or answer.get("status") != "OK":
+        raise RuntimeError(f"training failed ({done.returncode}): {answer or done.stderr[-2000:]}")
+    return answer["data"]
+
+
+def seconds_until_ready(base: str, process: subprocess.Popen, started: float, log: Path) -> float:
+    """Poll /health until a worker answers with the model loaded; return seconds since ``started``."""
+    import requests
+
+    while time.perf_counter() - started < READY_TIMEOUT:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            answer = requests.get(f"{base}/health", timeout=5).json()["response"]["data"]
+            if answer.get("model_loaded"):
+                return time.perf_counter() - started
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"the server was not ready after {READY_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+
+
+def load_test(base: str, payloads: list[tuple[str, bytes]], total: int, clients: int) -> Load:
+    """Send ``total`` POST /predict from ``clients`` threads, each with its own Session,
+    taking the next request number from a shared counter (photos in rotation)."""
+    import requests
+
+    latencies, errors, lock, counter = [], [], threading.Lock(), iter(range(total))
+
+    def client():
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    number = next(counter, None)
+                if number is None:
+                    return
+                name, data = payloads[number % len(payloads)]
+                began = time.perf_counter()
+                try:
+                    reply = session.post(f"{base}/predict", files={"file": (Path(name).name, data, "image/jpeg")},
+                                         timeout=REQUEST_TIMEOUT)
+                    status = reply.json()["response"]["status"] if reply.status_code == 200 else None
+                    problem = None if status == "OK" else f"{name}: HTTP {reply.status_code} {reply.text[:200]}"
+                except (requests.RequestException, ValueError, KeyError) as exc:
+                    problem = f"{name}: {exc!r}"
+                elapsed = time.perf_counter() - began
+                with lock:
+                    latencies.append(elapsed)
+                    if problem:
+                        errors.append(problem)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Load(clients, time.perf_counter() - began, latencies, errors)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes ``pid`` forked (gunicorn's workers), from /proc: the tasks' ``children``
+    lists where the kernel has them (CONFIG_PROC_CHILDREN), else every process's parent id."""
+    tasks = list(Path(f"/proc/{pid}/task").glob("*/children"))
+    if tasks:
+        return sorted({int(child) for task in tasks for child in task.read_text().split()})
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields.get("PPid", "0").strip() or 0) == pid:
+            found.append(int(status.parent.name))
+    return sorted(found)
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM, the process's peak resident memory, in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def server_failures(log: Path, service_log: Path) -> dict:
+    """What went wrong on the server side: workers killed by a signal (gunicorn's log) and the
+    distinct exceptions the service logged (their last line only: the logs also hold secrets
+    generated for this throw-away data folder, which stay out of the results)."""
+    crashes = [line.split("] ", 2)[-1] for line in log.read_text(errors="replace").splitlines()
+               if "was sent SIG" in line]
+    exceptions: dict[str, int] = {}
+    if service_log.exists():
+        lines = service_log.read_text(errors="replace").splitlines()
+        for index, line in enumerate(lines):
+            if line.startswith("Traceback"):
+                last = next((later for later in lines[index + 1:] if later and not later.startswith(" ")), "?")
+                exceptions[last] = exceptions.get(last, 0) + 1
+    return {"worker_crashes": len(crashes), "crash_lines": crashes[:5], "exceptions": exceptions}
+
+
+def pss_mb(pid: int) -> float | None:
+    """Proportional set size now, in MB: pages shared with the master (the preloaded models)
+    count for a share only, so this is what a worker really adds, unlike RSS."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the master this bench started (gunicorn stops its workers), then wait."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def serve_section(faces: Path, workdir: Path, requests_many: int, requests_one: int,
+                  threads: int | None = None, say=print) -> tuple[list[Row], dict]:
+    data_dir = workdir / "serve"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = config_file(workdir, threads)
+    train_folder = faces / "celebrities" / "train"
+    say("serve: training on celebrities/train with `main.py train` ...")
+    began = time.perf_counter()
+    model = trained_model(config, data_dir, train_folder)
+    train_seconds = time.perf_counter() - began
+    port, log = free_port(), workdir / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    payloads = [(name, (faces / name).read_bytes()) for name in REQUEST_PHOTOS]
+    from conf.config import load_config
+
+    server = load_config(str(config), {"data_dir": str(data_dir)}, environ={})["server"]
+    say(f"serve: starting `main.py serve` on 127.0.0.1:{port} ({server['workers']} workers x "
+        f"{server['threads']} threads) ...")
+    with log.open("wb") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(main_py(config, data_dir, "serve", "--port", str(port)), cwd=ROOT,
+                                   env=clean_environment(), stdout=output, stderr=subprocess.STDOUT)
+    try:
+        ready = seconds_until_ready(base, process, started, log)
+        load_test(base, payloads, 4 * len(payloads), 4)  # warm-up: every worker and thread answers once
+        say(f"serve: {requests_one} requests from 1 client ...")
+        one = load_test(base, payloads, requests_one, 1)
+        say(f"serve: {requests_many} requests from 4 clients ...")
+        four = load_test(base, payloads, requests_many, 4)
+        workers = {pid: peak_rss_mb(pid) for pid in children_of(process.pid)}
+        shares = {pid: pss_mb(pid) for pid in [process.pid, *workers]}
+        master = peak_rss_mb(process.pid)
+    finally:
+        stop(process)
+    failures = server_failures(log, data_dir / "log" / "pyrecognizer.log")
+    scaling = ratio(four.throughput, one.throughput)
+    errors = len(one.errors) + len(four.errors)
+    worst = max((rss for rss in workers.values() if rss), default=None)
+    rows = [
+        Row("serve: s from process start to /health model_loaded", None, ready, digits=1),
+        Row(f"serve: errors ({len(one.latencies) + len(four.latencies)} requests)", None, errors, None, "0",
+            errors == 0, 0),
+        Row("serve: worker processes killed by a signal", None, failures["worker_crashes"], None, "0",
+            failures["worker_crashes"] == 0, 0),
+        Row("serve: req/s, 1 client", None, one.throughput, digits=2),
+        Row("serve: req/s, 4 clients (ratio: vs 1 client)", None, four.throughput, scaling, ">= 1.8",
+            at_least(scaling, 1.8), 2),
+        Row("serve: latency p50/p95/p99 ms, 1 client", None,
+            "/".join(f"{one.percentile(q):.0f}" for q in (50, 95, 99))),
+        Row("serve: latency p50/p95/p99 ms, 4 clients", None,
+            "/".join(f"{four.percentile(q):.0f}" for q in (50, 95, 99))),
+        Row(f"serve: peak RSS MB per worker (max of {len(workers)}; master {master or 0:.0f})", None, worst,
+            digits=0),
+    ]
+    details = {"server": server, "photos": list(REQUEST_PHOTOS), "train_s": round(train_seconds, 1),
+               "model": {key: model.get(key) for key in ("model", "photos", "people", "metrics")},
+               "ready_s": round(ready, 2), "failures": failures,
+               "one_client": one.summary(), "four_clients": four.summary(),
+               "peak_rss_mb": {"master": master, "workers": {str(pid): rss for pid, rss in workers.items()}},
+               "pss_mb_at_end": {str(pid): pss for pid, pss in shares.items()}}
+    return rows, details
