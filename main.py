@@ -1,10 +1,11 @@
-"""PyRecognizer's command line: serve, train, tune, predict, models.
+"""PyRecognizer's command line: serve, train, tune, predict, models, evaluate.
 
     python main.py serve [--host H] [--port P] [--dev]     (the default command)
     python main.py train PATH [--tune]                      PATH: a zip or a folder of person folders
     python main.py tune PATH
     python main.py predict IMAGE...                         one JSON envelope per image, per line
     python main.py models
+    python main.py evaluate DATASET [--strangers DIR] [--model ID] [--baseline]
 
 Every command prints JSON envelopes on stdout (the same as the REST API) and logs to stderr
 and log/pyrecognizer.log.

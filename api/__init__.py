@@ -65,15 +65,12 @@ def create_app(config: dict | None = None) -> Flask:
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and from_browser():
             csrf.protect(apply_exemptions=True)
 
-    from api import auth, pages, rest
+    from api import auth, pages, rest, verify
     from api.limits import limiter
 
     limiter.init_app(app)
-    app.register_blueprint(rest.blueprint)
-    app.register_blueprint(pages.blueprint)
-    app.register_blueprint(auth.blueprint)
-    from api import verify  # issue 6: /verify, /encode (TEMPORARY registration for testing)
-    app.register_blueprint(verify.blueprint)
+    for blueprint in (rest.blueprint, pages.blueprint, auth.blueprint, verify.blueprint):
+        app.register_blueprint(blueprint)
     register_error_handlers(app)
     add_security_headers(app, tls=bool(security["tls"]))
     if config["dashboard"]["enabled"]:

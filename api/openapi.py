@@ -42,9 +42,9 @@ def specification() -> dict:
                "responses": {"200": _answer("names and faces", _envelope(
                    {"type": "object", "additionalProperties": {"type": "number"}},
                    faces={"type": "array", "items": FACE}, model={"type": "string"}, image_url={"type": "string"})),
-                   **_errors(400, 413, 503)}}
+                   **_errors(400, 401, 413, 429, 503)}}
     train = {"summary": "Start a training job from a zip of person folders", "requestBody": _upload("a zip, one folder per person"),
-             "responses": {"202": _answer("the job"), **_errors(400, 409, 413, 422)}}
+             "responses": {"202": _answer("the job"), **_errors(400, 401, 409, 413, 422, 429)}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "PyRecognizer", "version": "1.0.0",
@@ -68,6 +68,14 @@ def specification() -> dict:
             "/uploads/{name}": {"get": {"summary": "An annotated image", "operationId": "upload",
                                         "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                                         "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}}, **_errors(404)}}},
+            "/verify": {"post": {"summary": "Whether the main faces of two photos are the same person", "operationId": "verify",
+                                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                                     "type": "object", "required": ["file1", "file2"],
+                                     "properties": {name: {"type": "string", "format": "binary"} for name in ("file1", "file2")}}}}},
+                                 "responses": {"200": _answer("same, distance, confidence, boxes"), **_errors(400, 413, 422)}}},
+            "/encode": {"post": {"summary": "The 128-d encoding and box of every face", "operationId": "encode",
+                                 "requestBody": _upload("a photo"),
+                                 "responses": {"200": _answer("faces with encodings"), **_errors(400, 413)}}},
             "/health": {"get": {"summary": "Liveness and the loaded model", "operationId": "health", "responses": {"200": _answer("up")}}},
         },
         "components": {"schemas": {"Envelope": _envelope()}},

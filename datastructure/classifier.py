@@ -226,7 +226,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         row, column = np.unravel_index(int(np.argmax(key)), key.shape)
         threshold, ratio = float(thresholds[row]), float(ratios[column])
         confidence, confidence_fit = self._fitted_confidence(genuine, strangers, threshold, ratio)
-        return {"threshold": round(threshold, 4), "ratio": round(ratio, 4), "confidence": confidence,
+        return {"threshold": threshold, "ratio": ratio, "confidence": confidence,
                 "confidence_fit": confidence_fit, "calibrated": True,
                 "max_strangers": self.max_strangers,
                 "recognised": round(float(recognised[row, column]), 4),
