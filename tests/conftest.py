@@ -50,3 +50,11 @@ def server_factory(tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def hostile_models(tmp_path_factory, faces):
+    """Two small models (see tests/hostile.py) for the attack tests, trained once."""
+    from tests.hostile import trained_models
+
+    return trained_models(tmp_path_factory, faces)

@@ -24,7 +24,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -337,10 +336,6 @@ print(json.dumps([engine.train(source)["model"] for source in sources]))
 # Two small models trained once per session: A knows three people, B (newer) two others.
 MODEL_A_PEOPLE = {"Elton John": 4, "Madonna": 4, "Mindy Kaling": 4}
 MODEL_B_PEOPLE = {"Ben Afflek": 3, "Jerry Seinfield": 3}
-_trained: dict[str, tuple[Path, list[str]]] = {}
-_trained_lock = threading.Lock()
-
-
 def subset(faces: Path, people: dict[str, int], target: Path) -> Path:
     """Copy the first photos of each person of celebrities/train into ``target`` (a tmp folder)."""
     for person, count in people.items():
@@ -352,19 +347,16 @@ def subset(faces: Path, people: dict[str, int], target: Path) -> Path:
 
 
 def trained_models(tmp_path_factory, faces: Path) -> tuple[Path, list[str]]:
-    """(model folder, [id of A, id of B]), trained once per session in a separate process."""
-    with _trained_lock:
-        key = str(tmp_path_factory.getbasetemp())
-        if key not in _trained:
-            root = tmp_path_factory.mktemp("hostile-models")
-            sources = [subset(faces, MODEL_A_PEOPLE, root / "a"), subset(faces, MODEL_B_PEOPLE, root / "b")]
-            done = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(root / "data"), *map(str, sources)],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stderr[-3000:]
-            ids = json.loads(done.stdout.strip().splitlines()[-1])
-            assert len(ids) == 2 and ids[0] < ids[1], ids
-            _trained[key] = (root / "data" / "dataset" / "model", ids)
-        return _trained[key]
+    """(model folder, [id of A, id of B]), trained in a separate process (the session
+    fixture ``hostile_models`` calls this once)."""
+    root = tmp_path_factory.mktemp("hostile-models")
+    sources = [subset(faces, MODEL_A_PEOPLE, root / "a"), subset(faces, MODEL_B_PEOPLE, root / "b")]
+    done = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(root / "data"), *map(str, sources)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ids = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(ids) == 2 and ids[0] < ids[1], ids
+    return root / "data" / "dataset" / "model", ids
 
 
 def install_models(data_dir: Path, models: tuple[Path, list[str]], active: str | None = None) -> None:

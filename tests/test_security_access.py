@@ -24,7 +24,7 @@ from urllib3.exceptions import InsecureRequestWarning
 from werkzeug.security import check_password_hash
 
 from tests.hostile import (csrf_token_of, envelope_of, good_photo, install_models, logged_in, photos,
-                           restarted, server_config, start_server, stopped, trained_models, written)
+                           restarted, server_config, start_server, stopped, written)
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.usefixtures("faces"),
@@ -36,24 +36,19 @@ FMD_FALLBACK_SECRET_KEY = "my-secret-key"
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, faces):
-    return trained_models(tmp_path_factory, faces)
-
-
-@pytest.fixture(scope="module")
-def main(tmp_path_factory, models):
+def main(tmp_path_factory, hostile_models):
     data_dir = tmp_path_factory.mktemp("access-main")
-    install_models(data_dir, models)
+    install_models(data_dir, hostile_models)
     server = start_server(data_dir, server_config(dashboard={"enabled": True, "monitor_level": 2}))
     yield server
     stopped(server)
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory, models):
+def fresh(tmp_path_factory, hostile_models):
     """A first start with no secret anywhere (env set to ""), TLS on, /predict behind the token."""
     data_dir = tmp_path_factory.mktemp("access-fresh")
-    install_models(data_dir, models)
+    install_models(data_dir, hostile_models)
     console = tmp_path_factory.mktemp("access-console") / "console.log"  # the operator's terminal
     repo_pems_before = repo_pem_files()
     server = start_server(data_dir, server_config(security={"predict_requires_token": True}), tls=True,
@@ -109,8 +104,8 @@ WRONG = {
 
 @pytest.mark.parametrize("credential", WRONG.values(), ids=WRONG.keys())
 @pytest.mark.parametrize("method, path", PROTECTED, ids=[f"{m} {p}" for m, p in PROTECTED])
-def test_protected_endpoints_refuse_without_the_token(main, models, method, path, credential):
-    _, (model_a, _) = models
+def test_protected_endpoints_refuse_without_the_token(main, hostile_models, method, path, credential):
+    _, (model_a, _) = hostile_models
     headers = {"Accept": "application/json"}
     if credential:
         headers["Authorization"] = credential.format(token=main.token, token_short=main.token[:-1])
@@ -122,8 +117,8 @@ def test_protected_endpoints_refuse_without_the_token(main, models, method, path
     assert written(main) == before  # no job, no upload kept, no model activated or deleted
 
 
-def test_the_token_opens_what_it_protects(main, models):
-    _, (model_a, model_b) = models
+def test_the_token_opens_what_it_protects(main, hostile_models):
+    _, (model_a, model_b) = hostile_models
     assert envelope_of(main.get("/jobs"), 200)["data"] == []
     assert [model["id"] for model in envelope_of(main.get("/models", headers={"Accept": "application/json"}), 200)["data"]] == [model_b, model_a]
     assert envelope_of(main.get(f"/models/{model_a}"), 200)["data"]["id"] == model_a

@@ -18,7 +18,7 @@ from tests.hostile import (
     MiB, PHOTO, assert_unharmed, bad_crc, declaring, declaring_all, encrypted, envelope_of, gzip_of_photo,
     inflating_past_declared_size, install_models, jpeg, many_entries, named, nested, overlapping,
     photos, pickle_payload, ratio_bomb, server_config, start_server, stopped, subset, symbolic_link,
-    tar_of_photo, trained_models, written, zipped,
+    tar_of_photo, written, zipped,
 )
 
 pytestmark = pytest.mark.usefixtures("faces")
@@ -27,9 +27,9 @@ MAX_ENTRY, MAX_TOTAL, MAX_ENTRIES = 2 * MiB, 3 * MiB, 150
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, faces):
+def server(tmp_path_factory, hostile_models):
     data_dir = tmp_path_factory.mktemp("archive")
-    install_models(data_dir, trained_models(tmp_path_factory, faces))
+    install_models(data_dir, hostile_models)
     config = server_config(limits={"max_entry_bytes": MAX_ENTRY, "max_archive_bytes": MAX_TOTAL,
                                    "max_entries": MAX_ENTRIES, "max_ratio": 100.0},
                            faces={"workers": 1})

@@ -17,20 +17,15 @@ import pytest
 import requests
 
 from tests.hostile import (envelope_of, good_photo, install_models, restarted, server_config, sha256,
-                           start_server, stopped, subset, trained_models, written, zipped)
+                           start_server, stopped, subset, written, zipped)
 
 pytestmark = pytest.mark.usefixtures("faces")
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, faces):
-    return trained_models(tmp_path_factory, faces)
-
-
-@pytest.fixture(scope="module")
-def crash(tmp_path_factory, models):
+def crash(tmp_path_factory, hostile_models):
     data_dir = tmp_path_factory.mktemp("crash")
-    install_models(data_dir, models)
+    install_models(data_dir, hostile_models)
     state = {"server": start_server(data_dir, server_config(faces={"workers": 1}))}
     yield state
     stopped(state["server"])
@@ -210,9 +205,9 @@ def test_a_tampered_model_is_refused_and_the_previous_one_served(crash):
     assert envelope_of(server.get("/health"), 200)["data"]["model"] == previous
 
 
-def test_predictions_during_model_switches_all_succeed(crash, models):
+def test_predictions_during_model_switches_all_succeed(crash, hostile_models):
     server = crash["server"]
-    _, (model_a, model_b) = models
+    _, (model_a, model_b) = hostile_models
     envelope_of(server.post(f"/models/{model_a}/activate"), 200)
     photo = good_photo_bytes()
     stop = threading.Event()

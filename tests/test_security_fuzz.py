@@ -16,7 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.hostile import envelope_of, install_models, server_config, start_server, stopped, trained_models
+from tests.hostile import envelope_of, install_models, server_config, start_server, stopped
 
 pytestmark = pytest.mark.usefixtures("faces")
 
@@ -25,9 +25,9 @@ EXAMPLES = 30
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, faces):
+def server(tmp_path_factory, hostile_models):
     data_dir = tmp_path_factory.mktemp("fuzz")
-    models = trained_models(tmp_path_factory, faces)
+    models = hostile_models
     install_models(data_dir, models)
     server = start_server(data_dir, server_config(limits={"max_content_length": 1024 * 1024}, faces={"workers": 1}))
     yield server, models

@@ -17,16 +17,16 @@ from PIL import Image
 
 from tests.hostile import (
     assert_unharmed, encoded, envelope_of, good_photo, gradient, install_models, npy_payload, one_bit_bomb,
-    pickle_payload, png, psd, server_config, start_server, stopped, trained_models, written,
+    pickle_payload, png, psd, server_config, start_server, stopped, written,
 )
 
 pytestmark = pytest.mark.usefixtures("faces")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, faces):
+def server(tmp_path_factory, hostile_models):
     data_dir = tmp_path_factory.mktemp("image")
-    install_models(data_dir, trained_models(tmp_path_factory, faces))
+    install_models(data_dir, hostile_models)
     server = start_server(data_dir, server_config())
     yield server
     stopped(server)

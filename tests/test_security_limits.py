@@ -11,7 +11,7 @@ import itertools
 import pytest
 
 from tests.hostile import (Client, MiB, assert_unharmed, envelope_of, good_photo, install_models, photos,
-                           server_config, start_server, stopped, trained_models, written)
+                           server_config, start_server, stopped, written)
 
 pytestmark = pytest.mark.usefixtures("faces")
 
@@ -22,9 +22,9 @@ _addresses = (f"127.0.0.{last}" for last in itertools.count(20))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, faces):
+def server(tmp_path_factory, hostile_models):
     data_dir = tmp_path_factory.mktemp("limits")
-    install_models(data_dir, trained_models(tmp_path_factory, faces))
+    install_models(data_dir, hostile_models)
     config = server_config(
         limits={"max_content_length": 2 * MiB, "max_form_memory_size": 256 * 1024, "max_form_parts": 50},
         security={"rate_limits": {"login": f"{LIMIT} per minute", "predict": f"{LIMIT} per minute",
