@@ -72,7 +72,7 @@ class Server:
         self.log_path = self.data_dir / "server-output.log"
         self.process = None
 
-    def start(self, timeout: float = 60) -> "Server":
+    def start(self, timeout: float = 120) -> "Server":
         self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=open(self.log_path, "ab"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -84,6 +84,7 @@ class Server:
                     return self
             except requests.RequestException:
                 time.sleep(0.2)
+        self.stop()
         raise RuntimeError(f"server did not answer in {timeout} s:\n{self.output()}")
 
     def output(self) -> str:

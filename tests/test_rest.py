@@ -22,6 +22,14 @@ def trained_server(faces, celebrities_zip, tmp_path_factory):
     from tests.support import Server
 
     server = Server(tmp_path_factory.mktemp("rest")).start()
+    try:
+        yield server, trained_over_http(server, faces, celebrities_zip)
+    finally:
+        server.stop()
+
+
+def trained_over_http(server, faces, celebrities_zip) -> dict:
+    """Train the server on celebrities/train the way a REST client does; return the job."""
     before = envelope_of(server.get("/health"))
     assert before["data"]["model_loaded"] is False
     no_model = server.post("/predict", files={"file": (faces / "samples" / "obama.jpg").open("rb")})
@@ -35,8 +43,7 @@ def trained_server(faces, celebrities_zip, tmp_path_factory):
     job = server.wait_for_job(job_url)
     assert job["state"] == "done", job
     assert job["progress"] == {"done": 93, "total": 93}
-    yield server, job
-    server.stop()
+    return job
 
 
 def test_trained_model_is_active_and_listed(trained_server):
