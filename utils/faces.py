@@ -35,7 +35,7 @@ class Options:
     """How hard to look for faces; the defaults are the service's predict settings."""
 
     detect_size: int = 800
-    decode_size: int = 1600
+    decode_size: int = 800  # JPEG draft: decode at 1/2..1/8 scale while the longest side stays >= this
     upsample_fallback: bool = True
     cnn_fallback: bool = False
     cnn_size: int = 640
