@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -312,7 +313,10 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         if len(X) == 0:
             return []
-        votes = self.knn_.predict(X)
+        # One face is a tiny search: scikit-learn's OpenMP threads would cost more than the
+        # search and fight the server's worker processes for the cores.
+        with threadpool_limits(limits=1, user_api="openmp"):
+            votes = self.knn_.predict(X)
         distances = nearest_per_class(squared_distances(X, self.encodings_, self.norms_), self.starts_)
         result = []
         for row, vote in zip(distances, votes):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from datastructure.errors import FaceLibraryMissing, PyRecognizerError
 from utils.images import DecodedImage, configure_pillow, decode_image
 
 PIPELINE_VERSION = "2"
+# dlib's detectors and models keep state between calls: two threads of one gunicorn worker
+# running them at once corrupt memory (SIGSEGV, garbage boxes). One call at a time per
+# process; the processes (one per core) give the parallelism.
+DLIB_LOCK = threading.Lock()
 # HOG's detection window is 80 px; a face found under ~1.4 times that hints at smaller ones.
 NEAR_WINDOW = 112
 ROOM_FOR_MORE = 6  # detection copy at least this many such faces wide  # bump when detection or encoding changes, so cached encodings expire
@@ -106,7 +111,8 @@ def scaled_box(box, factor: float, shape) -> tuple[int, int, int, int]:
 def hog_boxes(array: np.ndarray, longest: int, upsample: int) -> list[tuple[int, int, int, int]]:
     """Return HOG's boxes on a copy of ``array`` at most ``longest`` px, in ``array``'s pixels."""
     small, factor = resized(array, longest)
-    boxes = face_library().face_locations(small, number_of_times_to_upsample=upsample, model="hog")
+    with DLIB_LOCK:
+        boxes = face_library().face_locations(small, number_of_times_to_upsample=upsample, model="hog")
     return [scaled_box(box, factor, array.shape) for box in boxes]
 
 
@@ -137,8 +143,9 @@ def face_locations(array: np.ndarray, options: Options = Options()) -> list[tupl
             boxes = finer
     if not boxes and options.cnn_fallback:
         tiny, factor = resized(array, options.cnn_size)
-        found = face_library().face_locations(tiny, number_of_times_to_upsample=int(max(tiny.shape[:2]) < 400),
-                                              model="cnn")
+        with DLIB_LOCK:
+            found = face_library().face_locations(tiny, number_of_times_to_upsample=int(max(tiny.shape[:2]) < 400),
+                                                  model="cnn")
         boxes = [scaled_box(box, factor, array.shape) for box in found]
     return boxes
 
@@ -147,7 +154,8 @@ def face_encodings(array: np.ndarray, boxes) -> np.ndarray:
     """Return one 128-d encoding per box, as an (n, 128) float64 array."""
     if not boxes:
         return np.empty((0, 128))
-    return np.asarray(face_library().face_encodings(array, known_face_locations=list(boxes)))
+    with DLIB_LOCK:
+        return np.asarray(face_library().face_encodings(array, known_face_locations=list(boxes)))
 
 
 def faces_in(image: DecodedImage, options: Options = Options()) -> list[Face]:

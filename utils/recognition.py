@@ -82,6 +82,8 @@ def annotated_image(image: DecodedImage, faces: list[dict]) -> bytes:
     for face in faces:
         box = face["box"]
         top, right, bottom, left = (round(box[key] / image.scale) for key in ("top", "right", "bottom", "left"))
+        if right <= left or bottom <= top:
+            continue  # nothing to draw around
         colour = UNKNOWN_COLOUR if face["name"] == UNKNOWN else KNOWN_COLOUR
         label = face["name"] if face["name"] == UNKNOWN else f"{face['name']} {face['confidence']:.0%}"
         draw.rectangle((left, top, right, bottom), outline=colour, width=width)
