@@ -178,15 +178,19 @@ class Outcome:
     scale: np.ndarray        # the candidate's threshold scale (1 for the plain recipe)
 
 
-def outcome_of(classifier: FaceClassifier, samples: list[Sample]) -> Outcome:
-    """Return the model's decisions on every sample's main face."""
-    known = set(map(str, classifier.classes_))
+def empty_outcome(samples: list[Sample], known: set[str]):
+    """Return (truth, found, named, candidate, distance) before any decision: truth is the
+    person when the model knows them, "" for a stranger; nothing named, distances infinite."""
     n = len(samples)
     truth = np.array([s.person if s.person in known else "" for s in samples], dtype=object)
     found = np.array([s.encoding is not None for s in samples], dtype=bool)
-    named = np.full(n, "", dtype=object)
-    candidate = np.full(n, "", dtype=object)
-    distance = np.full(n, np.inf)
+    return truth, found, np.full(n, "", dtype=object), np.full(n, "", dtype=object), np.full(n, np.inf)
+
+
+def outcome_of(classifier: FaceClassifier, samples: list[Sample]) -> Outcome:
+    """Return the model's decisions on every sample's main face."""
+    n = len(samples)
+    truth, found, named, candidate, distance = empty_outcome(samples, set(map(str, classifier.classes_)))
     runner_up = np.full(n, np.inf)
     confidence = np.zeros(n)
     if found.any():
@@ -308,11 +312,7 @@ def plain_outcome(encodings: np.ndarray, labels: np.ndarray, samples: list[Sampl
     from sklearn.neighbors import KNeighborsClassifier
 
     n = len(samples)
-    truth = np.array([s.person if s.person in known else "" for s in samples], dtype=object)
-    found = np.array([s.encoding is not None for s in samples], dtype=bool)
-    named = np.full(n, "", dtype=object)
-    candidate = np.full(n, "", dtype=object)
-    distance = np.full(n, np.inf)
+    truth, found, named, candidate, distance = empty_outcome(samples, known)
     if found.any():
         k = max(1, int(round(math.sqrt(len(encodings)))))
         knn = KNeighborsClassifier(n_neighbors=min(k, len(encodings)), weights="distance",
