@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 
 from flask import Blueprint, flash, redirect, request, send_from_directory, url_for
 
@@ -47,13 +46,15 @@ def start_training(tune: bool):
     """Validate the uploaded zip now (so a bad one is refused at once), then train in the background."""
     engine = service()
     upload = uploaded_file()
-    path = engine.paths.tmp / f"{uuid.uuid4().hex}.zip"
-    upload.save(path)
+    path, handle = engine.jobs.new_upload(engine.paths.tmp)
 
     def remove():
         path.unlink(missing_ok=True)
+        handle.close()
 
     try:
+        upload.save(handle)
+        handle.flush()
         archive.photo_count(path, archive.limits_from(engine.config["limits"]))
         job = engine.jobs.start(
             "tune" if tune else "train",

@@ -242,3 +242,26 @@ def test_predictions_during_model_switches_all_succeed(crash, hostile_models):
     assert {model for _, model, _ in answers} <= {model_a, model_b}, answers
     assert len({model for _, model, _ in answers}) == 2, "the switches did not overlap the predictions"
     assert activations and all(status == 200 for status in activations), activations
+
+
+def test_an_upload_in_use_is_kept_and_a_dead_ones_removed_whatever_their_age(tmp_path):
+    # Another node's upload of a second ago must survive this node's start-up clean-up; a
+    # killed job's upload must not wait for an age to pass before it goes.
+    import subprocess
+    import sys
+
+    from utils.jobs import JobRunner
+
+    in_use, handle = JobRunner.new_upload(tmp_path)
+    handle.write(b"PK")
+    # an upload whose process died (SIGKILL): created and locked by a child that is gone now
+    dead = subprocess.run([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from utils.jobs import JobRunner; "
+        "path, handle = JobRunner.new_upload(Path(sys.argv[1])); handle.write(b'PK'); handle.flush(); "
+        "print(path.name, flush=True); import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
+        str(tmp_path)], capture_output=True, text=True, cwd=os.getcwd()).stdout.strip()
+    assert dead and (tmp_path / dead).exists()
+    assert JobRunner.stale_uploads(tmp_path) == [dead]
+    assert in_use.exists() and not (tmp_path / dead).exists()
+    handle.close()
+    assert JobRunner.stale_uploads(tmp_path) == [in_use.name]

@@ -17,7 +17,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from datastructure.errors import NotFound, PyRecognizerError, TrainingInProgress
 from datastructure.model_store import write_atomically
@@ -150,19 +150,40 @@ class JobRunner:
                 continue
         return sorted(jobs, key=lambda job: job["created"], reverse=True)
 
-    def stale_uploads(self, folder: Path, min_age: float = 5.0) -> list[str]:
-        """Remove and return the uploads in ``folder`` that no running job will read.
+    @staticmethod
+    def new_upload(folder: Path) -> tuple[Path, BinaryIO]:
+        """Create an empty upload file in ``folder``, in use for as long as the handle is open.
 
-        With no job holding the lock (here or on another node) every older upload is a
-        leftover of a killed training: a full copy of someone's photos, not to be kept.
+        "In use" is an flock on the file itself: it dies with its process, so ``stale_uploads``
+        tells a killed job's upload (unlocked) from one that a worker here or on another node
+        is still writing or training from, however young or old either is.
         """
-        if self._someone_holds_lock() or not folder.is_dir():
+        while True:
+            path = folder / f"{uuid.uuid4().hex}.zip"
+            handle = open(path, "xb")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if os.fstat(handle.fileno()).st_nlink:  # not removed by a clean-up between open and flock
+                return path, handle
+            handle.close()
+
+    @staticmethod
+    def stale_uploads(folder: Path) -> list[str]:
+        """Remove and return the uploads in ``folder`` that nobody uses any more.
+
+        An upload nobody holds locked is a leftover of a killed training: a full copy of
+        someone's photos, not to be kept.
+        """
+        if not folder.is_dir():
             return []
         removed = []
         for path in folder.iterdir():
-            if path.is_file() and time.time() - path.stat().st_mtime >= min_age:
-                path.unlink(missing_ok=True)
-                removed.append(path.name)
+            try:
+                with open(path, "rb") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink()
+            except (BlockingIOError, FileNotFoundError, IsADirectoryError):
+                continue
+            removed.append(path.name)
         return removed
 
     def _someone_holds_lock(self) -> bool:
