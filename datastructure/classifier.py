@@ -25,14 +25,16 @@ confidence of 0.9 means about 9 in 10 such names are right. Unknown faces have c
 from __future__ import annotations
 
 import math
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import KNeighborsClassifier
 
 UNKNOWN = "unknown"
+
 # Without calibration pairs (one person, or one photo each) confidence falls through 0.5 at
 # the classic 0.6 distance: sigmoid(7.2 - 12 * distance).
 DEFAULT_CONFIDENCE = (7.2, -12.0, 0.0)
@@ -48,6 +50,13 @@ MIN_CONFIDENCE_CASES = 10
 # classic 0.6 of face_recognition and only the ratio is calibrated (small galleries).
 MIN_STRANGER_PAIRS = 200
 FALLBACK_THRESHOLD = 0.6   # wrong and right accepted matches needed to fit on accepted matches alone
+
+
+@functools.lru_cache(maxsize=1)
+def thread_pools() -> ThreadpoolController:
+    """The process's thread pools, found once: looking them up costs ~4 ms, a vote ~1 ms."""
+    return ThreadpoolController()
+
 
 
 @dataclass(frozen=True)
@@ -315,7 +324,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             return []
         # One face is a tiny search: scikit-learn's OpenMP threads would cost more than the
         # search and fight the server's worker processes for the cores.
-        with threadpool_limits(limits=1, user_api="openmp"):
+        with thread_pools().limit(limits=1, user_api="openmp"):
             votes = self.knn_.predict(X)
         distances = nearest_per_class(squared_distances(X, self.encodings_, self.norms_), self.starts_)
         result = []
