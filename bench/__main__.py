@@ -1,7 +1,7 @@
 """``python -m bench``: run the sections, print the table, write bench/results/latest.json.
 
-    python -m bench                         full run (all 2,857 lfw/people photos; ~10 min idle)
-    python -m bench --quick                 ~3 min: 1 round, 600 lfw photos, fewer requests
+    python -m bench                         full run (all 2,857 lfw/people photos; ~3 min idle)
+    python -m bench --quick                 ~1 min: 1 round, 600 lfw photos, fewer requests
     python -m bench --only predict,serve    some sections only
     python -m bench --photos 1000           training figures on a stratified 1,000 photos
 
@@ -33,7 +33,7 @@ PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200),
 
 def arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a ~3-minute run with smaller counts")
+    parser.add_argument("--quick", action="store_true", help="a ~1-minute run with smaller counts")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: predict,train,serve")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
     parser.add_argument("--single-photos", type=int, help="photos for the 1-worker run (default 400; quick 200)")
@@ -123,16 +123,27 @@ def header(args, started: dict, finished_load, faces: Path, details: dict) -> st
         f"PyRecognizer bench (issue 4), {datetime.now():%Y-%m-%d %H:%M}, {'quick' if args.quick else 'full'} run",
         f"machine: {started['cores']} cores; load average (1/5/15 min) {load} at start, "
         f"{' / '.join(f'{value:.2f}' for value in finished_load)} at end",
-        f"python {versions.get('python')}, dlib-bin {versions.get('dlib-bin', '?')} "
-        f"(BLAS {'on' if started['dlib_uses_blas'] else 'off'}), face_recognition "
-        f"{versions.get('face_recognition', '?')}, scikit-learn {versions.get('scikit-learn', '?')}; photos: {faces}",
+        f"python {versions.get('python')}, face_recognition {versions.get('face_recognition', '?')}, "
+        f"scikit-learn {versions.get('scikit-learn', '?')}; photos: {faces}",
+        f"dlib: ours {versions.get('dlib') or versions.get('dlib-bin', '?')} "
+        f"(BLAS {'on' if started['dlib_uses_blas'] else 'off'}); plain: {plain_dlib(details)}",
         *(f"  {line}" for line in counts),
         "ratio = ours / plain unless the figure says otherwise; times are wall clock, medians per photo",
-        "predict: plain = load_image_file + face_locations (HOG, upsample 1) + face_encodings + KNN;",
+        "predict: plain = load_image_file + face_locations (HOG, upsample 1) + face_encodings + KNN,",
+        "         in a child process; \"plain on our dlib\" rows run it over ours' dlib build;",
         "         ours = Service.predict(bytes) without the annotated JPEG (decode, detect, encode, decide)",
         *busy_warning(started["cores"], started["load_average"][0],
                       details.get("predict", {}).get("plain_wall_over_cpu")),
     ])
+
+
+def plain_dlib(details: dict) -> str:
+    """The dlib build of the plain side, as its child process reported it."""
+    for section in details.values():
+        if "dlib" in section:
+            build = section["dlib"]["plain"]
+            return f"dlib-bin {build['version']} (BLAS {'on' if build['blas'] else 'off'}), as installed"
+    return "?"
 
 
 def busy_warning(cores: int, load_at_start: float, wall_over_cpu: float | None) -> list[str]:

@@ -3,7 +3,9 @@
 What each side includes, timed per photo:
 
 * plain: ``load_image_file`` -> ``face_locations`` (HOG, upsample 1, full resolution) ->
-  ``face_encodings`` -> the example's KNN (kneighbors + predict, 0.6 threshold);
+  ``face_encodings`` -> the example's KNN (kneighbors + predict, 0.6 threshold), in a child
+  process (bench/plain_process.py): over dlib-bin as a user installs it ("plain"), and over
+  our own dlib build ("plain on our dlib", which tells the pipeline's share from the build's);
 * ours: ``Service.predict(bytes, save_annotated=False)``: the ACTIVE model check, decode
   (JPEG draft to <= 1600 px), detection on <= 800 px with its fallbacks, encoding, the
   classifier's decisions and the envelope. Drawing and saving the annotated JPEG is left
@@ -23,6 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 from bench import Row, at_least, at_most, engine_config, plain, ratio
+from bench.plain_process import OWN_BUILD, PlainProcess, installed_python
 from utils import archive
 
 LARGE_FOLDERS = ("samples", "knn/train", "knn/test")
@@ -102,10 +105,11 @@ def val_photos(faces: Path) -> list[Photo]:
             for path in sorted(root.glob("*/*")) if path.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def plain_predictor(train_folder: Path):
-    """The plain side: the example's KNN fitted on ``train_folder``, as a bytes -> names function."""
-    knn = plain.trained_knn((item.person, item.data) for item in archive.photo_source(train_folder))
-    return lambda data: plain.predicted_names(data, knn)
+def plain_predictor(train_folder: Path, plain_side: PlainProcess):
+    """A plain side: the example's KNN fitted on ``train_folder`` in its child process, as a
+    bytes -> (names, wall, CPU) function timed in the child."""
+    plain_side.fit([(item.person, item.data) for item in archive.photo_source(train_folder)])
+    return plain_side.names
 
 
 def ours_predictor(train_folder: Path, data_dir: Path):
@@ -119,17 +123,22 @@ def ours_predictor(train_folder: Path, data_dir: Path):
     def names(data: bytes) -> list[str]:
         return [face["name"] for face in service.predict(data, save_annotated=False)["response"]["faces"]]
 
-    return names
+    return timed(names)
 
 
-def timed(function, data: bytes) -> tuple[list[str], float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    names = function(data)
-    return names, time.perf_counter() - wall, time.process_time() - cpu
+def timed(function):
+    """``function`` returning (its answer, wall s, CPU s of this process)."""
+    def measured(data: bytes):
+        wall, cpu = time.perf_counter(), time.process_time()
+        answer = function(data)
+        return answer, time.perf_counter() - wall, time.process_time() - cpu
+
+    return measured
 
 
 def compared(photos: list[Photo], sides: dict, rounds: int) -> dict[str, Side]:
-    """Time every side on every photo ``rounds`` times, interleaved; keep per-photo medians."""
+    """Time every side (bytes -> (names, wall, CPU)) on every photo ``rounds`` times,
+    interleaved; keep per-photo medians."""
     for function in sides.values():  # warm-up: first-call costs (lazy imports, allocations) are not timed
         function(photos[0].data)
     samples = {side: [[] for _ in photos] for side in sides}
@@ -139,7 +148,7 @@ def compared(photos: list[Photo], sides: dict, rounds: int) -> dict[str, Side]:
         for index, item in enumerate(photos):
             # alternate who goes first, so that neither side always meets warm caches
             for side in (order if (round_number + index) % 2 == 0 else order[::-1]):
-                names, wall, cpu = timed(sides[side], item.data)
+                names, wall, cpu = sides[side](item.data)
                 samples[side][index].append((wall, cpu))
                 answers[side][index] = names
     result = {}
@@ -151,17 +160,23 @@ def compared(photos: list[Photo], sides: dict, rounds: int) -> dict[str, Side]:
 
 
 def set_rows(label: str, photos: list[Photo], sides: dict[str, Side], target: float) -> list[Row]:
-    p, o = sides["plain"], sides["ours"]
+    p, o, same_build = sides["plain"], sides["ours"], sides[OWN_BUILD]
     wall = ratio(sum(o.wall), sum(p.wall))
     cpu = ratio(sum(o.cpu), sum(p.cpu))
     return [
         Row(f"predict {label}: total s (median of rounds)", sum(p.wall), sum(o.wall), wall,
             f"<= {target:.2g}", at_most(wall, target)),
+        Row(f"predict {label}: total s, plain on our dlib build", sum(same_build.wall), sum(o.wall),
+            ratio(sum(o.wall), sum(same_build.wall))),
         Row(f"predict {label}: CPU s", sum(p.cpu), sum(o.cpu), cpu),
         Row(f"predict {label}: faces found", p.faces_found, o.faces_found, None, ">= plain",
             o.faces_found >= p.faces_found, 0),
         Row(f"predict {label}: faces recognised (right name)", p.recognised(photos), o.recognised(photos),
             None, ">= plain", o.recognised(photos) >= p.recognised(photos), 0),
+        Row(f"predict {label}: faces found / recognised, plain on our dlib build",
+            f"{same_build.faces_found}/{same_build.recognised(photos)}",
+            f"{o.faces_found}/{o.recognised(photos)}", None, ">= it",
+            o.faces_found >= same_build.faces_found and o.recognised(photos) >= same_build.recognised(photos)),
         Row(f"predict {label}: faces given a wrong name", p.named_wrongly(photos), o.named_wrongly(photos),
             None, "", None, 0),
     ]
@@ -179,23 +194,28 @@ def predict_section(faces: Path, workdir: Path, rounds: int, say=print) -> tuple
     """Sets (a) and (b); return the table rows and the per-photo details."""
     rows, details = [], {"rounds": rounds, "includes": {
         "plain": "load_image_file(BytesIO) + face_locations(HOG, upsample 1, full res) + face_encodings "
-                 "+ KNN kneighbors/predict (0.6)",
+                 "+ KNN kneighbors/predict (0.6), in a child process over dlib-bin (as installed)",
+        OWN_BUILD: "the same, in a child process over the dlib ours uses",
         "ours": "Service.predict(bytes, save_annotated=False): model check + decode + detect + encode "
                 "+ classifier decisions + envelope; no annotated JPEG"}}
     sets = (("(a) >=0.5 MP", large_photos(faces), faces / "knn" / "train", 1 / 3, "knn"),
             ("(b) celebrities/val", val_photos(faces), faces / "celebrities" / "train", 0.9, "celebrities"))
     walls, cpus = [], []
-    for label, photos, train_folder, target, data_name in sets:
-        say(f"predict {label}: {len(photos)} photos, training both sides on "
-            f"{train_folder.relative_to(faces)} ...")
-        sides = {"plain": plain_predictor(train_folder), "ours": ours_predictor(train_folder, workdir / data_name)}
-        say(f"predict {label}: timing {rounds} interleaved rounds ...")
-        measured = compared(photos, sides, rounds)
-        rows += set_rows(label, photos, measured, target)
-        details[label] = {"photos": len(photos), "train": str(train_folder.relative_to(faces)),
-                          "per_photo": set_details(photos, measured)}
-        walls.append(sum(measured["plain"].wall))
-        cpus.append(sum(measured["plain"].cpu))
+    with PlainProcess(installed_python()) as installed, PlainProcess() as own_build:
+        details["dlib"] = {"plain": installed.dlib, OWN_BUILD: own_build.dlib}
+        for label, photos, train_folder, target, data_name in sets:
+            say(f"predict {label}: {len(photos)} photos, training the three sides on "
+                f"{train_folder.relative_to(faces)} ...")
+            sides = {"plain": plain_predictor(train_folder, installed),
+                     OWN_BUILD: plain_predictor(train_folder, own_build),
+                     "ours": ours_predictor(train_folder, workdir / data_name)}
+            say(f"predict {label}: timing {rounds} interleaved rounds ...")
+            measured = compared(photos, sides, rounds)
+            rows += set_rows(label, photos, measured, target)
+            details[label] = {"photos": len(photos), "train": str(train_folder.relative_to(faces)),
+                              "per_photo": set_details(photos, measured)}
+            walls.append(sum(measured["plain"].wall))
+            cpus.append(sum(measured["plain"].cpu))
     # The plain side is single-threaded (dlib): on a free core it takes as long as its CPU
     # time, so more means other processes ran. Ours is not a witness: scikit-learn's
     # neighbour search runs OpenMP threads, which also burn CPU while they wait.

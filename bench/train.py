@@ -9,8 +9,10 @@ processes, its CPU per photo against the plain recipe's, and a re-run over a fil
 * CPU is ``getrusage`` of this process plus its waited-for children: the pool's workers are
   joined when ``encoded_photos`` shuts the pool down, so their whole life is counted,
   start-up (spawn, imports, dlib's models) included.
-* The plain recipe is per photo, so its CPU per photo comes from a subset, run in this
-  process side by side with ours on the same photos (``photo_result``, a worker's step).
+* The plain recipe is per photo, so its CPU per photo comes from a subset, run side by side
+  with ours on the same photos (``photo_result``, a worker's step): in child processes
+  (bench/plain_process.py) over dlib-bin as a user installs it ("plain") and over our own
+  dlib build ("plain on our dlib"), each timing itself.
 """
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import Row, at_least, at_most, engine_config, plain, ratio
+from bench import Row, at_least, at_most, engine_config, ratio
+from bench.plain_process import OWN_BUILD, PlainProcess, installed_python
 from utils import archive
 from utils.faces import EncodingCache, Options, encoded_photos, photo_result
+
 
 
 @dataclass
@@ -84,27 +88,40 @@ def encoding_run(datas: list[bytes], options: Options, workers: int, cache_folde
     return Run(len(datas), workers, time.perf_counter() - wall, cpu_seconds() - cpu, results)
 
 
-def interleaved_cpu_per_photo(datas: list[bytes], options: Options) -> dict:
-    """The plain training loop's step and ours, photo by photo in this process, alternating
-    who goes first: CPU and wall seconds per photo of each, and the faces each found.
+def ours_step(options: Options):
+    """Our worker's step on one photo as bytes -> (faces found, wall s, CPU s)."""
+    def step(data: bytes):
+        wall, cpu = time.perf_counter(), time.process_time()
+        faces = len(photo_result(data, options).faces)
+        return faces, time.perf_counter() - wall, time.process_time() - cpu
 
-    Ours is ``photo_result``, what a pool worker runs for each photo. Measured side by side,
-    the ratio holds even when other processes come and go; the pool's own figure (above)
-    adds spawning, inter-process traffic and two processes sharing the machine's caches.
+    return step
+
+
+def interleaved_cpu_per_photo(datas: list[bytes], options: Options, sides: dict) -> dict:
+    """The plain training loop's step and ours, photo by photo, rotating who goes first:
+    CPU and wall seconds per photo of each, and the faces each found.
+
+    ``sides`` map names to bytes -> (faces, wall, CPU). Ours is ``photo_result``, what a pool
+    worker runs for each photo. Measured side by side, the ratio holds even when other
+    processes come and go; the pool's own figure (above) adds spawning, inter-process
+    traffic and two processes sharing the machine's caches.
     """
-    plain.training_step(datas[0])  # warm-up: face_recognition's import and first call
-    photo_result(datas[0], options)
-    sides = {"plain": plain.training_step, "ours": lambda data: len(photo_result(data, options).faces)}
-    totals = {side: {"cpu": 0.0, "wall": 0.0, "faces": 0} for side in sides}
+    for step in sides.values():  # warm-up: face_recognition's import and first call
+        step(datas[0])
+    order = list(sides)
+    totals = {side: {"cpu": 0.0, "wall": 0.0, "faces": 0, "with_face": 0, "learned": 0} for side in sides}
     for index, data in enumerate(datas):
-        for side in (("plain", "ours") if index % 2 == 0 else ("ours", "plain")):
-            wall, cpu = time.perf_counter(), time.process_time()
-            faces = sides[side](data)
-            totals[side]["cpu"] += time.process_time() - cpu
-            totals[side]["wall"] += time.perf_counter() - wall
+        for side in order[index % len(order):] + order[:index % len(order)]:
+            faces, wall, cpu = sides[side](data)
+            totals[side]["cpu"] += cpu
+            totals[side]["wall"] += wall
             totals[side]["faces"] += faces
+            totals[side]["with_face"] += faces > 0
+            totals[side]["learned"] += faces == 1  # both recipes learn only from one-face photos
     return {side: {"photos": len(datas), "cpu_s_per_photo": round(figures["cpu"] / len(datas), 4),
-                   "wall_s_per_photo": round(figures["wall"] / len(datas), 4), "faces": figures["faces"]}
+                   "wall_s_per_photo": round(figures["wall"] / len(datas), 4), "faces": figures["faces"],
+                   "photos_with_a_face": figures["with_face"], "photos_learned": figures["learned"]}
             for side, figures in totals.items()}
 
 
@@ -151,9 +168,13 @@ def train_section(faces: Path, workdir: Path, photo_count: int, single_count: in
     options = training_options(workdir)
     say(f"train: {len(datas)} of {len(photos)} lfw/people photos ({len({p.person for p in chosen})} people); "
         f"plain and ours side by side on {len(plain_datas)} ...")
-    side_by_side = interleaved_cpu_per_photo(plain_datas, options)
+    with PlainProcess(installed_python()) as installed, PlainProcess() as own_build:
+        dlib_builds = {"plain": installed.dlib, OWN_BUILD: own_build.dlib}
+        side_by_side = interleaved_cpu_per_photo(plain_datas, options, {
+            "plain": installed.training_step, OWN_BUILD: own_build.training_step, "ours": ours_step(options)})
     plain_cpu = side_by_side["plain"]["cpu_s_per_photo"]
     plain_wall = side_by_side["plain"]["wall_s_per_photo"]
+    own_build_cpu = side_by_side[OWN_BUILD]["cpu_s_per_photo"]
     ours_inline_cpu = side_by_side["ours"]["cpu_s_per_photo"]
     say(f"train: 1 worker on {len(single)} photos ...")
     one = encoding_run(single, options, workers=1)
@@ -170,17 +191,25 @@ def train_section(faces: Path, workdir: Path, photo_count: int, single_count: in
             two.photos_per_second, scaling, ">= 1.7", at_least(scaling, 1.7), 1),
         Row("train CPU s/photo (ours: 2-worker pool, all processes)", plain_cpu, two.cpu_per_photo,
             cpu_ratio, "<= 0.5", at_most(cpu_ratio, 0.5), 3),
-        Row(f"train CPU s/photo, same {len(plain_datas)} photos side by side in 1 process", plain_cpu,
+        Row("train CPU s/photo, plain on our dlib build (ours: 2-worker pool)", own_build_cpu,
+            two.cpu_per_photo, ratio(two.cpu_per_photo, own_build_cpu), digits=3),
+        Row(f"train CPU s/photo, same {len(plain_datas)} photos side by side, 1 process each", plain_cpu,
             ours_inline_cpu, ratio(ours_inline_cpu, plain_cpu), digits=3),
+        *(Row(f"train {label}, same {len(plain_datas)} photos (plain / plain on our dlib)",
+              f"{side_by_side['plain'][key]} / {side_by_side[OWN_BUILD][key]}", side_by_side["ours"][key], None,
+              ">= plain", side_by_side["ours"][key] >= max(side_by_side["plain"][key], side_by_side[OWN_BUILD][key]), 0)
+          for label, key in (("photos with a face found", "photos_with_a_face"),
+                             ("photos learned (exactly one face)", "photos_learned"))),
         Row(f"re-train over the cache: photos re-encoded (of {cached['photos']})", None, cached["re_encoded"],
             None, "0", cached["re_encoded"] == 0 and cached["results_identical"], 0),
         Row("re-train over the cache: s (ratio: vs uncached 2 workers)", None, cached["wall_s"],
             ratio(cached["wall_s"], two.wall), digits=2),
     ]
-    details = {"lfw_photos": len(photos), "options": options.signature(),
+    details = {"lfw_photos": len(photos), "options": options.signature(), "dlib": dlib_builds,
                "side_by_side": {**side_by_side, "includes": {
                    "plain": "load_image_file + face_locations (HOG, upsample 1) + face_encodings when "
-                            "exactly one face (the example's training loop)",
+                            "exactly one face (the example's training loop), in a child over dlib-bin",
+                   OWN_BUILD: "the same, in a child over the dlib ours uses",
                    "ours": "utils.faces.photo_result: decode + detect (with fallbacks, CNN last) + encode"}},
                "one_worker": one.summary(), "two_workers": two.summary(), "cached_rerun": cached}
     return rows, details
