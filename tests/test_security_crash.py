@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("faces")
 def crash(tmp_path_factory, hostile_models):
     data_dir = tmp_path_factory.mktemp("crash")
     install_models(data_dir, hostile_models)
-    state = {"server": start_server(data_dir, server_config(faces={"workers": 1}))}
+    # keep-alive on: a requests.Session then stays with one worker, which these tests target
+    state = {"server": start_server(data_dir, server_config(faces={"workers": 1}, server={"keepalive": 5}))}
     yield state
     stopped(state["server"])
 
