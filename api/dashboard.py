@@ -179,7 +179,8 @@ def _tune_sqlite(engine) -> None:
 
     WAL lets readers work while one process writes, instead of the whole file being locked;
     the busy timeout makes a writer wait for its turn rather than fail at once. WAL is
-    recorded in the file, the busy timeout is per connection, hence both on every connect.
+    recorded in the file, the busy timeout and synchronous are per connection, hence all on
+    every connect.
     """
     event.listen(engine, "connect", _set_sqlite_pragmas)
     # The engine already opened a connection when it created the tables at import; drop it so
@@ -192,6 +193,10 @@ def _set_sqlite_pragmas(dbapi_connection, _connection_record) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
+        # FMD commits once per request; under WAL, NORMAL syncs at checkpoints instead of at
+        # every commit. A power cut may lose the last measurements, never the file: the
+        # fsyncs cost the busy server ~10% of its throughput.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()

@@ -86,7 +86,8 @@ APP_SCRIPT = textwrap.dedent('''
         with engine.connect() as connection:
             pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
             return jsonify(outbound=OUTBOUND, telemetry_consent=fmd.telemetry_config.telemetry_consent,
-                           journal_mode=pragma("journal_mode"), busy_timeout=pragma("busy_timeout"))
+                           journal_mode=pragma("journal_mode"), busy_timeout=pragma("busy_timeout"),
+                           synchronous=pragma("synchronous"))
 
     def grant():
         # What the service's own login does (api.auth.grant_dashboard).
@@ -259,6 +260,7 @@ def test_sqlite_is_set_up_for_several_workers(server):
     state = server.state()
     assert state["journal_mode"] == "wal"
     assert state["busy_timeout"] == 5000
+    assert state["synchronous"] == 1  # NORMAL: under WAL, no fsync at every request's commit
     # FMD was configured before its engine was created: nothing fell back to its default file.
     assert not (server.folder / "flask_monitoringdashboard.db").exists()
 
