@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench import ROOT
@@ -89,29 +88,28 @@ def dlib_build() -> dict:
 
 def serve() -> None:
     """The child's loop: one request line (plus payloads) in, one answer line out, until EOF."""
-    from bench import plain
+    from bench import plain, timed
 
-    knn = None
+    fitted = {}
+
+    def fit(payloads, request):
+        fitted["knn"] = plain.trained_knn(zip(request["names"], payloads))
+
     commands = {
         "dlib": lambda payloads, request: dlib_build(),
+        "fit": fit,
         "training_step": lambda payloads, request: plain.training_step(payloads[0]),
-        "names": lambda payloads, request: plain.predicted_names(payloads[0], knn),
+        "names": lambda payloads, request: plain.predicted_names(payloads[0], fitted["knn"]),
     }
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     while line := source.readline():
         request = json.loads(line)
         payloads = [source.read(size) for size in request["sizes"]]
-        wall, cpu = time.perf_counter(), time.process_time()
         try:
-            if request["command"] == "fit":
-                knn = plain.trained_knn(zip(request["names"], payloads))
-                result = None
-            else:
-                result = commands[request["command"]](payloads, request)
-            answer = {"result": result}
+            result, wall, cpu = timed(commands[request["command"]])(payloads, request)
+            answer = {"result": result, "wall": wall, "cpu": cpu}
         except Exception as exc:  # reported to the parent, which raises it there
             answer = {"error": repr(exc)}
-        answer.update(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
         sink.write(json.dumps(answer).encode() + b"\n")
         sink.flush()
 

@@ -18,13 +18,12 @@ goes first; a photo's time is its median over the rounds, a set's time the sum o
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from bench import Row, at_least, at_most, engine_config, plain, ratio
+from bench import Row, at_most, engine_config, plain, ratio, timed
 from bench.plain_process import OWN_BUILD, PlainProcess, installed_python
 from utils import archive
 
@@ -124,16 +123,6 @@ def ours_predictor(train_folder: Path, data_dir: Path):
         return [face["name"] for face in service.predict(data, save_annotated=False)["response"]["faces"]]
 
     return timed(names)
-
-
-def timed(function):
-    """``function`` returning (its answer, wall s, CPU s of this process)."""
-    def measured(data: bytes):
-        wall, cpu = time.perf_counter(), time.process_time()
-        answer = function(data)
-        return answer, time.perf_counter() - wall, time.process_time() - cpu
-
-    return measured
 
 
 def compared(photos: list[Photo], sides: dict, rounds: int) -> dict[str, Side]:

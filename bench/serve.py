@@ -5,8 +5,8 @@ The model is trained the way an operator would (``python main.py train``), then
 ``server.threads`` threads, from conf.json) on a free 127.0.0.1 port. Figures: seconds from
 starting the process to /health answering ``model_loaded: true``; POST /predict throughput
 and latency from 1 client and from 4 concurrent clients (one requests.Session per client
-thread), in alternating rounds; errors (any answer but 200 with status OK); workers killed by a signal; each
-worker's peak RSS (VmHWM). The bench's configuration only binds to 127.0.0.1, logs less and
+thread), in alternating rounds; errors (any answer but 200 with status OK); workers killed
+by a signal; each worker's peak RSS (VmHWM). The bench's configuration only binds to 127.0.0.1, logs less and
 lifts the /predict rate limit (all requests come from one address); the rest is conf.json.
 
 The clients run in this process, on the same cores as the server: on a 2-core machine they

@@ -23,11 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import Row, at_least, at_most, engine_config, ratio
+from bench import Row, at_least, at_most, engine_config, ratio, timed
 from bench.plain_process import OWN_BUILD, PlainProcess, installed_python
 from utils import archive
 from utils.faces import EncodingCache, Options, encoded_photos, photo_result
-
 
 
 @dataclass
@@ -90,15 +89,10 @@ def encoding_run(datas: list[bytes], options: Options, workers: int, cache_folde
 
 def ours_step(options: Options):
     """Our worker's step on one photo as bytes -> (faces found, wall s, CPU s)."""
-    def step(data: bytes):
-        wall, cpu = time.perf_counter(), time.process_time()
-        faces = len(photo_result(data, options).faces)
-        return faces, time.perf_counter() - wall, time.process_time() - cpu
-
-    return step
+    return timed(lambda data: len(photo_result(data, options).faces))
 
 
-def interleaved_cpu_per_photo(datas: list[bytes], options: Options, sides: dict) -> dict:
+def interleaved_cpu_per_photo(datas: list[bytes], sides: dict) -> dict:
     """The plain training loop's step and ours, photo by photo, rotating who goes first:
     CPU and wall seconds per photo of each, and the faces each found.
 
@@ -170,7 +164,7 @@ def train_section(faces: Path, workdir: Path, photo_count: int, single_count: in
         f"plain and ours side by side on {len(plain_datas)} ...")
     with PlainProcess(installed_python()) as installed, PlainProcess() as own_build:
         dlib_builds = {"plain": installed.dlib, OWN_BUILD: own_build.dlib}
-        side_by_side = interleaved_cpu_per_photo(plain_datas, options, {
+        side_by_side = interleaved_cpu_per_photo(plain_datas, {
             "plain": installed.training_step, OWN_BUILD: own_build.training_step, "ours": ours_step(options)})
     plain_cpu = side_by_side["plain"]["cpu_s_per_photo"]
     plain_wall = side_by_side["plain"]["wall_s_per_photo"]

@@ -24,8 +24,8 @@ confidence of 0.9 means about 9 in 10 such names are right. Unknown faces have c
 """
 from __future__ import annotations
 
-import math
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +34,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import KNeighborsClassifier
 
 UNKNOWN = "unknown"
-
 # Without calibration pairs (one person, or one photo each) confidence falls through 0.5 at
 # the classic 0.6 distance: sigmoid(7.2 - 12 * distance).
 DEFAULT_CONFIDENCE = (7.2, -12.0, 0.0)
@@ -56,7 +55,6 @@ FALLBACK_THRESHOLD = 0.6   # wrong and right accepted matches needed to fit on a
 def thread_pools() -> ThreadpoolController:
     """The process's thread pools, found once: looking them up costs ~4 ms, a vote ~1 ms."""
     return ThreadpoolController()
-
 
 
 @dataclass(frozen=True)
