@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from wtforms.validators import DataRequired
 
 from api.limits import limit
 from datastructure.errors import PyRecognizerError
+from datastructure.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,7 @@ def secrets_file_content(path) -> dict:
 def write_private(path, content: dict) -> None:
     """Write a JSON file only its owner can read."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(content, handle, indent=2)
-    os.replace(staging, path)
+    atomic_write(path, json.dumps(content, indent=2).encode(), mode=0o600)
 
 
 def service_secrets(path, security: dict) -> tuple[str, Credentials]:

@@ -28,6 +28,7 @@ import numpy as np
 
 from datastructure.classifier import FaceClassifier
 from datastructure.errors import ModelNotValid, NotFound
+from datastructure.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old content or the new, never a part."""
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(staging, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
 
 
 class ModelStore:
@@ -87,9 +78,9 @@ class ModelStore:
                 "model.json": json.dumps({"id": model_id, **metadata}, indent=2, default=str).encode(),
             }
             for name, data in contents.items():
-                write_atomically(staging / name, data)
+                atomic_write(staging / name, data)
             manifest = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-            write_atomically(staging / "manifest.json", json.dumps(manifest, indent=2).encode())
+            atomic_write(staging / "manifest.json", json.dumps(manifest, indent=2).encode())
             os.rename(staging, self.folder / model_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -108,7 +99,7 @@ class ModelStore:
     def activate(self, model_id: str) -> Model:
         """Make ``model_id`` the active model after checking that it loads; return it."""
         model = self.load(model_id)
-        write_atomically(self.pointer, model_id.encode())
+        atomic_write(self.pointer, model_id.encode())
         log.info("model %s is now active", model_id)
         return model
 

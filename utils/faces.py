@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import threading
 from collections import deque
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from datastructure.errors import FaceLibraryMissing, PyRecognizerError
+from datastructure.files import atomic_write
 from utils.images import DecodedImage, configure_pillow, decode_image
 
 PIPELINE_VERSION = "2"
@@ -240,11 +242,11 @@ class EncodingCache:
             return
         path = self._path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(staging, reason=np.str_(result.reason or ""),
+        buffer = io.BytesIO()
+        np.savez(buffer, reason=np.str_(result.reason or ""),
                  boxes=np.array([face.box for face in result.faces], dtype=np.int64).reshape(-1, 4),
                  encodings=np.array([face.encoding for face in result.faces]).reshape(-1, 128))
-        os.replace(staging, path)
+        atomic_write(path, buffer.getvalue(), durable=False)  # a lost entry is only a cache miss
 
 
 class InlineExecutor:
