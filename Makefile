@@ -1,5 +1,5 @@
-# The two commands of the README: `make run` and `make test`. Each creates the virtual
-# environment in .venv the first time and is quick after.
+# The two commands of the README: `make run` and `make test`; `make test-fast` for the edit-test loop.
+# Each creates the virtual environment in .venv the first time and is quick after.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ DLIB ?= $(shell ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' && command 
 # AVX2/FMA code where the CPU has them: dlib's HOG detector runs twice as fast as with its default -mavx
 DLIB_CXXFLAGS := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -O3 -march=x86-64-v3)
 
-.PHONY: run test bench install install-dev dlib-build clean
+.PHONY: run test test-fast bench install install-dev dlib-build clean
 
 # Flask-MonitoringDashboard's scripts, from the npm registry instead of its CDNs (see
 # api/dashboard_assets.py); without npm the service runs and only the dashboard's charts miss.
@@ -27,6 +27,10 @@ run: $(VENV)/.installed $(DASHBOARD_ASSETS)
 
 test: $(VENV)/.installed-dev $(DASHBOARD_ASSETS)
 	$(BIN)/python -m pytest
+
+# In-process tests only (no server process, CLI, Chromium, Dask or long training): < 60 s.
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not e2e and not browser and not slow"
 
 bench: $(VENV)/.installed-dev .venv-plain/.installed
 	$(BIN)/python -m bench

@@ -7,8 +7,9 @@
     python main.py models
     python main.py evaluate DATASET [--strangers DIR] [--model ID] [--baseline]
 
-Every command prints JSON envelopes on stdout (the same as the REST API) and logs to stderr
-and log/pyrecognizer.log.
+Every command prints JSON envelopes on stdout (the same as the REST API); it logs to
+log/pyrecognizer.log only, so that stderr carries nothing but the progress bar (``serve`` logs
+to stderr too). A configuration that cannot run exits with 2 and a CONFIG_NOT_VALID envelope.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from conf.config import load_config
+from conf.config import Config, ConfigError, Paths, load_config
 from datastructure.errors import PyRecognizerError
 from datastructure.response import envelope, error_envelope
 
@@ -26,14 +27,13 @@ def print_envelope(answer: dict) -> None:
     print(json.dumps(answer, ensure_ascii=False), flush=True)
 
 
-def command_serve(args, config: dict) -> int:
+def command_serve(args, config: Config) -> int:
     if args.dev:
-        from api import create_app
+        from api.app import create_app
         from api.tls import certificate_files
-        from conf.config import Paths
 
-        tls = certificate_files(Paths(config["data_dir"]).tls, config["security"]) if config["security"]["tls"] else None
-        create_app(config).run(host=config["server"]["host"], port=config["server"]["port"], threaded=True,
+        tls = certificate_files(Paths(config.data_dir).tls, config.security) if config.security.tls else None
+        create_app(config).run(host=config.server.host, port=config.server.port, threaded=True,
                                ssl_context=tls)
         return 0
     from api.wsgi import serve
@@ -42,25 +42,16 @@ def command_serve(args, config: dict) -> int:
     return 0
 
 
-def command_train(args, config: dict) -> int:
-    from tqdm import tqdm
-
+def command_train(args, config: Config) -> int:
+    from utils.progress import progress_bar
     from utils.service import build_service
 
-    engine = build_service(config, console_log=False)
-    bar = tqdm(total=0, unit="photo", file=sys.stderr)
-
-    def progress(done: int, total: int, step: str) -> None:
-        bar.total = total
-        bar.set_description(step)
-        bar.n = done
-        bar.refresh()
-
+    service = build_service(config, console_log=False)
     source = Path(args.path)
-    job = engine.jobs.run_here("tune" if args.tune else "train",
-                               lambda job_progress: engine.train(source, tune=args.tune, progress=lambda *a: (
-                                   progress(*a), job_progress(*a))))
-    bar.close()
+    with progress_bar() as progress:
+        job = service.jobs.run_here("tune" if args.tune else "train",
+                                    lambda job_progress: service.train(source, tune=args.tune, progress=lambda *a: (
+                                        progress(*a), job_progress(*a))))
     if job["state"] == "done":
         result = job["result"]
         print_envelope(envelope(result, description=f"model {result['model']} is active"))
@@ -70,14 +61,14 @@ def command_train(args, config: dict) -> int:
     return 1
 
 
-def command_predict(args, config: dict) -> int:
+def command_predict(args, config: Config) -> int:
     from utils.service import build_service
 
-    engine = build_service(config, console_log=False)
+    service = build_service(config, console_log=False)
     failed = False
     for name in args.images:
         try:
-            answer = engine.predict(Path(name).read_bytes())
+            answer = service.predict(Path(name).read_bytes())
         except OSError as exc:
             answer, failed = envelope(None, description=f"{name}: {exc.strerror}", error="MISSING_FILE", status="KO"), True
         except PyRecognizerError as exc:
@@ -87,11 +78,10 @@ def command_predict(args, config: dict) -> int:
     return 1 if failed else 0
 
 
-def command_models(args, config: dict) -> int:
+def command_models(args, config: Config) -> int:
     from datastructure.model_store import ModelStore
-    from conf.config import Paths
 
-    store = ModelStore(Paths(config["data_dir"]).models)
+    store = ModelStore(Paths(config.data_dir).models)
     print_envelope(envelope(store.listing(), description="models, newest first", active=store.active_id()))
     return 0
 
@@ -148,6 +138,9 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, overrides(args))
         return COMMANDS[args.command](args, config)
+    except ConfigError as exc:
+        print_envelope(envelope(None, description=str(exc), error="CONFIG_NOT_VALID", status="KO"))
+        return 2
     except PyRecognizerError as exc:
         print_envelope(error_envelope(exc))
         return 1

@@ -1,9 +1,9 @@
 """Who may train, tune and manage models.
 
 REST clients send ``Authorization: Bearer <API token>``; browser users log in with the admin
-password and carry a session cookie. A session is only ever honoured together with a valid
-CSRF token, which ``create_app`` demands of every request that carries the cookie, so a
-forged cross-site request can use neither. Secrets are kept hashed under the data
+password and carry a session cookie. ``create_app`` demands a valid CSRF token of every
+unsafe request (POST, PUT, PATCH, DELETE) that carries the cookie or comes from a browser, so a
+forged cross-site request cannot change anything; safe methods (GET) only read. Secrets are kept hashed under the data
 directory; when none is configured they are generated at first start and printed once.
 """
 from __future__ import annotations
@@ -23,8 +23,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField
 from wtforms.validators import DataRequired
 
+from api.context import current_service
 from api.limits import limit
 from datastructure.errors import PyRecognizerError
+from conf.config import Security
 from datastructure.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ blueprint = Blueprint("auth", __name__)
 
 
 class Unauthorized(PyRecognizerError):
+    """No valid token or session where one is needed (browsers are sent to /login instead)."""
+
     code, status = "UNAUTHORIZED", 401
 
 
@@ -44,14 +48,17 @@ class Credentials:
     password_hash: str
 
     def token_ok(self, token: str) -> bool:
+        """Whether ``token`` is the API token."""
         digest = hashlib.sha256(token.encode()).hexdigest()
         return hmac.compare_digest(digest, self.token_sha256)
 
     def password_ok(self, password: str) -> bool:
+        """Whether ``password`` is the admin password."""
         return check_password_hash(self.password_hash, password)
 
 
 def secrets_file_content(path) -> dict:
+    """Return the stored secrets (hashes and the session key); {} when the file is missing or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -64,7 +71,7 @@ def write_private(path, content: dict) -> None:
     atomic_write(path, json.dumps(content, indent=2).encode(), mode=0o600)
 
 
-def service_secrets(path, security: dict) -> tuple[str, Credentials]:
+def service_secrets(path, security: Security) -> tuple[str, Credentials]:
     """Return the session secret key and the credentials, generating what is missing.
 
     Configured values (environment or config file) win and are never written down; generated
@@ -74,7 +81,7 @@ def service_secrets(path, security: dict) -> tuple[str, Credentials]:
     changed, shown = False, {}
     if not stored.get("secret_key"):
         stored["secret_key"], changed = secrets.token_hex(32), True
-    token, password = security.get("api_token"), security.get("admin_password")
+    token, password = security.api_token, security.admin_password
     if not token and not stored.get("api_token_sha256"):
         shown["API token"] = secrets.token_urlsafe(32)
         stored["api_token_sha256"] = hashlib.sha256(shown["API token"].encode()).hexdigest()
@@ -90,21 +97,24 @@ def service_secrets(path, security: dict) -> tuple[str, Credentials]:
     credentials = Credentials(
         token_sha256=hashlib.sha256(token.encode()).hexdigest() if token else stored["api_token_sha256"],
         password_hash=generate_password_hash(password) if password else stored["admin_password_hash"])
-    return security.get("secret_key") or stored["secret_key"], credentials
+    return security.secret_key or stored["secret_key"], credentials
 
 
 def credentials() -> Credentials:
+    """Return the credentials of the app handling the current request."""
     return current_app.extensions["pyrecognizer.credentials"]
 
 
 def bearer_token() -> str | None:
+    """Return the token of an ``Authorization: Bearer`` header; None without one."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def is_authorized() -> bool:
-    """A valid bearer token, or a logged-in session (whose CSRF token was already checked)."""
+    """A valid bearer token, or a logged-in session (its CSRF token is checked on unsafe
+    methods only, by ``create_app``: a GET with the session cookie is honoured as is)."""
     token = bearer_token()
     if token is not None:
         return credentials().token_ok(token)
@@ -123,19 +133,25 @@ def login_required(view):
     return wrapper
 
 
-def page_login_required(view):
-    """Send a browser that is not logged in to the login page, then back."""
+def predict_access_required(purpose: str):
+    """Decorate a view with /predict's access policy: when ``security.predict_requires_token``
+    is set, refuse it with 401 unless ``is_authorized()`` (``purpose`` ends the message)."""
 
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        if session.get("user") != "admin":
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-        return view(*args, **kwargs)
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            if current_service().config.security.predict_requires_token and not is_authorized():
+                raise Unauthorized(f"this service asks for 'Authorization: Bearer <API token>' {purpose}")
+            return view(*args, **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 class LoginForm(FlaskForm):
+    """The login page's form: the admin password (and Flask-WTF's CSRF token)."""
+
     password = PasswordField("Admin password", validators=[DataRequired()])
 
 
@@ -150,6 +166,7 @@ def safe_next(target: str | None) -> str:
 @blueprint.route("/login", methods=["GET", "POST"])
 @limit("login", methods=["POST"])
 def login():
+    """GET: the login page; POST: check the password, open a session, go back to ``next``."""
     form = LoginForm()
     error = None
     if form.validate_on_submit():
@@ -168,6 +185,7 @@ def login():
 
 @blueprint.post("/logout")
 def logout():
+    """End the session and go to the home page."""
     session.clear()
     return redirect(url_for("pages.predict_page"))
 

@@ -3,13 +3,14 @@
 In-memory counters are per worker process, so with N workers a client gets up to N times a
 limit; set ``RATELIMIT_STORAGE_URI`` (e.g. redis://) to share them.
 """
-from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+
+from api.context import current_service
 
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True)
 
 
 def limit(name: str, **options):
-    """Decorate a view with the limit ``security.rate_limits[name]`` of the running app."""
-    return limiter.limit(lambda: current_app.config["PYRECOGNIZER"]["security"]["rate_limits"][name], **options)
+    """Decorate a view with the limit ``security.rate_limits.<name>`` of the running app."""
+    return limiter.limit(lambda: getattr(current_service().config.security.rate_limits, name), **options)

@@ -38,6 +38,7 @@ JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "
 
 
 def specification() -> dict:
+    """Return the OpenAPI 3 document of the REST API."""
     predict = {"summary": "Recognise every face in a photo", "requestBody": _upload("a photo (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
                "responses": {"200": _answer("names and faces", _envelope(
                    {"type": "object", "additionalProperties": {"type": "number"}},

@@ -3,10 +3,10 @@
 The pages post to the same REST endpoints as API clients do (see static/app.js): the
 JavaScript asks for JSON and turns every answer, error or not, into words in the page. They
 need no inline script, no inline style and nothing from another origin, so they work offline
-and under the strict Content-Security-Policy the app sends (see api/__init__.py).
+and under the strict Content-Security-Policy the app sends (see api/app.py).
 
-``predict_page(answer)``, ``job_redirect(job)`` and ``error_page(...)`` also render what a
-browser posting a form without JavaScript should see (see ``wants_html``).
+``PAGES`` names, for the REST endpoints, what a browser posting a form without JavaScript
+sees instead of the envelope (see ``api.negotiation``); ``api.errors`` renders its errors.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import logging
 import time
 from datetime import datetime
 
-from flask import (Blueprint, current_app, has_request_context, make_response, redirect, render_template, request,
-                   session, url_for)
+from flask import Blueprint, current_app, flash, has_request_context, redirect, request, session, url_for
 
-from api import service
-from api.auth import is_authorized, page_login_required
+from api.auth import is_authorized
+from api.context import current_service
+from api.negotiation import render_page
 from datastructure.errors import PyRecognizerError
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,6 @@ QUIET_CODES = ("NO_FACE_FOUND", "IMAGE_NOT_RECOGNIZED", "CLASSIFIER_NOT_LOADED",
                "UNAUTHORIZED", "TRAINING_IN_PROGRESS")
 
 
-def wants_html() -> bool:
-    """True when the client prefers a page to JSON (a browser navigating)."""
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return best == "text/html" and request.accept_mimetypes[best] > request.accept_mimetypes["application/json"]
-
-
 def can_manage() -> bool:
     """Whether the current user may train, tune, activate and delete models (api.auth decides)."""
     return is_authorized()
@@ -117,17 +111,10 @@ def page_context() -> dict:
     """What base.html needs on every page, whichever blueprint renders it (e.g. the login page)."""
     if not has_request_context():
         return {}
-    config = service().config
+    config = current_service().config
     return {"error_messages": MESSAGES, "quiet_codes": QUIET_CODES, "may_manage": can_manage(), "nice_date": when, "nice_duration": duration,
-            "dashboard_enabled": bool(config.get("dashboard", {}).get("enabled")), "account": login_state(),
-            "upload_limit": int(config["limits"]["max_content_length"])}
-
-
-def render_page(template: str, status: int = 200, **context):
-    """Render one of the pages."""
-    response = make_response(render_template(template, **context), status)
-    response.headers["Cache-Control"] = "no-store"  # every page carries a CSRF token
-    return response
+            "dashboard_enabled": config.dashboard.enabled, "account": login_state(),
+            "upload_limit": config.limits.max_content_length}
 
 
 def initials(name: str) -> str:
@@ -147,7 +134,7 @@ def model_summary(model_id: str | None) -> dict | None:
     if not model_id:
         return None
     try:
-        meta = service().store.metadata(model_id)
+        meta = current_service().store.metadata(model_id)
     except PyRecognizerError as exc:
         return {"id": model_id, "people": {}, "photos": None, "accuracy": None, "problem": exc.description,
                 "gallery": []}
@@ -157,82 +144,82 @@ def model_summary(model_id: str | None) -> dict | None:
             "search": meta.get("search"), "problem": None, "gallery": gallery(meta.get("people", {}))}
 
 
-@blueprint.get("/")
-def predict_page(answer: dict | None = None, status: int = 200):
+def prediction_page(answer: dict | None = None, status: int = 200):
     """The predict page; with ``answer`` (a prediction envelope) it shows that result too."""
-    return render_page("predict.html", status, model=model_summary(service().store.active_id()),
+    return render_page("predict.html", status, model=model_summary(current_service().store.active_id()),
                        answer=(answer or {}).get("response"))
+
+
+@blueprint.get("/")
+def predict_page():
+    """GET /: the predict page, the home page of the service."""
+    return prediction_page()
 
 
 def training_page(kind: str):
     """The train or tune page; ``?job=<id>`` shows that job (running, done or failed)."""
-    engine = service()
+    service = current_service()
     job = None
     if not can_manage():
         pass  # the page asks to log in; jobs are for those who may train
     elif request.args.get("job"):
-        job = engine.jobs.get(request.args["job"])  # NotFound: the error page
+        job = service.jobs.get(request.args["job"])  # NotFound: the error page
         kind = job.get("kind", kind)
     else:
-        running = [found for found in engine.jobs.listing() if found["state"] in ("queued", "running")]
+        running = [found for found in service.jobs.listing() if found["state"] in ("queued", "running")]
         job = running[0] if running else None
     finished = (job or {}).get("finished")
-    grid = engine.config.get("tune", {})
     candidates = 1
-    for name, values in grid.items():
-        if name != "cv_folds" and isinstance(values, list):
-            candidates *= max(1, len(values))
+    for values in service.config.tune.grid().values():
+        candidates *= max(1, len(values))
     return render_page("train.html", kind=kind, tuning=kind == "tune", job=job, state=(job or {}).get("state"),
                        just_finished=bool(finished and time.time() - finished < 60), now=time.time(),
-                       tune_grid=grid, tune_candidates=candidates,
-                       model=model_summary(engine.store.active_id()))
+                       tune_folds=service.config.tune.cv_folds, tune_candidates=candidates,
+                       model=model_summary(service.store.active_id()))
 
 
 @blueprint.get("/train")
 def train_page():
+    """GET /train: upload a zip of photos to train a model; follows a running training."""
     return training_page("train")
 
 
 @blueprint.get("/tune")
 def tune_page():
+    """GET /tune: the same with a parameter search."""
     return training_page("tune")
 
 
-@page_login_required
-def models_page():
-    """The models page (GET /models from a browser): the models and who the active one knows."""
-    engine = service()
-    models = engine.store.listing()
+def models_page(answer: dict):
+    """GET /models for a browser: the models of ``answer`` (the listing envelope) and who the
+    active one knows."""
+    models = answer["response"]["data"]
     for summary in models:
         details = model_summary(summary["id"]) or {}
         summary["source"] = details.get("source")
         summary["search"] = details.get("search")
-    active = engine.store.active_id()
-    return render_page("models.html", models=models, model=model_summary(active))
+    return render_page("models.html", models=models, model=model_summary(answer["response"]["active"]))
 
 
-def job_redirect(job: dict):
-    """Where a browser goes after starting a job with a plain form: the page following it."""
+def job_redirect(answer: dict):
+    """Where a browser goes after starting a job (``answer`` is its envelope) with a plain form:
+    the page following it."""
+    job = answer["response"]["data"]
     return redirect(url_for("pages.tune_page" if job.get("kind") == "tune" else "pages.train_page", job=job["id"]), 303)
 
 
-def error_page(code: str, description: str = "", status: int = 500, data=None):
-    """A page telling a browser user what went wrong, in words; never JSON or a traceback."""
-    return render_page("error.html", status, code=code, description=description, data=data, http_status=status)
+def models_changed(answer: dict):
+    """After activating or deleting a model with a plain form: the models page, with a message."""
+    flash(answer["response"]["description"])
+    return redirect(url_for("rest.models"), 303)
 
 
-@blueprint.errorhandler(PyRecognizerError)
-def page_error(exc: PyRecognizerError):
-    return error_page(exc.code, exc.description, exc.status, exc.data)
-
-
-@blueprint.errorhandler(Exception)
-def page_crash(exc: Exception):
-    from werkzeug.exceptions import HTTPException
-
-    if isinstance(exc, HTTPException):
-        from api import HTTP_CODES
-
-        return error_page(HTTP_CODES.get(exc.code, "HTTP_ERROR"), exc.description, exc.code)
-    log.exception("unexpected error on %s %s", request.method, request.path)
-    return error_page("INTERNAL_ERROR", "", 500)
+# What a browser gets instead of the envelope of these REST endpoints (see api.negotiation).
+PAGES = {
+    "rest.predict": prediction_page,
+    "rest.train": job_redirect,
+    "rest.tune": job_redirect,
+    "rest.models": models_page,
+    "rest.activate": models_changed,
+    "rest.delete": models_changed,
+}

@@ -1,15 +1,18 @@
-"""The JSON endpoints. Each one reads the request, calls the engine, returns the envelope."""
+"""The JSON endpoints. Each one reads the request, calls the service, returns the envelope.
+
+Browsers get pages from the same views: see ``api.negotiation`` and ``api.pages.PAGES``.
+"""
 from __future__ import annotations
 
 import os
 import re
 
-from flask import Blueprint, flash, redirect, request, send_from_directory, url_for
+from flask import Blueprint, request, send_from_directory, url_for
 
-from api import service
-from api.auth import is_authorized, login_required, Unauthorized
+from api.auth import login_required, predict_access_required
+from api.context import current_service
 from api.limits import limit
-from api.pages import job_redirect, models_page, predict_page, wants_html
+from api.openapi import specification
 from datastructure.errors import MissingFile, NotFound
 from datastructure.response import envelope
 from utils import archive
@@ -30,23 +33,27 @@ def uploaded_file(field: str = "file"):
 @blueprint.post("/")
 @blueprint.post("/predict")
 @limit("predict")
+@predict_access_required("to predict")
 def predict():
-    if service().config["security"]["predict_requires_token"] and not is_authorized():
-        raise Unauthorized("this service asks for 'Authorization: Bearer <API token>' to predict")
+    """Recognise every face of the uploaded photo.
+
+    ``description`` carries the annotated copy's file name, as the original PyRecognizer's
+    envelope did; ``image_url`` is where to fetch it.
+    """
     data = uploaded_file().read()
     if not data:
         raise MissingFile("the uploaded file is empty")
-    answer = service().predict(data)
+    answer = current_service().predict(data)
     if answer["response"]["description"]:
         answer["response"]["image_url"] = url_for("rest.upload", name=answer["response"]["description"])
-    return predict_page(answer) if wants_html() else answer
+    return answer
 
 
 def start_training(tune: bool):
     """Validate the uploaded zip now (so a bad one is refused at once), then train in the background."""
-    engine = service()
+    service = current_service()
     upload = uploaded_file()
-    path, handle = engine.jobs.new_upload(engine.paths.tmp)
+    path, handle = service.jobs.new_upload(service.paths.incoming)
 
     def remove():
         path.unlink(missing_ok=True)
@@ -55,16 +62,14 @@ def start_training(tune: bool):
     try:
         upload.save(handle)
         handle.flush()
-        archive.photo_count(path, archive.limits_from(engine.config["limits"]))
-        job = engine.jobs.start(
+        archive.photo_count(path, archive.limits_from(service.config.limits))
+        job = service.jobs.start(
             "tune" if tune else "train",
-            lambda progress: engine.train(path, tune=tune, progress=progress, source_name=upload.filename),
+            lambda progress: service.train(path, tune=tune, progress=progress, source_name=upload.filename),
             cleanup=remove)
     except BaseException:
         remove()
         raise
-    if wants_html():
-        return job_redirect(job)
     return envelope(job, description=f"{job['kind']} job {job['id']} started",
                     job_url=url_for("rest.job", job_id=job["id"])), 202
 
@@ -73,6 +78,7 @@ def start_training(tune: bool):
 @login_required
 @limit("train")
 def train():
+    """Start training a model on the uploaded zip (202, and the job to follow)."""
     return start_training(tune=False)
 
 
@@ -80,67 +86,63 @@ def train():
 @login_required
 @limit("train")
 def tune():
+    """The same, with a cross-validated parameter search."""
     return start_training(tune=True)
 
 
 @blueprint.get("/jobs")
 @login_required
 def jobs():
-    return envelope(service().jobs.listing(), description="jobs, newest first")
+    """The jobs this service knows, newest first."""
+    return envelope(current_service().jobs.listing(), description="jobs, newest first")
 
 
 @blueprint.get("/jobs/<job_id>")
 @login_required
 def job(job_id: str):
-    found = service().jobs.get(job_id)
+    """One job: its state, progress and result."""
+    found = current_service().jobs.get(job_id)
     return envelope(found, description=f"job {found['state']}")
 
 
 @blueprint.get("/models")
+@login_required
 def models():
-    if wants_html():
-        return models_page()
-    if not is_authorized():
-        raise Unauthorized("send 'Authorization: Bearer <API token>', or log in at /login")
-    engine = service()
-    return envelope(engine.store.listing(), description="models, newest first",
-                    active=engine.store.active_id())
+    """The saved models, newest first, and which one is active."""
+    service = current_service()
+    return envelope(service.store.listing(), description="models, newest first", active=service.store.active_id())
 
 
 @blueprint.get("/models/<model_id>")
 @login_required
 def model(model_id: str):
-    return envelope(service().store.metadata(model_id), description=f"model {model_id}")
+    """One model's metadata: people, photos, parameters, metrics."""
+    return envelope(current_service().store.metadata(model_id), description=f"model {model_id}")
 
 
 @blueprint.post("/models/<model_id>/activate")
 @login_required
 def activate(model_id: str):
-    engine = service()
-    engine.store.activate(model_id)
-    engine.active.current()
-    return done_with_models(f"model {model_id} is active", {"active": model_id})
+    """Make a saved model the one /predict uses."""
+    service = current_service()
+    service.store.activate(model_id)
+    service.active.current()
+    return envelope({"active": model_id}, description=f"model {model_id} is active")
 
 
 @blueprint.delete("/models/<model_id>")
 @blueprint.post("/models/<model_id>/delete")  # HTML forms cannot send DELETE
 @login_required
 def delete(model_id: str):
-    service().store.delete(model_id)
-    return done_with_models(f"model {model_id} deleted", {"deleted": model_id})
-
-
-def done_with_models(description: str, data: dict):
-    """The envelope for API clients; for a browser's plain form, a message on the models page."""
-    if wants_html():
-        flash(description)
-        return redirect(url_for("rest.models"), 303)
-    return envelope(data, description=description)
+    """Delete a saved model (not the active one)."""
+    current_service().store.delete(model_id)
+    return envelope({"deleted": model_id}, description=f"model {model_id} deleted")
 
 
 @blueprint.get("/uploads/<name>")
 def upload(name: str):
-    folder = service().paths.uploads
+    """An annotated copy that /predict wrote (its name is the envelope's ``description``)."""
+    folder = current_service().paths.annotated
     if not UPLOAD_NAME.match(name) or not (folder / name).is_file():
         raise NotFound("no such image")
     return send_from_directory(folder, name, mimetype="image/jpeg", max_age=3600)
@@ -148,9 +150,10 @@ def upload(name: str):
 
 @blueprint.get("/health")
 def health():
-    engine = service()
+    """Whether the service is up and which model it serves."""
+    service = current_service()
     try:
-        model_id = engine.active.current().id
+        model_id = service.active.current().id
     except Exception:  # health must answer whatever state the model is in
         model_id = None
     return envelope({"up": True, "model_loaded": model_id is not None, "model": model_id, "pid": os.getpid()},
@@ -159,6 +162,5 @@ def health():
 
 @blueprint.get("/openapi.json")
 def openapi():
-    from api.openapi import specification
-
+    """The OpenAPI 3 description of this API."""
     return specification()

@@ -7,13 +7,15 @@ import logging
 import os
 from pathlib import Path
 
+from conf.config import Security
+
 log = logging.getLogger(__name__)
 
 
-def certificate_files(folder: Path, security: dict) -> tuple[str, str]:
+def certificate_files(folder: Path, security: Security) -> tuple[str, str]:
     """Return (certificate, private key) paths: configured ones, else a generated pair."""
-    if security.get("certificate") and security.get("private_key"):
-        return security["certificate"], security["private_key"]
+    if security.certificate and security.private_key:
+        return security.certificate, security.private_key
     certificate, key = folder / "cert.pem", folder / "key.pem"
     if not (certificate.is_file() and key.is_file()):
         write_self_signed(certificate, key)

@@ -21,14 +21,15 @@ import math
 import numpy as np
 from flask import Blueprint
 
-from api import service
-from api.auth import Unauthorized, is_authorized
+from api.auth import predict_access_required
+from api.context import current_service
 from api.limits import limit
 from api.rest import uploaded_file
 from datastructure.errors import MissingFile, PyRecognizerError
 from datastructure.response import envelope
 from utils.evaluation import main_face_index
 from utils.faces import decoded, faces_in
+from utils.recognition import box_dict
 
 blueprint = Blueprint("verify", __name__)
 
@@ -42,18 +43,9 @@ VERIFY_THRESHOLD = 0.6
 
 
 class NoFaceFound(PyRecognizerError):
+    """A photo to verify holds no face."""
+
     code, status = "NO_FACE_FOUND", 422
-
-
-def face_box(box) -> dict:
-    top, right, bottom, left = (int(v) for v in box)
-    return {"top": top, "right": right, "bottom": bottom, "left": left}
-
-
-def check_access() -> None:
-    """The same policy as /predict: its token setting (and its rate limit, on the views)."""
-    if service().config["security"]["predict_requires_token"] and not is_authorized():
-        raise Unauthorized("this service asks for 'Authorization: Bearer <API token>' to verify and encode")
 
 
 def photo_faces(field: str):
@@ -61,26 +53,28 @@ def photo_faces(field: str):
     data = uploaded_file(field).read()
     if not data:
         raise MissingFile(f"the file in {field!r} is empty")
-    options = service().predict_options
+    options = current_service().predict_options
     image = decoded(data, options)
     return faces_in(image, options), image
 
 
 def same_probability(distance: float) -> float:
+    """Return P(same person | distance) from VERIFY_CONFIDENCE."""
     intercept, slope = VERIFY_CONFIDENCE
     return 1.0 / (1.0 + math.exp(-(intercept + slope * distance)))
 
 
 def verify_threshold() -> float:
-    section = service().config.get("verify") or {}
-    value = section.get("threshold")
+    """Return verify.threshold of the config, or VERIFY_THRESHOLD when it is null."""
+    value = current_service().config.verify.threshold
     return VERIFY_THRESHOLD if value is None else float(value)
 
 
 @blueprint.post("/verify")
 @limit("predict")
+@predict_access_required("to verify and encode")
 def verify():
-    check_access()
+    """Whether the main faces of two photos are the same person (see the module's docstring)."""
     chosen = {}
     for field in ("file1", "file2"):
         faces, image = photo_faces(field)
@@ -97,8 +91,8 @@ def verify():
         "same": bool(same), "distance": round(distance, 4), "threshold": threshold,
         "confidence": round(probability, 4),
         "verdict_confidence": round(probability if same else 1 - probability, 4),
-        "file1": {"box": face_box(first.box), "faces": first_count},
-        "file2": {"box": face_box(second.box), "faces": second_count},
+        "file1": {"box": box_dict(first.box), "faces": first_count},
+        "file2": {"box": box_dict(second.box), "faces": second_count},
     }
     verdict = "the same person" if same else "different people"
     return envelope(data, description=f"{verdict} (distance {distance:.3f}, threshold {threshold:.2f})")
@@ -106,10 +100,11 @@ def verify():
 
 @blueprint.post("/encode")
 @limit("predict")
+@predict_access_required("to verify and encode")
 def encode():
-    check_access()
+    """The 128-d encoding and box of every face in the uploaded photo."""
     faces, _ = photo_faces("file")
-    data = [{"box": face_box(face.box), "encoding": [round(float(v), 8) for v in face.encoding]}
+    data = [{"box": box_dict(face.box), "encoding": [round(float(v), 8) for v in face.encoding]}
             for face in faces]
     if not faces:
         return envelope([], description="no face found in the photo", error="NO_FACE_FOUND")

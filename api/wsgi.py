@@ -7,6 +7,10 @@ import sys
 
 from gunicorn.app.base import BaseApplication
 
+from api.app import create_app
+from api.tls import certificate_files
+from conf.config import Config, Paths
+
 log = logging.getLogger(__name__)
 
 
@@ -18,18 +22,19 @@ def after_fork(server, worker) -> None:
 
 
 class Server(BaseApplication):
-    """gunicorn configured from our config dict instead of its command line."""
+    """gunicorn configured from our Config instead of its command line."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: Config):
         self.service_config = config
         super().__init__()
 
     def load_config(self):
-        server = self.service_config["server"]
-        threads, keepalive = int(server["threads"]), int(server.get("keepalive", 0))
+        """gunicorn's settings, from the server and security sections."""
+        server = self.service_config.server
+        threads, keepalive = server.threads, server.keepalive
         settings = {
-            "bind": f"{server['host']}:{server['port']}",
-            "workers": int(server["workers"]),
+            "bind": f"{server.host}:{server.port}",
+            "workers": server.workers,
             "threads": threads,
             "worker_class": "gthread",
             # Without keep-alive a worker takes a connection only while one of its threads is
@@ -38,28 +43,24 @@ class Server(BaseApplication):
             # on 2 CPU-bound workers split unevenly (1.25x to 1.9x one client's throughput).
             "keepalive": keepalive,
             "worker_connections": threads if keepalive == 0 else 1000,
-            "timeout": int(server["timeout"]),
+            "timeout": server.timeout,
             "preload_app": True,
             "post_fork": after_fork,
             "accesslog": "-",
             "errorlog": "-",
         }
-        security = self.service_config["security"]
-        if security["tls"]:
-            from api.tls import certificate_files
-            from conf.config import Paths
-
+        security = self.service_config.security
+        if security.tls:
             settings["certfile"], settings["keyfile"] = certificate_files(
-                Paths(self.service_config["data_dir"]).tls, security)
+                Paths(self.service_config.data_dir).tls, security)
         for key, value in settings.items():
             self.cfg.set(key, value)
 
     def load(self):
-        from api import create_app
-
+        """The app, built once in the master before the workers fork."""
         return create_app(self.service_config)
 
 
-def serve(config: dict) -> None:
+def serve(config: Config) -> None:
     """Serve until stopped."""
     Server(config).run()

@@ -28,7 +28,7 @@ def faces_dir(override: str | None = None) -> Path:
     return folder
 
 
-def engine_config(data_dir: Path, **sections) -> dict:
+def engine_config(data_dir: Path, **sections):
     """Return the service's configuration over ``data_dir``: conf/conf.json's defaults.
 
     PYRECOGNIZER_* variables are ignored (``environ={}``) so that a developer's shell cannot

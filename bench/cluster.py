@@ -41,7 +41,7 @@ def lfw_people(count: int | None = None, faces: Path | None = None) -> list[byte
 
 def training_options() -> Options:
     config = engine_config(Path("/nonexistent-bench-data"))
-    return Options.from_config(config["faces"], config["limits"], training=True)
+    return Options.from_config(config.faces, config.limits, training=True)
 
 
 def cpu_seconds() -> float:

@@ -254,9 +254,9 @@ def serve_section(faces: Path, workdir: Path, requests_many: int, requests_one: 
     payloads = [(name, (faces / name).read_bytes()) for name in REQUEST_PHOTOS]
     from conf.config import load_config
 
-    server = load_config(str(config), {"data_dir": str(data_dir)}, environ={})["server"]
-    say(f"serve: starting `main.py serve` on 127.0.0.1:{port} ({server['workers']} workers x "
-        f"{server['threads']} threads) ...")
+    server = load_config(str(config), {"data_dir": str(data_dir)}, environ={}).server
+    say(f"serve: starting `main.py serve` on 127.0.0.1:{port} ({server.workers} workers x "
+        f"{server.threads} threads) ...")
     with log.open("wb") as output:
         started = time.perf_counter()
         process = subprocess.Popen(main_py(config, data_dir, "serve", "--port", str(port)), cwd=ROOT,

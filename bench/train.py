@@ -72,7 +72,7 @@ def stratified(photos: list, count: int) -> list:
 
 def training_options(workdir: Path) -> Options:
     config = engine_config(workdir)
-    return Options.from_config(config["faces"], config["limits"], training=True)
+    return Options.from_config(config.faces, config.limits, training=True)
 
 
 def cpu_seconds() -> float:

@@ -1,12 +1,25 @@
-"""Configuration, loaded once: built-in defaults, then a JSON file, then environment variables.
+"""Configuration, loaded once and checked: conf/conf.json (the defaults), then a JSON file, then
+environment variables, then the caller's overrides, into one frozen ``Config``.
+
+Each section is a dataclass below; a field's type and its ``setting(...)`` bounds are what
+``load_config`` checks, so a file with an unknown key, a wrong type or a value out of range is
+refused at start with a ``ConfigError`` naming the setting. Adding a setting: one line in its
+dataclass here and its default in conf/conf.json.
 
 Nothing here touches the disk beyond reading the files; ``create_app`` and the CLI receive
-the resulting dict and derive every path from ``data_dir``.
+the ``Config`` and derive every path from ``data_dir``.
 """
+from __future__ import annotations
+
 import copy
+import dataclasses
 import json
 import os
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Union
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = PROJECT_ROOT / "conf" / "conf.json"
@@ -25,6 +38,172 @@ ENVIRONMENT = {
     "PYRECOGNIZER_LOG_LEVEL": ("logging", "level"),
     "PYRECOGNIZER_DASK_SCHEDULER": ("cluster", "scheduler"),
 }
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run: unknown key, wrong type or value out of range."""
+
+
+def setting(*, min: float | None = None, max: float | None = None, choices: tuple = ()) -> Any:
+    """A dataclass field checked by ``load_config``: within [min, max], or one of ``choices``."""
+    return field(metadata={"min": min, "max": max, "choices": choices})
+
+
+# --- the sections ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    """How `main.py serve` listens (gunicorn, see api/wsgi.py)."""
+
+    host: str
+    port: int = setting(min=0, max=65535)
+    workers: int = setting(min=1)
+    threads: int = setting(min=1)
+    keepalive: int = setting(min=0)
+    timeout: int = setting(min=1)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what a client may send: request sizes, image pixels, zip archives."""
+
+    max_content_length: int = setting(min=1)
+    max_form_memory_size: int = setting(min=1)
+    max_form_parts: int = setting(min=1)
+    max_image_pixels: int = setting(min=1)
+    max_archive_bytes: int = setting(min=1)
+    max_entry_bytes: int = setting(min=1)
+    max_entries: int = setting(min=1)
+    max_ratio: float = setting(min=1)
+
+
+@dataclass(frozen=True)
+class Faces:
+    """How hard to look for faces, and how encodings are computed and cached."""
+
+    detect_size: int = setting(min=1)
+    decode_size: int = setting(min=1)
+    upsample_fallback: bool
+    cnn_fallback_train: bool
+    cnn_fallback_predict: bool
+    cnn_size: int = setting(min=1)
+    workers: int = setting(min=0)  # 0: one per core
+    cache: bool
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """An optional Dask scheduler to encode training photos on."""
+
+    scheduler: str | None
+    timeout: float = setting(min=0)
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """The classifier's parameters for /train (see datastructure/classifier.py)."""
+
+    timestamp: str | None  # PYRECOGNIZER_MODEL: read by no code today (issue 13 item 10)
+    n_neighbors: int = setting(min=1)
+    weights: str = setting(choices=("uniform", "distance"))
+    metric: str
+    algorithm: str = setting(choices=("auto", "ball_tree", "kd_tree", "brute"))
+    threshold: float | None = setting(min=0)
+    ratio: float | None = setting(min=0)
+    test_size: float = setting(min=0, max=0.9)
+
+
+@dataclass(frozen=True)
+class Tune:
+    """The parameter grid /tune searches, and its cross-validation folds."""
+
+    n_neighbors: list[int]
+    weights: list[str]
+    metric: list[str]
+    algorithm: list[str]
+    cv_folds: int = setting(min=2)
+
+    def grid(self) -> dict[str, list]:
+        """Return the searched parameters and their candidate values (cv_folds excluded)."""
+        return {item.name: getattr(self, item.name) for item in dataclasses.fields(self) if item.name != "cv_folds"}
+
+
+@dataclass(frozen=True)
+class Predict:
+    """What /predict keeps."""
+
+    keep_annotated: int = setting(min=0)
+
+
+@dataclass(frozen=True)
+class Verify:
+    """/verify's decision."""
+
+    threshold: float | None = setting(min=0)  # None: api/verify.py's VERIFY_THRESHOLD
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Flask-MonitoringDashboard at /dashboard."""
+
+    enabled: bool
+    username: str
+    sampling_period: float = setting(min=0)
+    monitor_level: int = setting(min=0, max=3)
+
+
+@dataclass(frozen=True)
+class Logging:
+    """The log level of log/pyrecognizer.log and stderr."""
+
+    level: str = setting(choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Flask-Limiter limits ("10 per minute") per client address, by area."""
+
+    login: str
+    predict: str
+    train: str
+
+
+@dataclass(frozen=True)
+class Security:
+    """Secrets, who may predict, TLS, sessions and rate limits."""
+
+    api_token: str | None
+    admin_password: str | None
+    secret_key: str | None
+    predict_requires_token: bool
+    tls: bool
+    certificate: str | None
+    private_key: str | None
+    session_hours: float = setting(min=0)
+    rate_limits: RateLimits
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; ``data_dir`` is absolute once loaded."""
+
+    data_dir: str | None
+    server: Server
+    limits: Limits
+    faces: Faces
+    cluster: Cluster
+    classifier: Classifier
+    tune: Tune
+    predict: Predict
+    verify: Verify
+    dashboard: Dashboard
+    logging: Logging
+    security: Security
+
+
+# --- loading -----------------------------------------------------------------------------
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -38,55 +217,153 @@ def merged(base: dict, override: dict) -> dict:
     return result
 
 
+def field_type(path: tuple[str, ...]) -> Any:
+    """Return the declared type of the setting at ``path`` (e.g. ("server", "port") -> int)."""
+    kind: Any = Config
+    for key in path:
+        kind = typing.get_type_hints(kind)[key]
+    return kind
+
+
+def from_text(text: str, kind: Any, name: str) -> Any:
+    """Return an environment variable's text as a value of the setting's type."""
+    kinds = typing.get_args(kind) if _is_union(kind) else (kind,)
+    if bool in kinds:
+        if text.lower() in TRUE_WORDS + FALSE_WORDS:
+            return text.lower() in TRUE_WORDS
+        raise ConfigError(f"{name}={text!r}: expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
+    for number in (int, float):
+        if number in kinds:
+            try:
+                return number(text)
+            except ValueError:
+                raise ConfigError(f"{name}={text!r}: expected {number.__name__}") from None
+    return text
+
+
 def environment_overrides(environ) -> dict:
-    """Return the nested overrides named by PYRECOGNIZER_* variables."""
+    """Return the nested overrides named by PYRECOGNIZER_* variables, converted to each setting's type."""
     overrides: dict = {}
     for variable, path in ENVIRONMENT.items():
         if environ.get(variable) in (None, ""):
             continue
-        value = environ[variable]
-        if path[-1] in ("port", "workers"):
-            value = int(value)
-        elif path[-1] == "tls":
-            value = value.lower() in ("1", "true", "yes", "on")
         node = overrides
         for key in path[:-1]:
             node = node.setdefault(key, {})
-        node[path[-1]] = value
+        node[path[-1]] = from_text(environ[variable], field_type(path), variable)
     return overrides
 
 
-def load_config(path=None, overrides: dict | None = None, environ=None) -> dict:
-    """Return the configuration: defaults < file (``path`` or $PYRECOGNIZER_CONFIG) < env < overrides."""
+def _is_union(kind: Any) -> bool:
+    return typing.get_origin(kind) in (Union, types.UnionType)
+
+
+def _type_name(kind: Any) -> str:
+    if _is_union(kind):
+        return " or ".join("null" if arg is type(None) else _type_name(arg) for arg in typing.get_args(kind))
+    if typing.get_origin(kind) is list:
+        return f"a list of {_type_name(typing.get_args(kind)[0])}"
+    if dataclasses.is_dataclass(kind):
+        return "an object"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
+
+
+def checked(value: Any, kind: Any, name: str) -> Any:
+    """Return ``value`` as the declared ``kind`` (a section for a dict), or raise ConfigError."""
+    if _is_union(kind):
+        for option in typing.get_args(kind):
+            if option is type(None) and value is None:
+                return None
+        options = [option for option in typing.get_args(kind) if option is not type(None)]
+        return checked(value, options[0], name) if len(options) == 1 and value is not None else _refuse(value, kind, name)
+    if dataclasses.is_dataclass(kind):
+        return section(kind, value, name) if isinstance(value, dict) else _refuse(value, kind, name)
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            return _refuse(value, kind, name)
+        return [checked(item, typing.get_args(kind)[0], f"{name}[{index}]") for index, item in enumerate(value)]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float) and isinstance(value, bool) or not isinstance(value, kind):
+        return _refuse(value, kind, name)
+    return value
+
+
+def _refuse(value: Any, kind: Any, name: str):
+    raise ConfigError(f"{name}: expected {_type_name(kind)}, got {json.dumps(value)}")
+
+
+def _in_range(value: Any, item: dataclasses.Field, name: str) -> None:
+    low, high, choices = item.metadata.get("min"), item.metadata.get("max"), item.metadata.get("choices")
+    if value is None:
+        return
+    if choices and value not in choices:
+        raise ConfigError(f"{name}: {json.dumps(value)} is not one of {', '.join(map(str, choices))}")
+    if low is not None and value < low or high is not None and value > high:
+        bounds = f"at least {low}" if high is None else f"at most {high}" if low is None else f"from {low} to {high}"
+        raise ConfigError(f"{name}: {value} is out of range (expected {bounds})")
+
+
+def section(cls: type, values: dict, name: str = "") -> Any:
+    """Return the dataclass ``cls`` built from ``values``, every key checked."""
+    known = {item.name: item for item in dataclasses.fields(cls)}
+    prefix = f"{name}." if name else ""
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting {prefix}{unknown[0]} (known in {name or 'the top level'}: "
+                          f"{', '.join(known)})")
+    missing = [key for key in known if key not in values]
+    if missing:
+        raise ConfigError(f"missing setting {prefix}{missing[0]} (conf/conf.json names every setting)")
+    hints = typing.get_type_hints(cls)
+    built = {}
+    for key, item in known.items():
+        built[key] = checked(values[key], hints[key], prefix + key)
+        _in_range(built[key], item, prefix + key)
+    return cls(**built)
+
+
+def load_config(path=None, overrides: dict | None = None, environ=None) -> Config:
+    """Return the checked configuration: defaults < file (``path`` or $PYRECOGNIZER_CONFIG) < env < overrides."""
     environ = os.environ if environ is None else environ
-    config = json.loads(DEFAULTS_FILE.read_text())
+    values = json.loads(DEFAULTS_FILE.read_text())
     path = path or environ.get("PYRECOGNIZER_CONFIG")
     if path:
-        config = merged(config, json.loads(Path(path).read_text()))
-    config = merged(config, environment_overrides(environ))
-    config = merged(config, overrides or {})
-    config["data_dir"] = str(Path(config["data_dir"] or PROJECT_ROOT).resolve())
-    return config
+        try:
+            values = merged(values, json.loads(Path(path).read_text()))
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    values = merged(values, environment_overrides(environ))
+    values = merged(values, overrides or {})
+    values["data_dir"] = str(Path(values["data_dir"] or PROJECT_ROOT).resolve())
+    return section(Config, values)
+
+
+def as_dict(config: Config) -> dict:
+    """Return ``config`` as the nested dict of conf/conf.json (to write a config file)."""
+    return dataclasses.asdict(config)
 
 
 class Paths:
-    """Every path the service writes, derived from the one data directory."""
+    """Every folder and file the service writes under the one data directory (the evaluation
+    writes its runs in a folder of its own: see utils.evaluation.evaluations_folder)."""
 
     def __init__(self, data_dir):
         root = Path(data_dir)
         self.root = root
         self.models = root / "dataset" / "model"
-        self.uploads = root / "uploads"
+        self.annotated = root / "uploads"  # the annotated copies /predict writes (the original project's folder)
+        self.incoming = root / "dataset" / "tmp"  # uploaded zips, kept while their training runs
         self.log = root / "log"
         self.log_file = self.log / "pyrecognizer.log"
         self.jobs = root / "dataset" / "jobs"
         self.cache = root / "dataset" / "cache"
-        self.tmp = root / "dataset" / "tmp"
         self.dashboard_db = self.log / "dashboard.db"
         self.secrets = root / "dataset" / "secrets.json"
         self.tls = root / "dataset" / "tls"
 
     def create(self) -> "Paths":
-        for folder in (self.models, self.uploads, self.log, self.jobs, self.cache, self.tmp):
+        """Create the folders (not the files) and return self."""
+        for folder in (self.models, self.annotated, self.log, self.jobs, self.cache, self.incoming):
             folder.mkdir(parents=True, exist_ok=True)
         return self

@@ -44,11 +44,11 @@ CHUNK_ELEMENTS = 8_000_000  # distances computed at once: 64 MB of float64
 SPREAD_QUERIES = 64         # photos per person measured for the person's spread
 SPREAD_SHRINKAGE = 5        # a person's spread counts as this many photos of the typical spread more
 SCALE_LIMITS = (0.7, 1.4)
-MIN_CONFIDENCE_CASES = 10
+MIN_CONFIDENCE_CASES = 10  # wrong and right accepted matches needed to fit on accepted matches alone
 # Fewer simulated strangers than this cannot tell 1% from 0%: the threshold then stays at the
-# classic 0.6 of face_recognition and only the ratio is calibrated (small galleries).
+# classic 0.6 of face_recognition (FALLBACK_THRESHOLD) and only the ratio is calibrated (small galleries).
 MIN_STRANGER_PAIRS = 200
-FALLBACK_THRESHOLD = 0.6   # wrong and right accepted matches needed to fit on accepted matches alone
+FALLBACK_THRESHOLD = 0.6   # face_recognition's tolerance: the threshold when it cannot be calibrated
 
 
 @functools.lru_cache(maxsize=1)
@@ -203,7 +203,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         fixed_threshold = None if self.threshold is None else float(self.threshold)
         fixed_ratio = None if self.ratio is None else float(self.ratio)
         if pairs is None:
-            return {"threshold": 0.6 if fixed_threshold is None else fixed_threshold,
+            return {"threshold": FALLBACK_THRESHOLD if fixed_threshold is None else fixed_threshold,
                     "ratio": 1.0 if fixed_ratio is None else fixed_ratio,
                     "confidence": list(DEFAULT_CONFIDENCE), "calibrated": False,
                     "reason": "needs two people and a person with two photos"}

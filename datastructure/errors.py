@@ -1,7 +1,7 @@
 """One small hierarchy of typed errors, each knowing its envelope code and HTTP status.
 
-The engine raises them; ``api`` turns every one into the JSON envelope and the CLI prints
-the same envelope, so no layer invents its own error values.
+The service raises them; ``api.errors`` turns every one into the JSON envelope (a page for a
+browser) and the CLI prints the same envelope, so no layer invents its own error values.
 """
 
 
@@ -18,6 +18,8 @@ class PyRecognizerError(Exception):
 
 
 class MissingFile(PyRecognizerError):
+    """A request without the file it must upload, or with an empty one."""
+
     code, status = "MISSING_FILE", 400
 
 
@@ -52,14 +54,20 @@ class DatasetNotValid(PyRecognizerError):
 
 
 class ClassifierNotLoaded(PyRecognizerError):
+    """No model to predict with: none trained yet, or none that loads."""
+
     code, status = "CLASSIFIER_NOT_LOADED", 503
 
 
 class TrainingInProgress(PyRecognizerError):
+    """A training or tuning is already running: one at a time."""
+
     code, status = "TRAINING_IN_PROGRESS", 409
 
 
 class NotFound(PyRecognizerError):
+    """No such model, job or file."""
+
     code, status = "NOT_FOUND", 404
 
 

@@ -47,6 +47,7 @@ class Model:
 
 
 def sha256_of(path: Path) -> str:
+    """Return the hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

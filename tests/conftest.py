@@ -1,7 +1,8 @@
 """Shared fixtures: real photos from ../shared/faces, apps and servers over temporary data folders.
 
-Tests build the service from a test configuration over a temporary data directory, as
-Flask's tutorial does, and drive real server processes over HTTP where a user would.
+Tests build the service from a test configuration over a temporary data directory. The HTTP
+contract runs in this process through ``app`` and ``client``, as Flask's tutorial tests it
+(fast); what only a real server shows runs against real server processes (marked ``e2e``).
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Server, faces_dir, make_config, zipped
+from tests.support import TEST_CREDENTIALS, Server, faces_dir, make_config, zipped
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +24,38 @@ def celebrities_zip(faces, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def config(tmp_path) -> dict:
+def config(tmp_path):
+    """A test configuration over a fresh data folder (dashboard off)."""
     return make_config(tmp_path / "data")
+
+
+def app_over(data_dir: Path, **sections):
+    """The Flask app over ``data_dir``, built in this process, with the test API token and password."""
+    from api.app import create_app
+
+    security = {**TEST_CREDENTIALS, **sections.pop("security", {})}
+    app = create_app(make_config(data_dir, security=security, **sections))
+    app.config.update(TESTING=True)
+    return app
+
+
+@pytest.fixture
+def app(tmp_path):
+    """The service with no model yet, as a Flask app in this process (flaskr's ``app``)."""
+    return app_over(tmp_path / "data")
+
+
+@pytest.fixture
+def client(app):
+    """A test client of ``app``: requests without a server process."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def trained_app(trained):
+    """An app serving the model of ``trained`` (celebrities/train), in this process."""
+    service, _ = trained
+    return app_over(service.paths.root)
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +63,9 @@ def trained(faces, tmp_path_factory):
     """A service trained on celebrities/train (one training for the whole session)."""
     from utils.service import build_service
 
-    engine = build_service(make_config(tmp_path_factory.mktemp("trained")), console_log=False)
-    result = engine.train(faces / "celebrities" / "train")
-    return engine, result
+    service = build_service(make_config(tmp_path_factory.mktemp("trained")), console_log=False)
+    result = service.train(faces / "celebrities" / "train")
+    return service, result
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ import requests
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.support import ROOT, Server
+from conf.config import merged
+from tests.support import ROOT, Server, envelope_of
 
 MiB = 1024**2
 
@@ -51,7 +52,7 @@ def jpeg(seed: int = 0) -> bytes:
 PHOTO = jpeg()
 
 
-def zipped(*entries, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+def archive_of(*entries, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
     """A zip of (name or ZipInfo, data) entries, written as given."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression) as archive:
@@ -61,7 +62,7 @@ def zipped(*entries, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
 
 
 def photos(*names: str) -> bytes:
-    return zipped(*((name, jpeg(seed)) for seed, name in enumerate(names)))
+    return archive_of(*((name, jpeg(seed)) for seed, name in enumerate(names)))
 
 
 def central_offsets(data: bytes) -> list[int]:
@@ -109,7 +110,7 @@ def tar_of_photo() -> bytes:
 
 
 def two_entries() -> bytes:
-    return zipped(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", jpeg(1)), compression=zipfile.ZIP_STORED)
+    return archive_of(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", jpeg(1)), compression=zipfile.ZIP_STORED)
 
 
 # --- more hostile zips -------------------------------------------------------------------
@@ -130,24 +131,24 @@ def declaring_all(data: bytes, size: int) -> bytes:
 
 def inflating_past_declared_size(declared: int = 1000, actual: int = 100_000) -> bytes:
     """An entry declaring ``declared`` uncompressed bytes whose deflated data inflates to ``actual``."""
-    return declaring(zipped(("Ben/1.jpg", b"A" * actual), ("Madonna/1.jpg", PHOTO)), 0, declared)
+    return declaring(archive_of(("Ben/1.jpg", b"A" * actual), ("Madonna/1.jpg", PHOTO)), 0, declared)
 
 
 def bad_crc() -> bytes:
     """A stored photo with one byte flipped far from its start: the CRC-32 no longer matches."""
     name, content = "Ben/1.jpg", PHOTO + bytes(20_000)
-    data = zipped((name, content), ("Madonna/1.jpg", jpeg(1)), compression=zipfile.ZIP_STORED)
+    data = archive_of((name, content), ("Madonna/1.jpg", jpeg(1)), compression=zipfile.ZIP_STORED)
     start = local_offsets(data)[0] + 30 + len(name) + 15_000
     return patched(data, (start, "B", data[start] ^ 0xFF))
 
 
 def ratio_bomb(size: int = 8 * MiB) -> bytes:
     """A photo of ``size`` zero bytes: a few kilobytes compressed, a ratio of about 1,000."""
-    return zipped(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", b"\0" * size))
+    return archive_of(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", b"\0" * size))
 
 
 def encrypted() -> bytes:
-    data = zipped(("Ben/1.jpg", PHOTO))
+    data = archive_of(("Ben/1.jpg", PHOTO))
     (central,), (local,) = central_offsets(data), local_offsets(data)
     return patched(data, (central + CENTRAL_FLAGS, "<H", 1), (local + LOCAL_FLAGS, "<H", 1))
 
@@ -167,15 +168,15 @@ def symbolic_link(target: bytes = b"/etc/passwd") -> bytes:
     link = zipfile.ZipInfo("Ben/1.jpg")
     link.create_system = 3  # Unix
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return zipped(("Ben/0.jpg", PHOTO), (link, target))
+    return archive_of(("Ben/0.jpg", PHOTO), (link, target))
 
 
 def many_entries(count: int) -> bytes:
-    return zipped(*((f"Ben/{index}.jpg", b"x") for index in range(count)), compression=zipfile.ZIP_STORED)
+    return archive_of(*((f"Ben/{index}.jpg", b"x") for index in range(count)), compression=zipfile.ZIP_STORED)
 
 
 def nested(content: bytes, name: str = "Ben/2.jpg") -> bytes:
-    return zipped(("Ben/1.jpg", PHOTO), (name, content))
+    return archive_of(("Ben/1.jpg", PHOTO), (name, content))
 
 
 def gzip_of_photo() -> bytes:
@@ -290,35 +291,9 @@ BASE_CONFIG = {
 }
 
 
-def merged(base: dict, override: dict) -> dict:
-    result = json.loads(json.dumps(base))
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = value
-    return result
-
-
 def server_config(**sections) -> dict:
     """BASE_CONFIG with ``sections`` merged in."""
     return merged(BASE_CONFIG, sections)
-
-
-def envelope_of(answer: requests.Response, status: int | None = None, code: str | None = None) -> dict:
-    """The ``response`` of a JSON envelope, checking its shape, and status and code if given."""
-    assert answer.headers.get("Content-Type", "").startswith("application/json"), (
-        answer.status_code, answer.headers.get("Content-Type"), answer.text[:300])
-    body = answer.json()
-    assert set(body) == {"response"}, body
-    response = body["response"]
-    assert {"status", "error", "description", "data", "date"} <= set(response), response
-    if status is not None:
-        assert answer.status_code == status, (answer.status_code, response)
-        assert response["status"] == ("OK" if status < 400 else "KO"), response
-    if code is not None:
-        assert response["error"] == code, response
-    return response
 
 
 _TRAIN_SCRIPT = """
@@ -329,8 +304,8 @@ from utils.service import build_service
 data_dir, *sources = sys.argv[1:]
 config = load_config(overrides={"data_dir": data_dir, "dashboard": {"enabled": False},
                                 "faces": {"workers": 1, "cnn_fallback_train": False}}, environ={})
-engine = build_service(config, console_log=False)
-print(json.dumps([engine.train(source)["model"] for source in sources]))
+service = build_service(config, console_log=False)
+print(json.dumps([service.train(source)["model"] for source in sources]))
 """
 
 # Two small models trained once per session: A knows three people, B (newer) two others.

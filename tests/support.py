@@ -1,4 +1,5 @@
-"""Test helpers: where the real photos are, test configurations, real server processes."""
+"""The one module of test helpers: where the real photos are, test configurations, the zip of a
+folder, the envelope check, a free port and real server processes."""
 from __future__ import annotations
 
 import json
@@ -13,9 +14,15 @@ from pathlib import Path
 import pytest
 import requests
 
+from conf.config import Config, load_config
+
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS_HINT = ("real face photos are missing: put them in ../shared/faces beside the project "
                "or set PYRECOGNIZER_FACES (see ../shared/faces/README.md)")
+
+
+# The API token and admin password of every test service (in-process apps and server processes).
+TEST_CREDENTIALS = {"api_token": "test-api-token-0123456789", "admin_password": "test-admin-password"}
 
 
 def faces_dir() -> Path:
@@ -38,49 +45,73 @@ def zipped(folder: Path, target: Path, prefix: str = "") -> Path:
     return target
 
 
-def make_config(data_dir: Path, **sections) -> dict:
+def make_config(data_dir: Path, **sections) -> Config:
     """Return a configuration over ``data_dir``, with ``sections`` merged in."""
-    from conf.config import load_config
-
     overrides = {"data_dir": str(data_dir), "dashboard": {"enabled": False}}
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
     return load_config(overrides=overrides, environ={})
 
 
+def envelope_of(answer, status: int | None = None, code: str | None = None) -> dict:
+    """The ``response`` of a JSON envelope (a requests or Flask test response), checking its
+    shape, and its status and code if given."""
+    content_type = answer.headers.get("Content-Type", "")
+    text = answer.text if hasattr(answer, "text") else answer.get_data(as_text=True)
+    assert content_type.startswith("application/json"), (answer.status_code, content_type, text[:300])
+    body = answer.json() if callable(answer.json) else answer.json
+    assert set(body) == {"response"}, body
+    response = body["response"]
+    assert {"status", "error", "description", "data", "date"} <= set(response), response
+    if status is not None:
+        assert answer.status_code == status, (answer.status_code, response)
+        assert response["status"] == ("OK" if status < 400 else "KO"), response
+    if code is not None:
+        assert response["error"] == code, response
+    return response
+
+
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 class Server:
-    """A real PyRecognizer server process (gunicorn, as `main.py serve` runs it)."""
+    """A server in its own process group: by default a real PyRecognizer server (gunicorn, as
+    `main.py serve` runs it); ``command`` runs another one (e.g. tests/test_dashboard.py's app),
+    which must listen on ``self.port`` and answer ``ready_path``."""
 
-    def __init__(self, data_dir: Path, *, config: dict | None = None, env: dict | None = None, dev: bool = False):
+    def __init__(self, data_dir: Path, *, config: dict | None = None, env: dict | None = None, dev: bool = False,
+                 command: list[str] | None = None, ready_path: str = "/health", cwd: Path = ROOT):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config_file = self.data_dir / "test-conf.json"
-        config_file.write_text(json.dumps(config or {}))
-        self.command = [sys.executable, "main.py", "--config", str(config_file), "--data-dir", str(self.data_dir),
-                        "serve", "--port", str(self.port)] + (["--dev"] if dev else [])
-        self.token, self.password = "test-api-token-0123456789", "test-admin-password"
+        self.ready_path, self.cwd = ready_path, cwd
+        if command is None:
+            config_file = self.data_dir / "test-conf.json"
+            config_file.write_text(json.dumps(config or {}))
+            command = [sys.executable, "main.py", "--config", str(config_file), "--data-dir", str(self.data_dir),
+                       "serve", "--port", str(self.port)] + (["--dev"] if dev else [])
+        self.command = command
+        self.token, self.password = TEST_CREDENTIALS["api_token"], TEST_CREDENTIALS["admin_password"]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYRECOGNIZER_API_TOKEN": self.token,
                     "PYRECOGNIZER_ADMIN_PASSWORD": self.password, **(env or {})}
         self.log_path = self.data_dir / "server-output.log"
         self.process = None
 
     def start(self, timeout: float = 120) -> "Server":
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=open(self.log_path, "ab"),
+        """Start the process and wait until ``ready_path`` answers."""
+        self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=open(self.log_path, "ab"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
             try:
-                if requests.get(self.url + "/health", timeout=2, verify=False).ok:
+                if requests.get(self.url + self.ready_path, timeout=2, verify=False).ok:
                     return self
             except requests.RequestException:
                 time.sleep(0.2)
@@ -88,9 +119,11 @@ class Server:
         raise RuntimeError(f"server did not answer in {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
+        """The end of what the process printed."""
         return self.log_path.read_text(errors="replace")[-5000:]
 
     def stop(self, sig: int = 15) -> None:
+        """Send ``sig`` to the process group and wait (SIGKILL after 20 s)."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
             try:

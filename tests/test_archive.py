@@ -8,6 +8,7 @@ import stat
 import unicodedata
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -50,7 +51,7 @@ from tests.hostile import (
     tar_of_photo,
     time_limit,
     two_entries,
-    zipped,
+    archive_of,
 )
 
 
@@ -84,7 +85,7 @@ def test_photos_are_listed_and_read_with_their_person(on_disk):
 
 
 def test_a_stored_archive_reads_the_same():
-    data = zipped(("Ben/1.jpg", PHOTO), compression=zipfile.ZIP_STORED)
+    data = archive_of(("Ben/1.jpg", PHOTO), compression=zipfile.ZIP_STORED)
     assert [photo.data for photo in iter_photos(io.BytesIO(data))] == [PHOTO]
 
 
@@ -112,7 +113,7 @@ def test_a_single_person_archive_needs_no_wrapper():
 
 
 def test_junk_is_skipped_silently():
-    data = zipped(
+    data = archive_of(
         ("Ben/", b""),
         ("Ben/1.jpg", PHOTO),
         ("Ben/.DS_Store", b"\0\0\0\1Bud1"),
@@ -156,7 +157,7 @@ def test_too_deep_even_after_unwrapping():
 
 @pytest.mark.parametrize(
     "data",
-    [zipped(), zipped(("Ben/", b"")), zipped(("__MACOSX/._x", b"x"), (".DS_Store", b"x"))],
+    [archive_of(), archive_of(("Ben/", b"")), archive_of(("__MACOSX/._x", b"x"), (".DS_Store", b"x"))],
     ids=["empty", "folders only", "junk only"],
 )
 def test_an_archive_without_photos_is_refused(data):
@@ -184,7 +185,7 @@ def test_a_truncated_archive_is_refused(on_disk):
 
 
 def test_a_bad_crc_is_refused():
-    data = zipped(("Ben/1.jpg", PHOTO), compression=zipfile.ZIP_STORED)
+    data = archive_of(("Ben/1.jpg", PHOTO), compression=zipfile.ZIP_STORED)
     start = local_offsets(data)[0] + 30 + len("Ben/1.jpg")
     damaged = patched(data, (start + 100, "B", data[start + 100] ^ 0xFF))
     with pytest.raises(ArchiveNotValid, match="CRC"):
@@ -192,7 +193,7 @@ def test_a_bad_crc_is_refused():
 
 
 def test_an_entry_inflating_past_its_declared_size_is_refused():
-    data = zipped(("Ben/1.jpg", b"A" * 100_000))
+    data = archive_of(("Ben/1.jpg", b"A" * 100_000))
     lie = 1000
     (central,), (local,) = central_offsets(data), local_offsets(data)
     lying = patched(data, (central + CENTRAL_SIZE, "<I", lie), (local + LOCAL_SIZE, "<I", lie))
@@ -201,7 +202,7 @@ def test_an_entry_inflating_past_its_declared_size_is_refused():
 
 
 def test_nothing_is_yielded_before_the_whole_archive_passed():
-    photos_then_bomb = zipped(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", b"\0" * (2 * MiB)))
+    photos_then_bomb = archive_of(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", b"\0" * (2 * MiB)))
     stream = iter_photos(io.BytesIO(photos_then_bomb))
     with pytest.raises(ArchiveTooLarge):
         next(stream)
@@ -218,28 +219,28 @@ def test_too_many_entries():
 def test_an_entry_over_the_entry_cap():
     limits = ArchiveLimits(max_entry_bytes=len(PHOTO) - 1)
     with pytest.raises(ArchiveTooLarge, match="'Ben/1.jpg'"):
-        list_photos(io.BytesIO(zipped(("Ben/1.jpg", PHOTO))), limits)
+        list_photos(io.BytesIO(archive_of(("Ben/1.jpg", PHOTO))), limits)
 
 
 def test_photos_over_the_total_cap():
     limits = ArchiveLimits(max_archive_bytes=2 * len(PHOTO) - 1)
     with pytest.raises(ArchiveTooLarge, match="add up"):
-        list_photos(io.BytesIO(zipped(("A/1", PHOTO), ("A/2", PHOTO))), limits)
+        list_photos(io.BytesIO(archive_of(("A/1", PHOTO), ("A/2", PHOTO))), limits)
 
 
 def test_a_highly_compressed_entry_is_a_bomb():
     with pytest.raises(ArchiveTooLarge, match="inflates"):
-        list_photos(io.BytesIO(zipped(("Ben/1.jpg", b"\0" * (2 * MiB)))))
+        list_photos(io.BytesIO(archive_of(("Ben/1.jpg", b"\0" * (2 * MiB)))))
 
 
 def test_small_entries_may_compress_well():
     # A flat-colour BMP under a mebibyte can compress a thousandfold and still be harmless.
-    data = zipped(("Ben/1.bmp", b"\0" * (MiB - 1)), ("Ben/2.jpg", PHOTO))
+    data = archive_of(("Ben/1.bmp", b"\0" * (MiB - 1)), ("Ben/2.jpg", PHOTO))
     assert len(list_photos(io.BytesIO(data))) == 2
 
 
 def test_the_ratio_cap_is_configurable():
-    data = zipped(("Ben/1.jpg", b"\0" * (2 * MiB)))
+    data = archive_of(("Ben/1.jpg", b"\0" * (2 * MiB)))
     assert list_photos(io.BytesIO(data), ArchiveLimits(max_ratio=10_000))
 
 
@@ -279,7 +280,7 @@ def test_an_entry_pointing_at_no_local_header_is_refused():
 
 
 def test_an_encrypted_entry_is_refused():
-    data = zipped(("Ben/1.jpg", PHOTO))
+    data = archive_of(("Ben/1.jpg", PHOTO))
     (central,), (local,) = central_offsets(data), local_offsets(data)
     encrypted = patched(data, (central + CENTRAL_FLAGS, "<H", 1), (local + LOCAL_FLAGS, "<H", 1))
     with pytest.raises(ArchiveNotValid, match="encrypted"):
@@ -289,20 +290,20 @@ def test_an_encrypted_entry_is_refused():
 @pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "lzma"])
 def test_other_compression_methods_are_refused(method):
     with pytest.raises(ArchiveNotValid, match=f"method {method}"):
-        list_photos(io.BytesIO(zipped(("Ben/1.jpg", PHOTO), compression=method)))
+        list_photos(io.BytesIO(archive_of(("Ben/1.jpg", PHOTO), compression=method)))
 
 
 @pytest.mark.parametrize("name", ["Ben/more.zip", "Ben/more.tar.gz", "Ben/x.RAR", "Ben/x.7z"])
 def test_an_archive_inside_is_refused_by_name(name):
     with pytest.raises(ArchiveNotValid, match="archive inside"):
-        list_photos(io.BytesIO(zipped((name, PHOTO))))
+        list_photos(io.BytesIO(archive_of((name, PHOTO))))
 
 
 @pytest.mark.parametrize(
     "content",
     [
-        zipped(("Ben/1.jpg", PHOTO)),
-        zipped(),
+        archive_of(("Ben/1.jpg", PHOTO)),
+        archive_of(),
         gzip.compress(PHOTO),
         tar_of_photo(),
         b"Rar!\x1a\x07\x01\x00" + PHOTO,
@@ -312,7 +313,7 @@ def test_an_archive_inside_is_refused_by_name(name):
 )
 def test_an_archive_inside_is_refused_by_content(content):
     with pytest.raises(ArchiveNotValid, match="archive inside"):
-        list_photos(io.BytesIO(zipped(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", content))))
+        list_photos(io.BytesIO(archive_of(("Ben/1.jpg", PHOTO), ("Ben/2.jpg", content))))
 
 
 @pytest.mark.parametrize(
@@ -333,7 +334,7 @@ def test_an_archive_inside_is_refused_by_content(content):
 )
 def test_unsafe_paths_are_refused_not_rewritten(name):
     with pytest.raises(ArchiveNotValid):
-        list_photos(io.BytesIO(zipped(("Ben/0.jpg", PHOTO), (named(name), PHOTO))))
+        list_photos(io.BytesIO(archive_of(("Ben/0.jpg", PHOTO), (named(name), PHOTO))))
 
 
 def test_a_symbolic_link_is_refused():
@@ -341,7 +342,7 @@ def test_a_symbolic_link_is_refused():
     link.create_system = 3  # Unix
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
     with pytest.raises(ArchiveNotValid, match="symbolic link"):
-        list_photos(io.BytesIO(zipped(("Ben/0.jpg", PHOTO), (link, b"/etc/passwd"))))
+        list_photos(io.BytesIO(archive_of(("Ben/0.jpg", PHOTO), (link, b"/etc/passwd"))))
 
 
 @pytest.mark.parametrize(
@@ -355,7 +356,7 @@ def test_a_symbolic_link_is_refused():
 )
 def test_duplicate_names_are_refused(first, second):
     with pytest.warns(UserWarning) if first == second else contextlib.nullcontext():
-        data = zipped((first, PHOTO), (second, jpeg(1)))
+        data = archive_of((first, PHOTO), (second, jpeg(1)))
     with pytest.raises(ArchiveNotValid, match="same name"):
         list_photos(io.BytesIO(data))
 
@@ -454,7 +455,7 @@ def test_photo_source_applies_limits_to_zip_files(on_disk):
 
 
 def test_limits_come_from_the_config_section():
-    section = {"max_image_pixels": 1, "max_entries": 7, "max_ratio": 5.0}
+    section = SimpleNamespace(max_image_pixels=1, max_entries=7, max_ratio=5.0)
     assert limits_from(section) == ArchiveLimits(max_entries=7, max_ratio=5.0)
 
 
@@ -478,8 +479,8 @@ def test_real_training_set_zipped_or_not(faces, tmp_path):
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SEEDS = [
-    zipped(("Ben/1.jpg", PHOTO), ("Madonna/1.jpg", jpeg(1))),
-    zipped(("train/Ben/1.jpg", PHOTO), ("train/Ben/2.jpg", PHOTO), compression=zipfile.ZIP_STORED),
+    archive_of(("Ben/1.jpg", PHOTO), ("Madonna/1.jpg", jpeg(1))),
+    archive_of(("train/Ben/1.jpg", PHOTO), ("train/Ben/2.jpg", PHOTO), compression=zipfile.ZIP_STORED),
 ]
 
 

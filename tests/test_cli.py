@@ -8,6 +8,9 @@ import pytest
 from tests.support import ROOT
 
 
+pytestmark = pytest.mark.e2e  # every test runs `main.py` as a subprocess
+
+
 def cli(data_dir, *args, check=True):
     result = subprocess.run([sys.executable, "main.py", "--data-dir", str(data_dir), *map(str, args)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)

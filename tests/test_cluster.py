@@ -20,7 +20,7 @@ from tests.support import ROOT, Server, free_port, make_config
 
 distributed = pytest.importorskip("distributed") if os.environ.get("CI") != "true" else __import__("distributed")
 
-pytestmark = pytest.mark.usefixtures("faces")
+pytestmark = [pytest.mark.usefixtures("faces"), pytest.mark.e2e, pytest.mark.slow]  # Dask and servers
 
 NODE_CONFIG = {"dashboard": {"enabled": False}, "faces": {"cache": False}, "cluster": {"timeout": 5}}
 FOLLOW_SECONDS = 5
@@ -179,11 +179,11 @@ def test_cluster_training_equals_local_and_the_other_node_follows(nodes, trained
         assert job["state"] == "done", job
         assert_follows(node_b, job["result"]["model"], job["finished"], photo)
     watcher.assert_switched(None, job["result"]["model"])
-    engine, local = trained
+    service, local = trained
     result = job["result"]
     assert job["progress"] == {"done": 93, "total": 93}
     assert result["photos"] == local["photos"] and result["skipped"] == local["skipped"]
-    assert_same_model(node_a.data_dir / "dataset" / "model" / result["model"], engine.store.folder / local["model"])
+    assert_same_model(node_a.data_dir / "dataset" / "model" / result["model"], service.store.folder / local["model"])
 
 
 def test_unreachable_scheduler_fails_the_job_fast(tmp_path, faces):
@@ -191,10 +191,10 @@ def test_unreachable_scheduler_fails_the_job_fast(tmp_path, faces):
     from utils.service import build_service
 
     nobody = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    engine = build_service(make_config(tmp_path / "data", cluster={"scheduler": nobody, "timeout": 2}),
+    service = build_service(make_config(tmp_path / "data", cluster={"scheduler": nobody, "timeout": 2}),
                            console_log=False)
     started = time.monotonic()
-    job = engine.jobs.run_here("train", lambda progress: engine.train(faces / "celebrities" / "train",
+    job = service.jobs.run_here("train", lambda progress: service.train(faces / "celebrities" / "train",
                                                                       progress=progress))
     assert job["state"] == "failed" and job["error"]["code"] == "CLUSTER_UNAVAILABLE", job
     assert nobody in job["error"]["description"] and "PYRECOGNIZER_DASK_SCHEDULER" in job["error"]["description"]
@@ -227,10 +227,10 @@ def test_a_worker_killed_mid_training_still_gives_the_same_model(cluster, nodes,
         assert_follows(node_b, job["result"]["model"], job["finished"],
                        faces / "celebrities" / "val" / "Elton John" / "1.jpg")
     watcher.assert_switched(previous, job["result"]["model"])
-    engine, local = trained
+    service, local = trained
     assert job["progress"] == {"done": 93, "total": 93} and job["result"]["skipped"] == local["skipped"]
     assert_same_model(node_a.data_dir / "dataset" / "model" / job["result"]["model"],
-                      engine.store.folder / local["model"])
+                      service.store.folder / local["model"])
 
 
 def test_a_cluster_without_workers_fails_fast(cluster):

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import flask
@@ -23,8 +21,8 @@ import requests
 from werkzeug.security import generate_password_hash
 
 from api.dashboard import init_dashboard, redact_environ, redact_headers
+from tests.support import ROOT, Server
 
-ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-test"
 BEARER_SECRET = "SECRET123"
 COOKIE_SECRET = "COOKIE-SECRET-456"
@@ -33,14 +31,11 @@ COOKIE_SECRET = "COOKIE-SECRET-456"
 # (which FMD's telemetry uses) before anything imports FMD. /slow is registered before
 # init_dashboard so that FMD monitors it; /state after, so that it is not monitored.
 APP_SCRIPT = textwrap.dedent('''
-    import json, sys, time, types
+    import json, sys, time
     from pathlib import Path
 
     root, mode, database, password, port = sys.argv[1:6]
-    # api/__init__.py builds the whole service (sklearn, dlib: seconds to import), which
-    # api.dashboard does not use: import the module from a bare package instead.
-    sys.modules["api"] = types.ModuleType("api")
-    sys.modules["api"].__path__ = [str(Path(root) / "api")]
+    sys.path.insert(0, root)  # the project: api/__init__.py is light, api.dashboard imports no service
 
     import requests
     import werkzeug.security
@@ -117,67 +112,36 @@ APP_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def app_command(folder: Path, mode: str, database: Path, password: str, port: int = 0) -> list[str]:
     script = folder / "app_under_test.py"
     script.write_text(APP_SCRIPT)
     return [sys.executable, str(script), str(ROOT), mode, str(database), password, str(port)]
 
 
-class AppServer:
-    """The app under test, served in its own process."""
+def app_server(folder: Path, database: Path, password: str = PASSWORD) -> Server:
+    """The app under test, served in its own process (cwd: the test folder, where a database
+    that FMD created from its defaults would land)."""
+    server = Server(folder, command=[], ready_path="/state", cwd=folder)
+    server.command = app_command(folder, "serve", database, password, server.port)
+    return server.start(timeout=30)
 
-    def __init__(self, folder: Path, database: Path, password: str = PASSWORD):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = folder / f"server-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        # cwd is the test folder: a database that FMD created from its defaults would land there.
-        self.process = subprocess.Popen(app_command(folder, "serve", database, password, self.port), cwd=folder,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_until_up()
 
-    def _wait_until_up(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the app exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                requests.get(self.url + "/state", timeout=2)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError(f"the app did not answer in {timeout} s:\n{self.output()}")
+def state(server: Server) -> dict:
+    """What the app under test reports of FMD: outbound calls, telemetry, SQLite pragmas."""
+    return requests.get(server.url + "/state", timeout=10).json()
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
 
-    def state(self) -> dict:
-        return requests.get(self.url + "/state", timeout=10).json()
+def fmd_login(server: Server, password: str) -> tuple[requests.Session, requests.Response]:
+    """Post FMD's login form, as its page does (no CSRF token), in a new client session."""
+    client = requests.Session()
+    answer = client.post(server.url + "/dashboard/login", data={"name": "admin", "password": password},
+                         allow_redirects=False, timeout=10)
+    return client, answer
 
-    def login(self, password: str) -> tuple[requests.Session, requests.Response]:
-        """Post FMD's login form, as its page does (no CSRF token), in a new client session."""
-        client = requests.Session()
-        answer = client.post(self.url + "/dashboard/login", data={"name": "admin", "password": password},
-                             allow_redirects=False, timeout=10)
-        return client, answer
 
-    def stop(self) -> None:
-        """Stop as Ctrl-C does, so that FMD's exit handlers run."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+def stopped(server: Server) -> None:
+    """Stop as Ctrl-C does, so that FMD's exit handlers run."""
+    server.stop(signal.SIGINT)
 
 
 @pytest.fixture
@@ -185,45 +149,47 @@ def start_server(tmp_path):
     """Start servers of the app under test; all are stopped at the end of the test."""
     started = []
 
-    def start(database: Path | None = None, password: str = PASSWORD) -> AppServer:
-        server = AppServer(tmp_path, database or tmp_path / "data" / "dashboard.db", password)
+    def start(database: Path | None = None, password: str = PASSWORD) -> Server:
+        server = app_server(tmp_path, database or tmp_path / "data" / "dashboard.db", password)
         started.append(server)
         return server
 
     yield start
     for server in started:
-        server.stop()
+        stopped(server)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One server for the tests that do not depend on each other's requests (a start takes seconds)."""
     folder = tmp_path_factory.mktemp("dashboard")
-    server = AppServer(folder, folder / "data" / "dashboard.db")
+    server = app_server(folder, folder / "data" / "dashboard.db")
     yield server
-    server.stop()
+    stopped(server)
 
 
-def logged_in(client: requests.Session, server: AppServer) -> bool:
+def logged_in(client: requests.Session, server: Server) -> bool:
     """True when FMD answers its JSON API instead of redirecting to the login page."""
     answer = client.get(server.url + "/dashboard/api/overview", allow_redirects=False, timeout=10)
     return answer.status_code == 200 and isinstance(answer.json(), list)
 
 
+@pytest.mark.e2e
 def test_login_takes_the_configured_password_not_admin_admin(server):
     assert requests.get(server.url + "/dashboard/login", timeout=10).status_code == 200
 
-    refused, answer = server.login("admin")
+    refused, answer = fmd_login(server, "admin")
     assert answer.status_code == 200  # the login page again
     assert not logged_in(refused, server)
 
-    client, answer = server.login(PASSWORD)
+    client, answer = fmd_login(server, PASSWORD)
     assert answer.status_code == 302
     assert logged_in(client, server)
     users = client.get(server.url + "/dashboard/api/users", timeout=10).json()
     assert [(user["username"], user["is_admin"]) for user in users] == [("admin", True)]
 
 
+@pytest.mark.e2e
 def test_the_service_login_can_open_the_dashboard(server):
     client = requests.Session()
     assert not logged_in(client, server)
@@ -231,8 +197,9 @@ def test_the_service_login_can_open_the_dashboard(server):
     assert logged_in(client, server)
 
 
+@pytest.mark.e2e
 def test_dashboard_is_exempt_from_csrf_and_the_app_is_not(server):
-    client, answer = server.login(PASSWORD)  # a POST without CSRF token
+    client, answer = fmd_login(server, PASSWORD)  # a POST without CSRF token
     assert answer.status_code == 302
     assert client.post(server.url + "/dashboard/api/overview", timeout=10).status_code == 200
 
@@ -241,9 +208,10 @@ def test_dashboard_is_exempt_from_csrf_and_the_app_is_not(server):
     assert "CSRF" in refused.text
 
 
+@pytest.mark.e2e
 def test_telemetry_is_off_and_never_attempted(server):
-    assert server.state()["telemetry_consent"] is False
-    client, _ = server.login(PASSWORD)
+    assert state(server)["telemetry_consent"] is False
+    client, _ = fmd_login(server, PASSWORD)
     assert client.get(server.url + "/dashboard/telemetry/get_is_telemetry_answered", timeout=10).json() == {
         "is_telemetry_answered": True}  # stored as declined: the UI does not ask
 
@@ -253,18 +221,20 @@ def test_telemetry_is_off_and_never_attempted(server):
     client.post(server.url + "/dashboard/telemetry/submit_follow_up", json={"feedback": []}, timeout=10)
     assert logged_in(client, server)
 
-    assert server.state()["outbound"] == []
+    assert state(server)["outbound"] == []
 
 
+@pytest.mark.e2e
 def test_sqlite_is_set_up_for_several_workers(server):
-    state = server.state()
+    state = state(server)
     assert state["journal_mode"] == "wal"
     assert state["busy_timeout"] == 5000
     assert state["synchronous"] == 1  # NORMAL: under WAL, no fsync at every request's commit
     # FMD was configured before its engine was created: nothing fell back to its default file.
-    assert not (server.folder / "flask_monitoringdashboard.db").exists()
+    assert not (server.data_dir / "flask_monitoringdashboard.db").exists()
 
 
+@pytest.mark.e2e
 def test_outliers_keep_no_credentials(start_server, tmp_path):
     database = tmp_path / "data" / "dashboard.db"
     server = start_server(database)
@@ -273,7 +243,7 @@ def test_outliers_keep_no_credentials(start_server, tmp_path):
     answer = requests.get(server.url + "/slow", timeout=10, headers={
         "Authorization": f"Bearer {BEARER_SECRET}", "Cookie": f"tracking={COOKIE_SECRET}"})
     assert answer.text == "slow"
-    server.stop()
+    stopped(server)
 
     stored = b"".join(path.read_bytes() for path in database.parent.glob(database.name + "*"))
     assert BEARER_SECRET.encode() not in stored
@@ -286,6 +256,7 @@ def test_outliers_keep_no_credentials(start_server, tmp_path):
     assert "'HTTP_AUTHORIZATION': '[redacted]'" in environ and "'HTTP_COOKIE': '[redacted]'" in environ
 
 
+@pytest.mark.e2e
 def test_the_configured_password_replaces_a_stored_admin_admin(start_server, tmp_path):
     # A database as FMD leaves it when it ran with its defaults: its first login attempt
     # seeds the User table (the rest of the schema is created at the next start).
@@ -298,12 +269,13 @@ def test_the_configured_password_replaces_a_stored_admin_admin(start_server, tmp
                            ("admin", generate_password_hash("admin", "pbkdf2:sha256:1000")))
 
     server = start_server(database, password=PASSWORD)
-    assert not logged_in(server.login("admin")[0], server)
-    client, _ = server.login(PASSWORD)
+    assert not logged_in(fmd_login(server, "admin")[0], server)
+    client, _ = fmd_login(server, PASSWORD)
     assert logged_in(client, server)
     assert len(client.get(server.url + "/dashboard/api/users", timeout=10).json()) == 1
 
 
+@pytest.mark.e2e
 def test_binds_once_per_process(tmp_path):
     command = app_command(tmp_path, "rebind", tmp_path / "dashboard.db", PASSWORD)
     finished = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=30)

@@ -68,6 +68,8 @@ def tab_to(page, element_id: str, presses: int = 30) -> None:
     raise AssertionError(f"#{element_id} cannot be reached with the Tab key")
 
 
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_pages_before_any_model(browser, server_factory, faces, text_file, tmp_path):
     """A fresh service: empty states, keyboard use, log-in, and the errors of a bad upload."""
     server = server_factory()
@@ -184,6 +186,9 @@ def train_and_watch(page, archive: Path, button: str, name: str) -> set[float]:
     return seen
 
 
+@pytest.mark.e2e
+@pytest.mark.browser
+@pytest.mark.slow
 def test_train_predict_tune_and_switch_models(browser, server_factory, faces, celebrities_zip, text_file):
     """The whole journey on a real server: train, predict, errors, tune, switch and delete models."""
     server = server_factory(config=SMALL_TUNE)
@@ -329,8 +334,9 @@ def test_train_predict_tune_and_switch_models(browser, server_factory, faces, ce
 
 
 def test_pages_for_a_form_posted_without_javascript(tmp_path):
-    """What a REST view can answer a browser's plain form post with (see ``wants_html``): pages in words."""
-    from api import create_app, pages
+    """What a REST view can answer a browser's plain form post with (see ``api.negotiation``): pages in words."""
+    from api import create_app, errors, negotiation, pages
+    from datastructure.response import envelope
     from tests.support import make_config
 
     app = create_app(make_config(tmp_path / "data"))
@@ -340,17 +346,17 @@ def test_pages_for_a_form_posted_without_javascript(tmp_path):
                            "data": {}, "faces": [stranger], "image_url": f"/uploads/{'0' * 32}.jpg", "model": None}}
     browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
     with app.test_request_context("/predict", method="POST", headers={"Accept": browser_accept}):
-        assert pages.wants_html()
-        page = pages.predict_page(answer)
+        assert negotiation.wants_html()
+        page = pages.prediction_page(answer)
         html = page.get_data(as_text=True)
         assert page.status_code == 200 and page.mimetype == "text/html"
         assert "Nobody the model knows" in html and "closest: Madonna" in html and "201, 430, 388, 242" in html
 
-        page = pages.error_page("REQUEST_TOO_LARGE", "the upload is over 268435456 bytes", 413)
+        page = errors.error_page("REQUEST_TOO_LARGE", "the upload is over 268435456 bytes", 413)
         html = page.get_data(as_text=True)
         assert page.status_code == 413 and "This file is too large" in html and "over 268435456 bytes" in html
 
-        moved = pages.job_redirect({"id": "ab" * 16, "kind": "tune"})
+        moved = pages.job_redirect(envelope({"id": "ab" * 16, "kind": "tune"}))
         assert moved.status_code == 303 and moved.location.endswith(f"/tune?job={'ab' * 16}")
     with app.test_request_context("/predict", method="POST", headers={"Accept": "application/json"}):
-        assert not pages.wants_html()
+        assert not negotiation.wants_html()

@@ -55,8 +55,8 @@ def lfw(faces, tmp_path_factory):
     if seed:
         shutil.copytree(seed, data_dir / "dataset" / "cache", dirs_exist_ok=True)
     # the calibrated rule: both parameters left to fit() (see test_the_shipped_config_calibrates_the_rule)
-    engine = build_service(make_config(data_dir, classifier={"threshold": None, "ratio": None}), console_log=False)
-    result = engine.train(train_zip)
+    service = build_service(make_config(data_dir, classifier={"threshold": None, "ratio": None}), console_log=False)
+    result = service.train(train_zip)
     config_file = folder / "test-conf.json"
     config_file.write_text(json.dumps({"dashboard": {"enabled": False}}))
     run = subprocess.run([sys.executable, "main.py", "--config", str(config_file), "--data-dir", str(data_dir),
@@ -68,6 +68,7 @@ def lfw(faces, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_lfw_recognises_the_known_and_refuses_strangers(lfw):
     _, response, _, _, test_photos = lfw
     figures = response["data"]
@@ -80,6 +81,7 @@ def test_lfw_recognises_the_known_and_refuses_strangers(lfw):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_the_plain_recipe_is_printed_beside_ours(lfw):
     _, response, stderr, _, _ = lfw
     figures, plain = response["data"], response["data"]["baseline"]
@@ -92,6 +94,7 @@ def test_the_plain_recipe_is_printed_beside_ours(lfw):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_evaluation_writes_its_json_and_curve_under_the_data_dir(lfw):
     _, response, stderr, data_dir, _ = lfw
     files = response["data"]["files"]
@@ -108,6 +111,7 @@ def test_evaluation_writes_its_json_and_curve_under_the_data_dir(lfw):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_calibration_is_stored_in_model_json(lfw):
     result, response, _, data_dir, _ = lfw
     metadata = json.loads((data_dir / "dataset" / "model" / result["model"] / "model.json").read_text())
@@ -119,6 +123,7 @@ def test_calibration_is_stored_in_model_json(lfw):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_confidence_means_what_it_says_on_lfw(lfw):
     """Reliability: among named faces, those given about 0.9 are right about 9 times in 10."""
     reliability = lfw[1]["data"]["reliability"]
@@ -130,7 +135,7 @@ def test_confidence_means_what_it_says_on_lfw(lfw):
 
 
 def test_evaluation_counts_each_photo_once_and_draws_the_curve(tmp_path):
-    """The engine on synthetic encodings: right, wrong, unknown, no face, strangers, unknown people."""
+    """The service on synthetic encodings: right, wrong, unknown, no face, strangers, unknown people."""
     from datastructure.classifier import FaceClassifier
     from utils.evaluation import Sample, evaluation, main_face_index, saved
 
@@ -165,8 +170,8 @@ def test_the_shipped_config_calibrates_the_rule():
     """conf.json must leave threshold and ratio to calibration; a pinned 0.6 caps LFW at ~91%."""
     from conf.config import load_config
 
-    section = load_config(environ={})["classifier"]
-    assert section["threshold"] is None and section["ratio"] is None, section
+    section = load_config(environ={}).classifier
+    assert section.threshold is None and section.ratio is None, section
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,6 +191,7 @@ def verified(server, first: Path, second: Path):
         return server.post("/verify", files={"file1": (first.name, one), "file2": (second.name, two)})
 
 
+@pytest.mark.e2e
 def test_verify_says_same_for_two_photos_of_obama(bare_server, faces):
     answer = verified(bare_server, faces / "knn" / "train" / "obama" / "obama.jpg", faces / "samples" / "obama-1080p.jpg")
     assert answer.status_code == 200, answer.text
@@ -198,6 +204,7 @@ def test_verify_says_same_for_two_photos_of_obama(bare_server, faces):
         assert 0 <= box["left"] < box["right"] and 0 <= box["top"] < box["bottom"]
 
 
+@pytest.mark.e2e
 def test_verify_says_different_for_obama_and_biden(bare_server, faces):
     answer = verified(bare_server, faces / "knn" / "train" / "obama" / "obama.jpg", faces / "samples" / "biden.jpg")
     data = answer.json()["response"]["data"]
@@ -206,6 +213,7 @@ def test_verify_says_different_for_obama_and_biden(bare_server, faces):
     assert data["verdict_confidence"] > 0.5
 
 
+@pytest.mark.e2e
 def test_verify_uses_the_main_face_of_a_group_photo(bare_server, faces):
     """obama_and_biden.jpg has three faces; the one used is the largest, most central."""
     group = faces / "knn" / "test" / "obama_and_biden.jpg"
@@ -217,6 +225,7 @@ def test_verify_uses_the_main_face_of_a_group_photo(bare_server, faces):
     assert (used["right"] - used["left"]) * (used["bottom"] - used["top"]) == max(areas)
 
 
+@pytest.mark.e2e
 def test_verify_refuses_a_photo_without_a_face_or_a_missing_file(bare_server, faces):
     obama = faces / "samples" / "obama.jpg"
     answer = verified(bare_server, obama, faces / "samples" / "no_face_test.png")
@@ -225,6 +234,7 @@ def test_verify_refuses_a_photo_without_a_face_or_a_missing_file(bare_server, fa
     assert missing.status_code == 400 and missing.json()["response"]["error"] == "MISSING_FILE"
 
 
+@pytest.mark.e2e
 def test_encode_returns_every_face_with_its_box(bare_server, faces):
     answer = bare_server.post("/encode", files={"file": (faces / "samples" / "two_people.jpg").open("rb")})
     assert answer.status_code == 200
@@ -237,6 +247,7 @@ def test_encode_returns_every_face_with_its_box(bare_server, faces):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_verify_constants_match_lfw(lfw):
     """/verify's threshold and confidence mapping, re-fitted on the LFW training encodings."""
     from sklearn.linear_model import LogisticRegression

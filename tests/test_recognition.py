@@ -1,38 +1,38 @@
-"""The engine on real photos: training, recognition, unknown faces, no face."""
+"""The service on real photos: training, recognition, unknown faces, no face."""
 import numpy as np
 import pytest
 
 from tests.support import make_config
 
 
-def predicted(engine, path) -> dict:
-    return engine.predict(path.read_bytes(), save_annotated=False)["response"]
+def predicted(service, path) -> dict:
+    return service.predict(path.read_bytes(), save_annotated=False)["response"]
 
 
 @pytest.fixture(scope="session")
 def knn_trained(faces, tmp_path_factory):
     from utils.service import build_service
 
-    engine = build_service(make_config(tmp_path_factory.mktemp("knn")), console_log=False)
-    engine.train(faces / "knn" / "train")
-    return engine
+    service = build_service(make_config(tmp_path_factory.mktemp("knn")), console_log=False)
+    service.train(faces / "knn" / "train")
+    return service
 
 
 def test_training_reports_what_it_learned_and_skipped(trained):
-    engine, result = trained
+    service, result = trained
     assert set(result["people"]) == {"Ben Afflek", "Elton John", "Jerry Seinfield", "Madonna", "Mindy Kaling"}
     assert result["photos"] + len(result["skipped"]) == 93
     two_faces = [item for item in result["skipped"] if item["file"].endswith("Jerry Seinfield/16.jpg")]
     assert two_faces and "2 faces" in two_faces[0]["reason"]
     assert result["metrics"]["test_photos"] > 0 and result["metrics"]["wrong"] == 0
-    assert engine.store.active_id() == result["model"]
+    assert service.store.active_id() == result["model"]
 
 
 def test_celebrities_val_recognised_without_a_wrong_name(trained, faces):
-    engine, _ = trained
+    service, _ = trained
     right = wrong = 0
     for photo in sorted((faces / "celebrities" / "val").glob("*/*")):
-        answer = predicted(engine, photo)
+        answer = predicted(service, photo)
         names = set(answer["data"])
         right += photo.parent.name in names
         wrong += bool(names - {photo.parent.name})
@@ -41,8 +41,8 @@ def test_celebrities_val_recognised_without_a_wrong_name(trained, faces):
 
 @pytest.mark.parametrize("photo", ["samples/unknown_face.jpg", "samples/bush_test.jpg", "samples/obama.jpg"])
 def test_people_not_in_the_model_stay_unknown(trained, faces, photo):
-    engine, _ = trained
-    answer = predicted(engine, faces / photo)
+    service, _ = trained
+    answer = predicted(service, faces / photo)
     assert answer["error"] == "IMAGE_NOT_RECOGNIZED" and answer["data"] == {}
     assert answer["faces"] and all(face["name"] == "unknown" for face in answer["faces"])
 
@@ -68,9 +68,9 @@ def test_no_face_found(trained, faces):
 
 
 def test_annotated_copy_is_saved_under_a_random_name(trained, faces):
-    engine, _ = trained
-    answer = engine.predict((faces / "celebrities" / "val" / "Madonna" / "3.jpg").read_bytes())["response"]
-    saved = engine.paths.uploads / answer["description"]
+    service, _ = trained
+    answer = service.predict((faces / "celebrities" / "val" / "Madonna" / "3.jpg").read_bytes())["response"]
+    saved = service.paths.annotated / answer["description"]
     assert saved.is_file() and saved.read_bytes()[:3] == b"\xff\xd8\xff"
     assert len(answer["description"]) == 36
 

@@ -4,23 +4,14 @@ import zipfile
 
 import pytest
 
-from tests.support import zipped
+from tests.support import Server, envelope_of, zipped
 
-pytestmark = pytest.mark.usefixtures("faces")
-
-
-def envelope_of(answer) -> dict:
-    body = answer.json()
-    assert set(body) == {"response"}
-    assert {"status", "error", "description", "data", "date"} <= set(body["response"])
-    return body["response"]
+pytestmark = [pytest.mark.usefixtures("faces"), pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
 def trained_server(faces, celebrities_zip, tmp_path_factory):
     """One server for the module, trained over HTTP on celebrities/train."""
-    from tests.support import Server
-
     server = Server(tmp_path_factory.mktemp("rest")).start()
     try:
         yield server, trained_over_http(server, faces, celebrities_zip)

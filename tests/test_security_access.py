@@ -23,11 +23,11 @@ import requests
 from urllib3.exceptions import InsecureRequestWarning
 from werkzeug.security import check_password_hash
 
-from tests.hostile import (csrf_token_of, envelope_of, good_photo, install_models, logged_in, photos,
+from tests.hostile import (csrf_token_of, good_photo, install_models, logged_in, photos,
                            restarted, server_config, start_server, stopped, written)
-from tests.support import ROOT
+from tests.support import ROOT, envelope_of
 
-pytestmark = [pytest.mark.usefixtures("faces"),
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("faces"),
               pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")]
 warnings.simplefilter("ignore", InsecureRequestWarning)
 

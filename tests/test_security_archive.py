@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.hostile import (
-    MiB, PHOTO, assert_unharmed, bad_crc, declaring, declaring_all, encrypted, envelope_of, gzip_of_photo,
+    MiB, PHOTO, assert_unharmed, bad_crc, declaring, declaring_all, encrypted, gzip_of_photo,
     inflating_past_declared_size, install_models, jpeg, many_entries, named, nested, overlapping,
     photos, pickle_payload, ratio_bomb, server_config, start_server, stopped, subset, symbolic_link,
-    tar_of_photo, written, zipped,
+    tar_of_photo, written, archive_of,
 )
+from tests.support import envelope_of
 
 pytestmark = pytest.mark.usefixtures("faces")
 
@@ -43,7 +44,7 @@ def with_duplicate(first: str, second: str) -> bytes:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about a duplicate name: that is the point
-        return zipped((first, PHOTO), (second, jpeg(1)))
+        return archive_of((first, PHOTO), (second, jpeg(1)))
 
 
 ARCHIVE_NOT_VALID = (400, "ARCHIVE_NOT_VALID")
@@ -71,15 +72,15 @@ HOSTILE = {
     "nested zip named .zip": (lambda: nested(PHOTO, "Ben/more.zip"), ARCHIVE_NOT_VALID),
     "nested tar.gz by name": (lambda: nested(PHOTO, "Ben/more.tar.gz"), ARCHIVE_NOT_VALID),
     "nested 7z by name": (lambda: nested(PHOTO, "Ben/x.7Z"), ARCHIVE_NOT_VALID),
-    "nested zip named .jpg": (lambda: nested(zipped(("Ben/1.jpg", PHOTO))), ARCHIVE_NOT_VALID),
-    "nested empty zip named .jpg": (lambda: nested(zipped()), ARCHIVE_NOT_VALID),
+    "nested zip named .jpg": (lambda: nested(archive_of(("Ben/1.jpg", PHOTO))), ARCHIVE_NOT_VALID),
+    "nested empty zip named .jpg": (lambda: nested(archive_of()), ARCHIVE_NOT_VALID),
     "nested gzip named .jpg": (lambda: nested(gzip_of_photo()), ARCHIVE_NOT_VALID),
     "nested tar named .jpg": (lambda: nested(tar_of_photo()), ARCHIVE_NOT_VALID),
     "nested rar named .jpg": (lambda: nested(b"Rar!\x1a\x07\x01\x00" + PHOTO), ARCHIVE_NOT_VALID),
     # entries the reader must not touch
     "encrypted entry": (encrypted, ARCHIVE_NOT_VALID),
-    "bzip2 entry": (lambda: zipped(("Ben/1.jpg", PHOTO), compression=zipfile.ZIP_BZIP2), ARCHIVE_NOT_VALID),
-    "lzma entry": (lambda: zipped(("Ben/1.jpg", PHOTO), compression=zipfile.ZIP_LZMA), ARCHIVE_NOT_VALID),
+    "bzip2 entry": (lambda: archive_of(("Ben/1.jpg", PHOTO), compression=zipfile.ZIP_BZIP2), ARCHIVE_NOT_VALID),
+    "lzma entry": (lambda: archive_of(("Ben/1.jpg", PHOTO), compression=zipfile.ZIP_LZMA), ARCHIVE_NOT_VALID),
     "symbolic link": (symbolic_link, ARCHIVE_NOT_VALID),
     # not a zip
     "random bytes": (lambda: bytes(range(256)) * 16, ARCHIVE_NOT_VALID),
@@ -88,16 +89,16 @@ HOSTILE = {
     "empty file": (lambda: b"", ARCHIVE_NOT_VALID),
     "html page": (lambda: b"<!DOCTYPE html><script>alert(1)</script>", ARCHIVE_NOT_VALID),
     # unsafe paths: refused, never rewritten
-    "parent folder": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("../evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
-    "climbing out of a person": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("Ben/../../evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
-    "climbing out of junk": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("__MACOSX/../../evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
-    "absolute path": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("/tmp/evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
-    "drive letter": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("C:/Windows/evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
-    "drive-relative": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("c:evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
-    "backslashes": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("Ben\\..\\..\\evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
-    "NUL byte": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("Ben/1.jpg\0.exe"), PHOTO)), ARCHIVE_NOT_VALID),
-    "empty segment": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("Ben//1.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
-    "dot segment": (lambda: zipped(("Ben/0.jpg", PHOTO), (named("./Ben/1.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
+    "parent folder": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("../evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
+    "climbing out of a person": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("Ben/../../evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
+    "climbing out of junk": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("__MACOSX/../../evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
+    "absolute path": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("/tmp/evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
+    "drive letter": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("C:/Windows/evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
+    "drive-relative": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("c:evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
+    "backslashes": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("Ben\\..\\..\\evil.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
+    "NUL byte": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("Ben/1.jpg\0.exe"), PHOTO)), ARCHIVE_NOT_VALID),
+    "empty segment": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("Ben//1.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
+    "dot segment": (lambda: archive_of(("Ben/0.jpg", PHOTO), (named("./Ben/1.jpg"), PHOTO)), ARCHIVE_NOT_VALID),
     "duplicate names": (lambda: with_duplicate("Ben/1.jpg", "Ben/1.jpg"), ARCHIVE_NOT_VALID),
     "names differing by case": (lambda: with_duplicate("Ben/1.jpg", "BEN/1.JPG"), ARCHIVE_NOT_VALID),
     "names differing by normalisation": (lambda: with_duplicate(
@@ -105,9 +106,9 @@ HOSTILE = {
     # layout
     "photos at the root": (lambda: photos("1.jpg", "2.jpg", "Ben/1.jpg"), DATASET_NOT_VALID),
     "photos too deep": (lambda: photos("Ben/2019/1.jpg", "Madonna/1.jpg"), DATASET_NOT_VALID),
-    "empty person folders": (lambda: zipped(("Ben/", b""), ("Madonna/", b"")), DATASET_NOT_VALID),
-    "only junk": (lambda: zipped(("__MACOSX/._x", b"x"), ("Ben/.DS_Store", b"x"), ("Ben/Thumbs.db", b"x")), DATASET_NOT_VALID),
-    "empty zip": (lambda: zipped(), DATASET_NOT_VALID),
+    "empty person folders": (lambda: archive_of(("Ben/", b""), ("Madonna/", b"")), DATASET_NOT_VALID),
+    "only junk": (lambda: archive_of(("__MACOSX/._x", b"x"), ("Ben/.DS_Store", b"x"), ("Ben/Thumbs.db", b"x")), DATASET_NOT_VALID),
+    "empty zip": (lambda: archive_of(), DATASET_NOT_VALID),
 }
 
 
@@ -136,6 +137,7 @@ def evil_files(server) -> list[Path]:
 
 
 @pytest.mark.parametrize("build, expected", HOSTILE.values(), ids=HOSTILE.keys())
+@pytest.mark.e2e
 def test_hostile_archive_is_refused_and_nothing_is_written(server, faces, build, expected):
     status, code = expected
     before, evil_before = written(server), evil_files(server)
@@ -147,6 +149,7 @@ def test_hostile_archive_is_refused_and_nothing_is_written(server, faces, build,
 
 
 @pytest.mark.parametrize("name", ["inflating past its declared size", "overlapping", "parent folder", "ratio bomb"])
+@pytest.mark.e2e
 def test_tune_refuses_the_same_archives(server, faces, name):
     build, (status, code) = {
         "inflating past its declared size": (
@@ -160,11 +163,13 @@ def test_tune_refuses_the_same_archives(server, faces, name):
     assert_unharmed(server, before, faces)
 
 
+@pytest.mark.e2e
 def test_the_refusal_names_the_photos_out_of_place(server):
     answer = server.post("/train", files={"file": ("flat.zip", photos("1.jpg", "2.jpg", "Ben/1.jpg"))})
     assert envelope_of(answer, 422, "DATASET_NOT_VALID")["data"] == ["1.jpg", "2.jpg"]
 
 
+@pytest.mark.e2e
 def test_an_upload_name_cannot_choose_where_it_is_saved(server, faces):
     before, evil_before = written(server), evil_files(server)
     hostile = HOSTILE["parent folder"][0]()
@@ -175,6 +180,7 @@ def test_an_upload_name_cannot_choose_where_it_is_saved(server, faces):
     assert evil_files(server) == evil_before
 
 
+@pytest.mark.e2e
 def test_a_pickle_uploaded_as_the_archive_is_never_unpickled(server, faces, tmp_path):
     marker = tmp_path / "unpickled"
     before = written(server)
@@ -189,9 +195,10 @@ def wait_for_job(server, job_url: str, timeout: float = 180) -> dict:
     return server.wait_for_job(job_url, timeout=timeout)
 
 
+@pytest.mark.e2e
 def test_no_usable_face_fails_the_job_with_a_reason_per_photo(server, faces, tmp_path):
     marker = tmp_path / "unpickled"
-    archive = zipped(
+    archive = archive_of(
         ("Nobody/no-face.png", (faces / "samples" / "no_face_test.png").read_bytes()),
         ("Nobody/notes.jpg", b"<?php system($_GET['c']); ?>"),
         ("Nobody/model.dat", pickle_payload(marker)),
@@ -213,6 +220,7 @@ def test_no_usable_face_fails_the_job_with_a_reason_per_photo(server, faces, tmp
     assert_unharmed(server, after, faces)
 
 
+@pytest.mark.e2e
 def test_junk_is_ignored_and_training_works(server, faces, tmp_path):
     people = {"Madonna": 3, "Mindy Kaling": 3}
     folder = subset(faces, people, tmp_path / "set")
@@ -223,7 +231,7 @@ def test_junk_is_ignored_and_training_works(server, faces, tmp_path):
             ("Thumbs.db", b"\xd0\xcf\x11\xe0"), ("Madonna/desktop.ini", b"[.ShellClassInfo]"),
             (".DS_Store", b"\0\0\0\1Bud1")]
     before = written(server)
-    started = server.post("/train", files={"file": ("with junk.zip", zipped(*entries, *junk))})
+    started = server.post("/train", files={"file": ("with junk.zip", archive_of(*entries, *junk))})
     job = wait_for_job(server, envelope_of(started, 202)["job_url"])
     assert job["state"] == "done", job
     assert job["progress"]["total"] == 6

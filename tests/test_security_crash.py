@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.hostile import (envelope_of, good_photo, install_models, restarted, server_config, sha256,
-                           start_server, stopped, subset, written, zipped)
+from tests.hostile import (good_photo, install_models, restarted, server_config, sha256,
+                           start_server, stopped, subset, written, archive_of)
+from tests.support import envelope_of
 
-pytestmark = pytest.mark.usefixtures("faces")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("faces")]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,9 @@ def model_ids(server) -> list[str]:
 
 
 def zipped_folder(folder) -> bytes:
-    return zipped(*[(f"{person.name}/{photo.name}", photo.read_bytes())
-                    for person in sorted(folder.iterdir()) for photo in sorted(person.iterdir())])
+    """The zip of a folder of person folders, as bytes."""
+    return archive_of(*[(f"{person.name}/{photo.name}", photo.read_bytes())
+                        for person in sorted(folder.iterdir()) for photo in sorted(person.iterdir())])
 
 
 def living_in_group(group: int) -> list[int]:

@@ -16,9 +16,10 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.hostile import envelope_of, install_models, server_config, start_server, stopped
+from tests.hostile import install_models, server_config, start_server, stopped
+from tests.support import envelope_of
 
-pytestmark = pytest.mark.usefixtures("faces")
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("faces")]
 
 BUDGET_SECONDS = 45
 EXAMPLES = 30

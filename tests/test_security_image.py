@@ -16,11 +16,12 @@ import pytest
 from PIL import Image
 
 from tests.hostile import (
-    assert_unharmed, encoded, envelope_of, good_photo, gradient, install_models, npy_payload, one_bit_bomb,
+    assert_unharmed, encoded, good_photo, gradient, install_models, npy_payload, one_bit_bomb,
     pickle_payload, png, psd, server_config, start_server, stopped, written,
 )
+from tests.support import envelope_of
 
-pytestmark = pytest.mark.usefixtures("faces")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("faces")]
 
 
 @pytest.fixture(scope="module")

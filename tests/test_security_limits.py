@@ -10,10 +10,11 @@ import itertools
 
 import pytest
 
-from tests.hostile import (Client, MiB, assert_unharmed, envelope_of, good_photo, install_models, photos,
+from tests.hostile import (Client, MiB, assert_unharmed, good_photo, install_models, photos,
                            server_config, start_server, stopped, written)
+from tests.support import envelope_of
 
-pytestmark = pytest.mark.usefixtures("faces")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("faces")]
 
 LIMIT = 3  # per minute, for login, predict and train
 WORKERS = 2

@@ -25,7 +25,7 @@ import struct
 import unicodedata
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -155,10 +155,10 @@ def photo_count(path: str | os.PathLike[str], limits: ArchiveLimits = _DEFAULT_L
     return len(list_photos(path, limits))
 
 
-def limits_from(section: Mapping[str, Any]) -> ArchiveLimits:
-    """ArchiveLimits from a config section; fields it does not name keep their default."""
-    names = {field.name for field in fields(ArchiveLimits)}
-    return ArchiveLimits(**{name: value for name, value in section.items() if name in names})
+def limits_from(section: Any) -> ArchiveLimits:
+    """ArchiveLimits from the config's ``limits`` section; fields it does not name keep their default."""
+    names = [field.name for field in fields(ArchiveLimits)]
+    return ArchiveLimits(**{name: getattr(section, name) for name in names if hasattr(section, name)})
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from datastructure.classifier import UNKNOWN, FaceClassifier, accepted
 from datastructure.errors import DatasetNotValid
 from utils import archive
 from utils.faces import Face, Options, encoded_photos
+from utils.images import oriented_size
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,7 @@ def photo_size(data: bytes) -> tuple[int, int] | None:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8):
-                width, height = height, width
-            return width, height
+            return oriented_size(img.size, img.getexif().get(ExifTags.Base.Orientation))
     except Exception:  # the pipeline reports unreadable photos itself
         return None
 
@@ -141,10 +139,10 @@ def encoded_samples(items: Iterable[tuple[str | None, str, bytes]], options: Opt
 def dataset_samples(source, config: dict, options: Options, cache_folder: Path | None = None,
                     progress: ProgressCallback = lambda *_: None) -> list[Sample]:
     """Return the Samples of a zip or folder in training layout (person folders)."""
-    limits = archive.limits_from(config["limits"])
+    limits = archive.limits_from(config.limits)
     total = archive.photo_count(source, limits)
     items = ((photo.person, photo.name, photo.data) for photo in archive.photo_source(source, limits))
-    return encoded_samples(items, options, workers=int(config["faces"]["workers"]), cache_folder=cache_folder,
+    return encoded_samples(items, options, workers=int(config.faces.workers), cache_folder=cache_folder,
                            total=total, step="encoding test photos", progress=progress)
 
 
@@ -153,7 +151,7 @@ def folder_samples(folder, config: dict, options: Options, cache_folder: Path | 
     """Return the Samples of a folder of stranger photos (any layout)."""
     photos = stranger_photos(Path(folder))
     items = ((None, name, path.read_bytes()) for name, path in photos)
-    return encoded_samples(items, options, workers=int(config["faces"]["workers"]), cache_folder=cache_folder,
+    return encoded_samples(items, options, workers=int(config.faces.workers), cache_folder=cache_folder,
                            total=len(photos), step="encoding strangers", progress=progress)
 
 
@@ -473,53 +471,42 @@ def headline(figures: dict) -> str:
     return "\n".join(lines)
 
 
-def run(engine, dataset, *, strangers=None, model_id: str | None = None, baseline: bool = False,
+def run(service, dataset, *, strangers=None, model_id: str | None = None, baseline: bool = False,
         progress: ProgressCallback = lambda *_: None) -> dict:
     """Evaluate a saved model (the active one, or ``model_id``) on a dataset and strangers;
     write the JSON and the PNG under <data_dir>/dataset/evaluations/<time>/; return the figures."""
     from datastructure.errors import ClassifierNotLoaded
 
-    model_id = model_id or engine.store.active_id()
+    model_id = model_id or service.store.active_id()
     if model_id is None:
         raise ClassifierNotLoaded("no model to evaluate: train one first, or name one with --model")
-    model = engine.store.load(model_id)
-    cache = engine.paths.cache if engine.config["faces"]["cache"] else None
-    options = engine.predict_options
-    samples = dataset_samples(dataset, engine.config, options, cache, progress)
-    others = folder_samples(strangers, engine.config, options, cache, progress) if strangers else []
+    model = service.store.load(model_id)
+    cache = service.paths.cache if service.config.faces.cache else None
+    options = service.predict_options
+    samples = dataset_samples(dataset, service.config, options, cache, progress)
+    others = folder_samples(strangers, service.config, options, cache, progress) if strangers else []
     figures = {"model": model.id, "dataset": str(dataset), "strangers_source": str(strangers) if strangers else None,
                "created": datetime.now().isoformat(timespec="seconds"), "pipeline": options.signature(),
                **evaluation(model.classifier, samples, others, baseline=baseline)}
-    folder = new_run_folder(evaluations_folder(engine.config["data_dir"]))
+    folder = new_run_folder(evaluations_folder(service.config.data_dir))
     figures["files"] = saved(figures, folder, title=f"model {model.id} on {Path(str(dataset)).name}")
     log.info("evaluated model %s: %s", model.id, figures["files"])
     return figures
 
 
-def command(args, config: dict) -> int:
+def command(args, config) -> int:
     """``python main.py evaluate DATASET [--strangers DIR] [--model ID] [--baseline]``: print
     the JSON envelope on stdout, a summary and the files written on stderr."""
     import sys
 
-    from tqdm import tqdm
-
     from datastructure.response import envelope
+    from utils.progress import progress_bar
     from utils.service import build_service
 
-    engine = build_service(config, console_log=False)
-    bar = tqdm(total=0, unit="photo", file=sys.stderr, disable=None)
-
-    def progress(done: int, total: int, step: str) -> None:
-        bar.total = total
-        bar.set_description(step)
-        bar.n = done
-        bar.refresh()
-
-    try:
-        figures = run(engine, Path(args.dataset), strangers=Path(args.strangers) if args.strangers else None,
+    service = build_service(config, console_log=False)
+    with progress_bar(only_on_a_terminal=True) as progress:
+        figures = run(service, Path(args.dataset), strangers=Path(args.strangers) if args.strangers else None,
                       model_id=args.model, baseline=args.baseline, progress=progress)
-    finally:
-        bar.close()
     print(headline(figures), file=sys.stderr)
     print(f"figures: {figures['files']['json']}\ncurve:   {figures['files']['png']}", file=sys.stderr)
     print(json.dumps(envelope(figures, description=f"model {figures['model']} evaluated: "

@@ -49,14 +49,15 @@ class Options:
     max_pixels: int = 40_000_000
 
     @classmethod
-    def from_config(cls, faces: dict, limits: dict, *, training: bool) -> "Options":
+    def from_config(cls, faces, limits, *, training: bool) -> "Options":
+        """Return the options of the config's ``faces`` and ``limits`` sections, for training or predicting."""
         return cls(
-            detect_size=int(faces["detect_size"]),
-            decode_size=int(faces["decode_size"]),
-            upsample_fallback=bool(faces["upsample_fallback"]),
-            cnn_fallback=bool(faces["cnn_fallback_train" if training else "cnn_fallback_predict"]),
-            cnn_size=int(faces["cnn_size"]),
-            max_pixels=int(limits["max_image_pixels"]),
+            detect_size=faces.detect_size,
+            decode_size=faces.decode_size,
+            upsample_fallback=faces.upsample_fallback,
+            cnn_fallback=faces.cnn_fallback_train if training else faces.cnn_fallback_predict,
+            cnn_size=faces.cnn_size,
+            max_pixels=limits.max_image_pixels,
         )
 
     def signature(self) -> str:

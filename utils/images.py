@@ -72,7 +72,7 @@ def decode_image(
         _load_all_pixels(img, stream)
         orientation = img.getexif().get(ExifTags.Base.Orientation)
         array = _rgb_array(ImageOps.exif_transpose(img))
-        return DecodedImage(array, scale, _oriented_size(stored_size, orientation), img.format)
+        return DecodedImage(array, scale, oriented_size(stored_size, orientation), img.format)
 
 
 def encode_jpeg(array: np.ndarray, quality: int = 90) -> bytes:
@@ -172,7 +172,8 @@ def _load_all_pixels(img: Image.Image, stream: _EndWatchingStream) -> None:
         raise FileNotValid("the image is truncated: the file ends before its pixels do")
 
 
-def _oriented_size(size: tuple[int, int], orientation: int | None) -> tuple[int, int]:
+def oriented_size(size: tuple[int, int], orientation: int | None) -> tuple[int, int]:
+    """(width, height) of a photo stored as ``size`` once its EXIF ``orientation`` is applied."""
     width, height = size
     return (height, width) if orientation in _QUARTER_TURN_ORIENTATIONS else (width, height)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from datastructure.errors import NotFound, PyRecognizerError, TrainingInProgress
-from datastructure.model_store import write_atomically
+from datastructure.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class JobRunner:
         return self.folder / f"{job_id}.json"
 
     def _write(self, job: dict) -> None:
-        write_atomically(self._path(job["id"]), json.dumps(job).encode())
+        atomic_write(self._path(job["id"]), json.dumps(job).encode())
 
     def _update(self, job_id: str, **changes) -> None:
         with self._write_lock:

@@ -61,16 +61,21 @@ class ActiveModel:
                 self._model = self.store.load_active()
 
     def loaded_id(self) -> str | None:
+        """Return the id of the model in memory (None before the first load), without reloading."""
         return self._model.id if self._model else None
+
+
+def box_dict(box) -> dict:
+    """Return a face box (top, right, bottom, left), in the photo's own pixels, as the envelopes name it."""
+    top, right, bottom, left = (int(side) for side in box)
+    return {"top": top, "right": right, "bottom": bottom, "left": left}
 
 
 def face_report(face: Face, decision) -> dict:
     """Return the per-face part of the envelope."""
-    top, right, bottom, left = face.box
     return {"name": decision.name, "confidence": decision.confidence, "distance": decision.distance,
             "candidate": decision.candidate, "runner_up": decision.runner_up,
-            "runner_up_distance": decision.runner_up_distance,
-            "box": {"top": top, "right": right, "bottom": bottom, "left": left}}
+            "runner_up_distance": decision.runner_up_distance, "box": box_dict(face.box)}
 
 
 def annotated_image(image: DecodedImage, faces: list[dict]) -> bytes:

@@ -1,4 +1,5 @@
-"""The engine one process serves with, built once from the configuration.
+"""The service one process runs, built once from the configuration: ``Service`` is the one
+name of that object (``api.context.current_service()`` in a request).
 
 ``create_app`` and the CLI both start here, so the web service and ``main.py`` train and
 predict with the same folders, models and settings.
@@ -10,7 +11,7 @@ import logging.handlers
 from dataclasses import dataclass
 from pathlib import Path
 
-from conf.config import Paths
+from conf.config import Config, Paths
 from datastructure.errors import PyRecognizerError
 from datastructure.model_store import ModelStore
 from utils.faces import Options, face_library
@@ -41,7 +42,7 @@ def configure_logging(log_file: Path, level: str, *, console: bool = True) -> No
 class Service:
     """Folders, models, jobs and face settings of one running service."""
 
-    config: dict
+    config: Config
     paths: Paths
     store: ModelStore
     active: ActiveModel
@@ -50,7 +51,7 @@ class Service:
 
     def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
         """Return the prediction envelope for one photo."""
-        return prediction(data, self.active, self.predict_options, self.paths.uploads if save_annotated else None)
+        return prediction(data, self.active, self.predict_options, self.paths.annotated if save_annotated else None)
 
     def train(self, source, *, tune: bool = False, progress=lambda *_: None, source_name: str | None = None) -> dict:
         """Train or tune on a zip or folder, save the model and make it active."""
@@ -69,25 +70,25 @@ def log_dlib_build() -> None:
                     "install libopenblas-dev and run `make dlib-build`", dlib.__version__)
 
 
-def build_service(config: dict, *, console_log: bool = True) -> Service:
+def build_service(config: Config, *, console_log: bool = True) -> Service:
     """Create the data folders, start logging, load dlib's models and the active model."""
-    paths = Paths(config["data_dir"]).create()
-    configure_logging(paths.log_file, config["logging"]["level"], console=console_log)
+    paths = Paths(config.data_dir).create()
+    configure_logging(paths.log_file, config.logging.level, console=console_log)
     face_library()  # load dlib's models now, before a server forks its workers
     log_dlib_build()
-    configure_pillow(int(config["limits"]["max_image_pixels"]))
+    configure_pillow(int(config.limits.max_image_pixels))
     store = ModelStore(paths.models)
     for name in store.clean_staging():
         log.warning("removed %s, left by an interrupted training", name)
     jobs = JobRunner(paths.jobs)
-    for name in jobs.stale_uploads(paths.tmp):
+    for name in jobs.stale_uploads(paths.incoming):
         log.warning("removed the upload %s, left by an interrupted training", name)
-    engine = Service(config=config, paths=paths, store=store, active=ActiveModel(store),
+    service = Service(config=config, paths=paths, store=store, active=ActiveModel(store),
                      jobs=jobs,
-                     predict_options=Options.from_config(config["faces"], config["limits"], training=False))
+                     predict_options=Options.from_config(config.faces, config.limits, training=False))
     if store.active_id():
         try:
-            log.info("serving model %s", engine.active.current().id)
+            log.info("serving model %s", service.active.current().id)
         except PyRecognizerError as exc:
             log.error("no model could be loaded: %s", exc.description)
-    return engine
+    return service

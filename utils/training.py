@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from conf.config import Config, Tune
 from datastructure.classifier import UNKNOWN, FaceClassifier
 from datastructure.model_store import ModelStore
 from datastructure.person import Dataset
@@ -26,17 +27,17 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, str], None]
 
 
-def classifier_params(config: dict) -> dict:
+def classifier_params(config: Config) -> dict:
     """Return the FaceClassifier parameters named by the ``classifier`` config section."""
-    section = config["classifier"]
-    return {key: section[key] for key in ("n_neighbors", "weights", "metric", "algorithm", "threshold", "ratio")}
+    section = config.classifier
+    return {key: getattr(section, key) for key in ("n_neighbors", "weights", "metric", "algorithm", "threshold", "ratio")}
 
 
-def encoded_dataset(source, config: dict, cache_folder: Path | None, progress: ProgressCallback) -> Dataset:
+def encoded_dataset(source, config: Config, cache_folder: Path | None, progress: ProgressCallback) -> Dataset:
     """Return the Dataset of every photo in ``source``, encoding on every core."""
-    total = archive.photo_count(source, archive.limits_from(config["limits"]))
-    photos = archive.photo_source(source, archive.limits_from(config["limits"]))
-    options = Options.from_config(config["faces"], config["limits"], training=True)
+    total = archive.photo_count(source, archive.limits_from(config.limits))
+    photos = archive.photo_source(source, archive.limits_from(config.limits))
+    options = Options.from_config(config.faces, config.limits, training=True)
     dataset, names, done = Dataset(), deque(), [0]
 
     def photo_bytes():
@@ -49,10 +50,10 @@ def encoded_dataset(source, config: dict, cache_folder: Path | None, progress: P
         progress(done[0], total, "encoding photos")
 
     progress(0, total, "encoding photos")
-    for result in encoded_photos(photo_bytes(), options, workers=int(config["faces"]["workers"]),
-                                 cache_folder=cache_folder if config["faces"]["cache"] else None,
-                                 on_result=tick, scheduler=config.get("cluster", {}).get("scheduler"),
-                                 cluster_timeout=float(config.get("cluster", {}).get("timeout", 10))):
+    for result in encoded_photos(photo_bytes(), options, workers=int(config.faces.workers),
+                                 cache_folder=cache_folder if config.faces.cache else None,
+                                 on_result=tick, scheduler=config.cluster.scheduler,
+                                 cluster_timeout=config.cluster.timeout):
         person, name = names.popleft()
         dataset.add(person, name, result.faces, result.reason)
     return dataset
@@ -86,13 +87,13 @@ def held_out_metrics(classifier: FaceClassifier, encodings, labels) -> dict:
             "wrong": int((~right & ~unknown).sum())}
 
 
-def tuned_params(encodings, labels, base: dict, grid: dict) -> tuple[dict, dict]:
-    """Exhaustive search over the KNN parameters; return (best params, search figures)."""
+def tuned_params(encodings, labels, base: dict, tune: Tune) -> tuple[dict, dict]:
+    """Exhaustive search over the KNN parameters of ``tune``; return (best params, search figures)."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     counts = np.unique(labels, return_counts=True)[1]
-    folds = int(max(2, min(grid.get("cv_folds", 5), counts.max())))
-    param_grid = {key: list(values) for key, values in grid.items() if key != "cv_folds"}
+    folds = int(max(2, min(tune.cv_folds, counts.max())))
+    param_grid = {key: list(values) for key, values in tune.grid().items()}
     for key in param_grid:  # the train defaults are always a candidate, so tune never does worse
         if base.get(key) not in param_grid[key]:
             param_grid[key].append(base[key])
@@ -109,6 +110,7 @@ def tuned_params(encodings, labels, base: dict, grid: dict) -> tuple[dict, dict]
 
 
 def library_versions() -> dict:
+    """Return the versions of Python and of the libraries a model's results depend on."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
@@ -120,7 +122,7 @@ def library_versions() -> dict:
     return versions
 
 
-def train_model(source, config: dict, store: ModelStore, *, tune: bool = False,
+def train_model(source, config: Config, store: ModelStore, *, tune: bool = False,
                 cache_folder: Path | None = None, progress: ProgressCallback = lambda *_: None,
                 source_name: str | None = None) -> dict:
     """Train (or tune) on ``source``, save the model, make it active; return what was made."""
@@ -130,11 +132,11 @@ def train_model(source, config: dict, store: ModelStore, *, tune: bool = False,
     order = np.lexsort((files, labels))  # the held-out split must not depend on archive order
     encodings, labels, files = encodings[order], labels[order], files[order]
     params = classifier_params(config)
-    train, test = held_out_split(labels, float(config["classifier"]["test_size"]))
+    train, test = held_out_split(labels, float(config.classifier.test_size))
     search, total = None, len(files) + len(dataset.skipped)
     if tune:
         progress(total, total, "searching parameters")
-        params, search = tuned_params(encodings[train], labels[train], params, config["tune"])
+        params, search = tuned_params(encodings[train], labels[train], params, config.tune)
     progress(total, total, "fitting the classifier")
     metrics = held_out_metrics(FaceClassifier(**params).fit(encodings[train], labels[train]),
                                encodings[test], labels[test])
@@ -145,7 +147,7 @@ def train_model(source, config: dict, store: ModelStore, *, tune: bool = False,
         "photos": int(len(files)), "skipped": dataset.skipped, "metrics": metrics, "search": search,
         "params": classifier.get_params(), "threshold": classifier.threshold_, "ratio": classifier.ratio_,
         "calibration": classifier.calibration_,
-        "pipeline": Options.from_config(config["faces"], config["limits"], training=True).signature(),
+        "pipeline": Options.from_config(config.faces, config.limits, training=True).signature(),
         "versions": library_versions(), "seconds": round(time.time() - started, 1),
     }
     model_id = store.save(classifier, encodings, labels, files, metadata)

@@ -1,0 +1,63 @@
+"""The error handlers: every error becomes the JSON envelope with a fitting status, or the same
+error as a page for a browser, never a stack trace.
+
+Errors travel as the typed exceptions of ``datastructure.errors`` (each knows its code and
+HTTP status); werkzeug's HTTP errors and Flask-WTF's CSRF failures are mapped to codes here.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, redirect, request, url_for
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from api.auth import Unauthorized
+from api.negotiation import render_page, wants_html
+from datastructure.errors import PyRecognizerError
+from datastructure.response import envelope
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+              413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS"}
+PAGE_BLUEPRINTS = ("pages",)  # whose views are pages: their errors are pages whatever the Accept header
+
+
+def error_page(code: str, description: str = "", status: int = 500, data=None):
+    """A page telling a browser user what went wrong, in words; never JSON or a traceback."""
+    return render_page("error.html", status, code=code, description=description, data=data, http_status=status)
+
+
+def error_answer(code: str, description: str, status: int, data=None, headers=()):
+    """The one error renderer: the KO envelope, or for a browser the error page (the login page
+    when it must log in first)."""
+    if wants_html() or request.blueprint in PAGE_BLUEPRINTS:
+        if code == Unauthorized.code:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")), 303)
+        response = error_page(code, description, status, data)
+        response.headers.extend(headers)
+        return response
+    return envelope(data, description=description, error=code, status="KO"), status, list(headers)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route every exception a view can raise to ``error_answer``."""
+
+    @app.errorhandler(PyRecognizerError)
+    def typed_error(exc: PyRecognizerError):
+        return error_answer(exc.code, exc.description, exc.status, exc.data)
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        return error_answer("CSRF_FAILED", exc.description, 400)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
+        return error_answer(HTTP_CODES.get(exc.code, "HTTP_ERROR"), exc.description, exc.code, headers=headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_answer("INTERNAL_ERROR", "internal error: see the service log", 500)
