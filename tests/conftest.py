@@ -52,13 +52,6 @@ def client(app):
 
 
 @pytest.fixture(scope="session")
-def trained_app(trained):
-    """An app serving the model of ``trained`` (celebrities/train), in this process."""
-    service, _ = trained
-    return app_over(service.paths.root)
-
-
-@pytest.fixture(scope="session")
 def trained(faces, tmp_path_factory):
     """A service trained on celebrities/train (one training for the whole session)."""
     from utils.service import build_service

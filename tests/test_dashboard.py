@@ -126,7 +126,7 @@ def app_server(folder: Path, database: Path, password: str = PASSWORD) -> Server
     return server.start(timeout=30)
 
 
-def state(server: Server) -> dict:
+def app_state(server: Server) -> dict:
     """What the app under test reports of FMD: outbound calls, telemetry, SQLite pragmas."""
     return requests.get(server.url + "/state", timeout=10).json()
 
@@ -210,7 +210,7 @@ def test_dashboard_is_exempt_from_csrf_and_the_app_is_not(server):
 
 @pytest.mark.e2e
 def test_telemetry_is_off_and_never_attempted(server):
-    assert state(server)["telemetry_consent"] is False
+    assert app_state(server)["telemetry_consent"] is False
     client, _ = fmd_login(server, PASSWORD)
     assert client.get(server.url + "/dashboard/telemetry/get_is_telemetry_answered", timeout=10).json() == {
         "is_telemetry_answered": True}  # stored as declined: the UI does not ask
@@ -221,12 +221,12 @@ def test_telemetry_is_off_and_never_attempted(server):
     client.post(server.url + "/dashboard/telemetry/submit_follow_up", json={"feedback": []}, timeout=10)
     assert logged_in(client, server)
 
-    assert state(server)["outbound"] == []
+    assert app_state(server)["outbound"] == []
 
 
 @pytest.mark.e2e
 def test_sqlite_is_set_up_for_several_workers(server):
-    state = state(server)
+    state = app_state(server)
     assert state["journal_mode"] == "wal"
     assert state["busy_timeout"] == 5000
     assert state["synchronous"] == 1  # NORMAL: under WAL, no fsync at every request's commit

@@ -3,11 +3,12 @@ the envelope for API clients, pages for browsers from the same views, and errors
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 
 from tests.conftest import app_over
-from tests.support import TEST_CREDENTIALS, envelope_of
+from tests.support import TEST_CREDENTIALS, envelope_of, zipped
 
 TOKEN = {"Authorization": f"Bearer {TEST_CREDENTIALS['api_token']}"}
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -84,9 +85,31 @@ def test_predict_access_follows_the_token_setting(tmp_path, faces):
                 503, "CLASSIFIER_NOT_LOADED")
 
 
-@pytest.mark.slow
-def test_predict_names_the_person_for_clients_and_browsers(trained_app, faces):
-    client = trained_app.test_client()
+SMALL_GALLERY = {"Elton John": 3, "Madonna": 3, "Mindy Kaling": 3}
+
+
+@pytest.fixture(scope="module")
+def small_app(faces, tmp_path_factory):
+    """An app trained over HTTP, in this process, on three photos of three people (seconds)."""
+    folder = tmp_path_factory.mktemp("small-gallery")
+    for person, count in SMALL_GALLERY.items():
+        (folder / "photos" / person).mkdir(parents=True)
+        for photo in sorted((faces / "celebrities" / "train" / person).iterdir())[:count]:
+            (folder / "photos" / person / photo.name).write_bytes(photo.read_bytes())
+    app = app_over(folder / "data")
+    client = app.test_client()
+    archive = zipped(folder / "photos", folder / "small.zip").read_bytes()
+    started = envelope_of(client.post("/train", headers=TOKEN, data={"file": (io.BytesIO(archive), "small.zip")}), 202)
+    deadline = time.monotonic() + 120
+    while (job := envelope_of(client.get(started["job_url"], headers=TOKEN), 200)["data"])["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job["state"] == "done", job
+    return app
+
+
+def test_predict_names_the_person_for_clients_and_browsers(small_app, faces):
+    client = small_app.test_client()
     photo = (faces / "celebrities" / "val" / "Elton John" / "1.jpg").read_bytes()
     body = envelope_of(client.post("/predict", data={"file": (io.BytesIO(photo), "elton.jpg")}), 200)
     assert list(body["data"]) == ["Elton John"] and body["image_url"] == f"/uploads/{body['description']}"
@@ -94,6 +117,16 @@ def test_predict_names_the_person_for_clients_and_browsers(trained_app, faces):
     assert image.status_code == 200 and image.mimetype == "image/jpeg" and image.data[:3] == b"\xff\xd8\xff"
     page = client.post("/", data={"file": (io.BytesIO(photo), "elton.jpg")}, headers=BROWSER)
     assert page.status_code == 200 and page.mimetype == "text/html" and "Elton John" in page.get_data(as_text=True)
+
+
+def test_a_browser_form_activating_a_model_gets_the_models_page_and_a_message(small_app):
+    client = small_app.test_client()
+    model_id = envelope_of(client.get("/models", headers=TOKEN), 200)["active"]
+    envelope_of(client.post(f"/models/{model_id}/activate", headers=TOKEN), 200)
+    moved = client.post(f"/models/{model_id}/activate", headers={**TOKEN, **BROWSER})
+    assert moved.status_code == 303 and moved.location.endswith("/models")
+    with client.session_transaction() as session:
+        assert session["_flashes"] == [("message", f"model {model_id} is active")]
 
 
 def test_a_logged_in_browser_posting_without_its_csrf_token_is_refused(client):

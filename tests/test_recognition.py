@@ -4,6 +4,8 @@ import pytest
 
 from tests.support import make_config
 
+pytestmark = pytest.mark.slow  # each test trains on, or runs two pipelines over, dozens of photos
+
 
 def predicted(service, path) -> dict:
     return service.predict(path.read_bytes(), save_annotated=False)["response"]
