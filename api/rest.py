@@ -9,13 +9,14 @@ import re
 
 from flask import Blueprint, request, send_from_directory, url_for
 
-from api.auth import login_required, predict_access_required
+from api.auth import is_authorized, login_required, predict_access_required
 from api.context import current_service
 from api.limits import limit
 from api.openapi import specification
 from datastructure.errors import MissingFile, NotFound
 from datastructure.response import envelope
 from utils import archive
+from utils.recognition import public_answer
 
 blueprint = Blueprint("rest", __name__)
 
@@ -38,12 +39,15 @@ def predict():
     """Recognise every face of the uploaded photo.
 
     ``description`` carries the annotated copy's file name, as the original PyRecognizer's
-    envelope did; ``image_url`` is where to fetch it.
+    envelope did; ``image_url`` is where to fetch it. Only the token or the admin login sees
+    each face's candidate, runner-up and distances (``public_answer``).
     """
     data = uploaded_file().read()
     if not data:
         raise MissingFile("the uploaded file is empty")
     answer = current_service().predict(data)
+    if not is_authorized():
+        answer = public_answer(answer)
     if answer["response"]["description"]:
         answer["response"]["image_url"] = url_for("rest.upload", name=answer["response"]["description"])
     return answer
