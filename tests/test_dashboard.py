@@ -209,7 +209,8 @@ def test_dashboard_is_exempt_from_csrf_and_the_app_is_not(server):
         assert client.post(server.url + "/dashboard/api/overview", headers=headers, timeout=10).status_code == 403
     # and there is one user: FMD's user management is closed, even to its admin
     created = client.post(server.url + "/dashboard/api/user/create", headers=same_origin, timeout=10,
-                          data={"name": "second", "password": "second-pass", "confirm": "second-pass", "is_admin": "true"})
+                          data={"username": "second", "password": "second-pass", "password2": "second-pass",
+                                "is_admin": "true"})
     assert created.status_code == 403
     assert [user["username"] for user in client.get(server.url + "/dashboard/api/users", timeout=10).json()] == ["admin"]
 

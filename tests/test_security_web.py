@@ -126,6 +126,10 @@ def endpoint_level(server, name: str) -> int | None:
     return row and row[0]
 
 
+# The form FMD 5.1.0's user_create reads (views/auth.py): a permanent dashboard admin.
+PLANTED_USER = {"username": "mallory", "password": "mallory-pass", "password2": "mallory-pass", "is_admin": "true"}
+
+
 def test_cross_origin_dashboard_posts_with_the_admin_cookie_are_refused(web):
     session, _ = logged_in(web)  # the admin's browser: its cookie goes to every port of 127.0.0.1
     recorded_requests(web)
@@ -137,8 +141,7 @@ def test_cross_origin_dashboard_posts_with_the_admin_cookie_are_refused(web):
     history = dashboard_rows(web, "Request")
     for headers in forged:
         user = session.post(web.url + "/dashboard/api/user/create", headers=headers, timeout=30,
-                            data={"name": "mallory", "password": "mallory-pass", "confirm": "mallory-pass",
-                                  "is_admin": "true"})
+                            data=PLANTED_USER)
         assert user.status_code == 403, (headers, user.status_code, user.text[:200])
         rule = session.post(web.url + "/dashboard/api/set_rule", headers=headers, timeout=30,
                             data={"name": "rest.health", "value": (level + 1) % 4})
@@ -159,7 +162,7 @@ def test_cross_origin_dashboard_posts_with_the_admin_cookie_are_refused(web):
     # Users cannot be managed even from there.
     for action in ("create", "edit", "delete"):
         answer = session.post(web.url + f"/dashboard/api/user/{action}", headers={"Origin": web.url}, timeout=30,
-                              data={"name": "mallory", "user_id": 1, "password": "x", "confirm": "x"})
+                              data={**PLANTED_USER, "user_id": 1})
         assert answer.status_code == 403, (action, answer.status_code)
 
 
