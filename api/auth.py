@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_wtf import FlaskForm
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField
@@ -165,14 +165,22 @@ def is_admin_session() -> bool:
 
 def token_accepted(token: str) -> bool:
     """Whether ``token`` is the API token; raise TooManyRequests (429) once this client address
-    has sent too many wrong ones, even for the right one, so that guessing gains nothing."""
+    has sent too many wrong ones, even for the right one, so that guessing gains nothing.
+
+    Decided once per request (a view and its page both ask): a wrong token counts once, and
+    the error page of a refused one does not raise again.
+    """
+    if "token_accepted" in g:
+        return g.token_accepted
+    g.token_accepted = False
     if not wrong_token_allowed():
         raise TooManyRequests("too many wrong API tokens from this address: wait, then try again")
     if credentials().token_ok(token):
-        return True
-    wrong_token_seen()
-    log.warning("wrong API token from %s", request.remote_addr)
-    return False
+        g.token_accepted = True
+    else:
+        wrong_token_seen()
+        log.warning("wrong API token from %s", request.remote_addr)
+    return g.token_accepted
 
 
 def admin_login_required() -> None:

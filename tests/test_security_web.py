@@ -4,7 +4,7 @@ logout and a new password (6), and the login's ``next``, wrong-token guessing an
 secrets (9).
 
 One server for the module (``web``: dashboard on, model B active, at most 5 wrong tokens a
-minute per address and worker); the password-change test starts its own, since it restarts it.
+minute per address and worker); the password-change test restarts it with a new password.
 """
 from __future__ import annotations
 
@@ -227,30 +227,26 @@ def test_a_cookie_saved_before_logout_opens_nothing_after(web, hostile_models):
     envelope_of(logged_in(web)[0].get(web.url + "/jobs", headers=JSON), 200)
 
 
-def test_a_new_admin_password_ends_older_sessions_and_planted_users_go(tmp_path, hostile_models):
-    install_models(tmp_path / "data", hostile_models)
-    server = start_server(tmp_path / "data", WEB_CONFIG)
-    try:
-        session, csrf = logged_in(server)
-        saved = session.cookies.get("session")
-        with sqlite3.connect(server.data_dir / "log" / "dashboard.db", timeout=10) as db:  # planted by a past attack
-            db.execute('INSERT INTO "User" (username, password_hash, is_admin) VALUES (?, ?, 1)',
-                       ("mallory", "pbkdf2:sha256:1000$x$y"))
-        old_password = server.password
-        server.env = {**server.env, "PYRECOGNIZER_ADMIN_PASSWORD": "a-brand-new-password"}
-        server.password = "a-brand-new-password"
-        server = restarted(server)
+def test_a_new_admin_password_ends_older_sessions_and_planted_users_go(web):
+    session, _ = logged_in(web)
+    saved = session.cookies.get("session")
+    with sqlite3.connect(web.data_dir / "log" / "dashboard.db", timeout=10) as db:  # planted by a past attack
+        db.execute('INSERT INTO "User" (username, password_hash, is_admin) VALUES (?, ?, 1)',
+                   ("mallory", "pbkdf2:sha256:1000$x$y"))
+    old_password = web.password
+    web.env = {**web.env, "PYRECOGNIZER_ADMIN_PASSWORD": "a-brand-new-password"}
+    web.password = "a-brand-new-password"
+    # The module's server restarts in place (its fixture stops the new process at the end).
+    vars(web).update(vars(restarted(web)))
 
-        replay = requests.Session()
-        replay.cookies.set("session", saved)
-        envelope_of(replay.get(server.url + "/jobs", headers=JSON, timeout=30), 401, "UNAUTHORIZED")
-        with sqlite3.connect(f"file:{server.data_dir / 'log' / 'dashboard.db'}?mode=ro", uri=True) as db:
-            assert [row[0] for row in db.execute('SELECT username FROM "User"')] == ["admin"]
-        logged_in(server)  # the new password
-        with pytest.raises(AssertionError):
-            logged_in(server, password=old_password)
-    finally:
-        stopped(server)
+    replay = requests.Session()
+    replay.cookies.set("session", saved)
+    envelope_of(replay.get(web.url + "/jobs", headers=JSON, timeout=30), 401, "UNAUTHORIZED")
+    with sqlite3.connect(f"file:{web.data_dir / 'log' / 'dashboard.db'}?mode=ro", uri=True) as db:
+        assert [row[0] for row in db.execute('SELECT username FROM "User"')] == ["admin"]
+    logged_in(web)  # the new password
+    with pytest.raises(AssertionError):
+        logged_in(web, password=old_password)
 
 
 # --- 9: the login's next, wrong tokens, short secrets --------------------------------------
@@ -275,6 +271,7 @@ def test_wrong_tokens_are_rate_limited_per_address(web):
     assert set(statuses) == {401, 429}, statuses
     assert statuses.count(401) <= WRONG_TOKENS_PER_MINUTE * workers, statuses  # counted per worker process
     envelope_of(guesser.get("/jobs", headers=JSON), 429, "TOO_MANY_REQUESTS")  # even the right token now
+    assert guesser.get("/", headers={"Accept": "text/html"}).status_code == 429  # a page too, not a 500
     envelope_of(other.get("/jobs", headers=JSON), 200)  # another address is not held back
 
 
