@@ -74,7 +74,7 @@ def create_app(config: Config | None = None) -> Flask:
         init_dashboard(app, database_path=service.paths.dashboard_db, username=config.dashboard.username,
                        password=secrets.token_urlsafe(32), monitor_level=config.dashboard.monitor_level,
                        sampling_period=config.dashboard.sampling_period,
-                       require_login=auth.admin_login_required)
+                       require_login=auth.admin_login_required, logout=auth.end_session)
     return app
 
 

@@ -261,11 +261,16 @@ def login():
 
 @blueprint.post("/logout")
 def logout():
-    """End the session, on the server too (a saved copy of the cookie opens nothing after), and
-    go to the home page."""
+    """End the session and go to the home page."""
+    end_session()
+    return redirect(url_for("pages.predict_page"))
+
+
+def end_session() -> None:
+    """End the current session, on the server too: a saved copy of its cookie opens nothing
+    after. The dashboard's own logout calls it as well (``api.dashboard``)."""
     session_store().close(session.get("sid"))
     session.clear()
-    return redirect(url_for("pages.predict_page"))
 
 
 def grant_dashboard() -> None:

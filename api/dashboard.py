@@ -17,7 +17,8 @@ What ``init_dashboard`` changes from FMD's defaults, each checked against FMD 5.
   token); instead every state change must come from a page of the same origin (``Origin``,
   or else ``Referer``, equal to the request's scheme, host and port);
 * access: with ``require_login``, every dashboard route but its static files runs it first
-  (the service passes its own admin login), FMD's login page included;
+  (the service passes its own admin login), FMD's login page included; with ``logout``, the
+  dashboard's "log out" ends the service's session too;
 * outliers: Authorization and Cookie values are redacted before FMD stores request headers;
 * SQLite: WAL journal and a busy timeout, so gunicorn workers can share the file.
 
@@ -77,6 +78,7 @@ class _Settings(NamedTuple):
     sampling_period: float
     link: str
     require_login: Callable[[], None] | None
+    logout: Callable[[], None] | None
 
 
 _bound: _Settings | None = None
@@ -84,7 +86,8 @@ _bound: _Settings | None = None
 
 def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: str, password: str,
                    monitor_level: int = 1, sampling_period: float = 0.0, link: str = "dashboard",
-                   require_login: Callable[[], None] | None = None) -> None:
+                   require_login: Callable[[], None] | None = None,
+                   logout: Callable[[], None] | None = None) -> None:
     """Bind Flask-MonitoringDashboard to ``app`` at /dashboard, with a login, no telemetry, and
     redacted outliers, storing its measurements in the SQLite file ``database_path``.
 
@@ -111,13 +114,15 @@ def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: s
     :param require_login: called before every dashboard view but the static files; it raises
         to refuse the request (e.g. a 401 that sends a browser to the app's login page). None
         keeps FMD's own login page and checks.
+    :param logout: called when the dashboard's own "log out" is followed, before FMD's view
+        (the service ends its session there: one login, one logout).
     :raises RuntimeError: the app's secret key or cookie policy is unsafe, or FMD is already
         bound with other arguments.
     :raises ValueError: empty credentials or an unknown monitor level.
     """
     global _bound
     settings = _Settings(app, pathlib.Path(database_path).resolve(), username, password,
-                         monitor_level, sampling_period, link, require_login)
+                         monitor_level, sampling_period, link, require_login, logout)
     if _bound is not None:
         if settings == _bound:
             return
@@ -136,7 +141,7 @@ def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: s
     _disable_telemetry(database)
     _redact_outlier_requests()
     fmd.bind(app)
-    _guard(app, require_login)
+    _guard(app, require_login, logout)
     _exempt_from_csrf(app)
     _publish_session_grant(app, link, admin_id)
     _bound = settings
@@ -328,7 +333,7 @@ def same_origin(request: flask.Request) -> bool:
     return (parts.scheme, parts.netloc.lower()) == (here.scheme, here.netloc.lower())
 
 
-def _guard(app: flask.Flask, require_login: Callable[[], None] | None) -> None:
+def _guard(app: flask.Flask, require_login: Callable[[], None] | None, logout: Callable[[], None] | None) -> None:
     """Check every dashboard request before FMD's view runs (see the module docstring)."""
     prefix = fmd.config.blueprint_name + "."
 
@@ -339,6 +344,8 @@ def _guard(app: flask.Flask, require_login: Callable[[], None] | None) -> None:
             return
         if require_login is not None:
             require_login()
+        if logout is not None and endpoint == prefix + "logout":
+            logout()
         if endpoint.removeprefix(prefix) in USER_MANAGEMENT_VIEWS:
             flask.abort(403, "the dashboard has one user, the service's admin: users cannot be added, "
                              "changed or deleted")

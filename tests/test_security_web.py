@@ -227,6 +227,17 @@ def test_a_cookie_saved_before_logout_opens_nothing_after(web, hostile_models):
     envelope_of(logged_in(web)[0].get(web.url + "/jobs", headers=JSON), 200)
 
 
+def test_the_dashboard_log_out_ends_the_service_session(web):
+    session, _ = logged_in(web)
+    saved = session.cookies.get("session")
+    out = session.get(web.url + "/dashboard/logout", headers={"Accept": "text/html"}, allow_redirects=False, timeout=30)
+    assert out.status_code == 302
+    replay = requests.Session()
+    replay.cookies.set("session", saved)
+    envelope_of(replay.get(web.url + "/jobs", headers=JSON, timeout=30), 401, "UNAUTHORIZED")
+    assert replay.get(web.url + "/dashboard/api/overview", headers=JSON, timeout=30).status_code == 401
+
+
 def test_a_new_admin_password_ends_older_sessions_and_planted_users_go(web):
     session, _ = logged_in(web)
     saved = session.cookies.get("session")
