@@ -35,7 +35,8 @@ import numpy as np
 from datastructure.classifier import UNKNOWN, FaceClassifier, accepted
 from datastructure.errors import DatasetNotValid
 from utils import archive
-from utils.faces import Face, Options, encoded_photos
+from utils.encoding import encoded_photos
+from utils.faces import Face, Options
 from utils.images import oriented_size
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from datastructure.classifier import UNKNOWN, FaceClassifier
 from datastructure.model_store import ModelStore
 from datastructure.person import Dataset
 from utils import archive
-from utils.faces import Options, encoded_photos
+from utils.encoding import encoded_photos
+from utils.faces import Options
 
 log = logging.getLogger(__name__)
 
