@@ -14,11 +14,13 @@ naming a project function would need the project on the scheduler too ("Error du
 deserialization of the task graph"). Each task is therefore ``pickle.loads`` (the standard
 library's) of bytes the scheduler never opens: unpickling them on a worker runs the real call
 there (``RemoteCall``) and gives back its result pickled again, so results and the objects in
-them also cross the scheduler as plain bytes. The scheduler needs only dask and distributed,
+them also cross the scheduler as plain bytes (an exception raised in a task stays serialized
+there, and reaches the client as it was). The scheduler needs only dask and distributed,
 of the client's versions; the workers need the project (see README, "Running on a cluster").
 
-Before a photo is sent, the executor checks, in order: the scheduler answers; it runs the
-client's dask and distributed versions; it has a worker; every worker runs those versions and
+Before a photo is sent, the executor checks, in order: the scheduler answers, and runs the
+client's dask and distributed versions (asked over a bare connection, since a Client's
+handshake with another version can fail before saying which); it has a worker; every worker runs those versions and
 this project's pipeline; a probe task makes the whole round trip. Each failure raises the
 caller's ``error`` (the service's ClusterUnavailable) naming what is wrong and the fix.
 
@@ -28,6 +30,7 @@ task, Dask's ``allowed-failures`` covers workers that die while running one.
 """
 from __future__ import annotations
 
+import asyncio
 import pickle
 import time
 import warnings
@@ -74,6 +77,19 @@ def client_versions() -> str:
     return versions_of({"dask": dask.__version__, "distributed": distributed.__version__})
 
 
+def scheduler_versions(address: str, timeout: float) -> str:
+    """Return the dask and distributed versions of the scheduler at ``address``, asked over a bare
+    connection: a Client's handshake with another version may fail before saying which it is."""
+    from distributed.core import rpc
+
+    async def ask() -> dict:
+        async with rpc(address, timeout=timeout) as scheduler:
+            return await scheduler.versions()
+
+    # a second more than the connect timeout, so that its own error (refused, ...) is the one said
+    return versions_of(asyncio.run(asyncio.wait_for(ask(), timeout + 1))["packages"])
+
+
 class ClusterFuture:
     """A Dask future whose ``result()`` is the call's (unpickled) result, and fails with the
     executor's ``error`` instead of waiting forever."""
@@ -105,9 +121,9 @@ class DaskExecutor:
     worker must answer, and ``pipeline_probe`` the function that asks it (run on each worker
     with ``Client.run``); ``probe`` is a call that must complete as a task before any photo
     is sent; ``error(description, data)`` is the exception raised when the cluster cannot
-    serve. The constructor fails with it within a few ``timeout`` seconds
-    when any check fails (see the module's docstring); a job also fails when the scheduler
-    goes away, or has had no worker for ``timeout`` seconds, while it waits.
+    serve. The constructor raises it within a few ``timeout`` seconds when any check fails
+    (see the module's docstring); a job also fails when the scheduler goes away, or has had
+    no worker for ``timeout`` seconds, while it waits.
     """
 
     def __init__(self, address: str, timeout: float = 10.0, *, pipeline: str,
@@ -122,22 +138,25 @@ class DaskExecutor:
             from distributed.versions import VersionMismatchWarning
         except ImportError:
             raise self.error(f"cluster.scheduler is {address} but Dask is not installed: {INSTALL_HINT}",
-                                     {"scheduler": address}) from None
+                             {"scheduler": address}) from None
+        self._check_scheduler()
         try:
-            with warnings.catch_warnings():  # checked below, where the user sees it (the CLI's stderr is its bar's)
+            with warnings.catch_warnings():  # checked above, and said in the job's error
                 warnings.simplefilter("ignore", VersionMismatchWarning)
                 self.client = Client(address, timeout=self.timeout, set_as_default=False)
-        except Exception as exc:  # OSError on refusal and time-out, ValueError on a bad address...
-            raise self.error(
-                f"cannot reach the Dask scheduler at {address} within {self.timeout:g} s "
-                f"(cluster.scheduler, PYRECOGNIZER_DASK_SCHEDULER): {exc}", {"scheduler": address}) from None
+        except Exception as exc:  # e.g. the scheduler went away since
+            raise self.error(self._unreachable(exc), {"scheduler": address}) from None
         try:
-            self._check_scheduler()
             self._check_workers(pipeline, pipeline_probe)
             self._check_probe(probe)
         except BaseException:
             self.client.close()
             raise
+
+    def _unreachable(self, exc: BaseException) -> str:
+        return (f"cannot reach the Dask scheduler at {self.address} within {self.timeout:g} s "
+                f"(cluster.scheduler, PYRECOGNIZER_DASK_SCHEDULER): {str(exc) or type(exc).__name__}; start it as "
+                "README's \"Running on a cluster\" says, or correct the address")
 
     def _versions(self) -> dict:
         """Dask's version report: {"scheduler": {"packages": ...}, "workers": {address: ...}}."""
@@ -145,12 +164,15 @@ class DaskExecutor:
             return self.client.get_versions(check=False)
         except Exception as exc:
             raise self.error(f"the Dask scheduler at {self.address} does not answer a version query "
-                                     f"({exc!r}); it must run {client_versions()}, as this service does",
-                                     {"scheduler": self.address}) from None
+                             f"({exc!r}); it must run {client_versions()}, as this service does",
+                             {"scheduler": self.address}) from None
 
     def _check_scheduler(self) -> None:
-        """Fail unless the scheduler runs the client's dask and distributed."""
-        theirs = versions_of(self._versions()["scheduler"]["packages"])
+        """Fail unless the scheduler answers and runs the client's dask and distributed."""
+        try:
+            theirs = scheduler_versions(self.address, self.timeout)
+        except Exception as exc:  # OSError on refusal, TimeoutError, ValueError on a bad address...
+            raise self.error(self._unreachable(exc), {"scheduler": self.address}) from None
         ours = client_versions()
         if theirs != ours:
             raise self.error(
@@ -165,7 +187,8 @@ class DaskExecutor:
             self.client.wait_for_workers(1, timeout=self.timeout)
         except Exception as exc:
             raise self.error(f"the Dask scheduler at {self.address} has no worker ready within "
-                                     f"{self.timeout:g} s: {exc}", {"scheduler": self.address}) from None
+                             f"{self.timeout:g} s ({str(exc) or type(exc).__name__}): {WORKER_HINT}",
+                             {"scheduler": self.address}) from None
         ours = client_versions()
         wrong = {worker: versions_of(report["packages"])
                  for worker, report in self._versions()["workers"].items() if versions_of(report["packages"]) != ours}
@@ -177,7 +200,7 @@ class DaskExecutor:
             answers = self.client.run(pipeline_probe, on_error="return")
         except Exception as exc:
             raise self.error(f"the Dask workers at {self.address} could not be asked for their pipeline "
-                                     f"version: {exc}", {"scheduler": self.address}) from None
+                             f"version ({exc!r}): {WORKER_HINT}", {"scheduler": self.address}) from None
         wrong = {worker: str(answer) if isinstance(answer, str) else repr(answer)
                  for worker, answer in answers.items() if answer != pipeline}
         if wrong:
@@ -188,7 +211,7 @@ class DaskExecutor:
     def _check_probe(self, probe: Callable[[], object]) -> None:
         """Fail unless ``probe`` makes the round trip as a task (client, scheduler, worker, back)."""
         try:
-            self.submit(probe).future.result(timeout=self.timeout)
+            pickle.loads(self.submit(probe).future.result(timeout=self.timeout))
         except Exception as exc:
             raise self.error(
                 f"the Dask cluster at {self.address} could not run a probe task within {self.timeout:g} s "
