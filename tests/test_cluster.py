@@ -186,8 +186,8 @@ def nodes(cluster, readme, shared):
     """Node A is the README's service node (it trains on the cluster); node B only predicts;
     both use one data folder."""
     env = {"PYRECOGNIZER_CONFIG": str(shared / "node-conf.json")}
-    node_a = Server(shared / "node-a", env=project_env(**env), command=["true"])
-    node_a.command = ["bash", "-c", readme.command("serve", port=node_a.port)]
+    node_a = Server(shared / "node-a", env=project_env(**env), command=["true"])  # its log folder
+    node_a.command = ["bash", "-c", readme.command("serve", port=node_a.port)]  # on the port Server chose
     started = []
     try:
         for node in (node_a, Server(shared, config=NODE_CONFIG)):

@@ -98,9 +98,11 @@ class ClusterFuture:
         self.executor, self.future = executor, future
 
     def done(self) -> bool:
+        """True when the batch has finished (or failed)."""
         return self.future.done()
 
     def result(self):
+        """Return the call's result, checking the cluster's health while waiting."""
         while True:
             try:
                 return pickle.loads(self.future.result(timeout=POLL))

@@ -78,12 +78,13 @@ class InlineExecutor:
     """The executor interface run in this process, for one worker (no start-up cost)."""
 
     def submit(self, fn, *args) -> Future:
+        """Run ``fn(*args)`` now; return its finished Future."""
         future = Future()
         future.set_result(fn(*args))
         return future
 
     def shutdown(self, cancel_futures: bool = False) -> None:
-        pass
+        """Nothing to stop."""
 
 
 def cluster_executor(scheduler: str, timeout: float, options: Options):
