@@ -3,7 +3,7 @@
     python main.py serve [--host H] [--port P] [--dev]     (the default command)
     python main.py train PATH [--tune]                      PATH: a zip or a folder of person folders
     python main.py tune PATH
-    python main.py predict IMAGE...                         one JSON envelope per image, per line
+    python main.py predict IMAGE... [--annotate]            one JSON envelope per image, per line
     python main.py models
     python main.py evaluate DATASET [--strangers DIR] [--model ID] [--baseline]
 
@@ -68,12 +68,14 @@ def command_predict(args, config: Config) -> int:
     failed = False
     for name in args.images:
         try:
-            answer = service.predict(Path(name).read_bytes())
+            answer = service.predict(Path(name).read_bytes(), save_annotated=args.annotate)
         except OSError as exc:
             answer, failed = envelope(None, description=f"{name}: {exc.strerror}", error="MISSING_FILE", status="KO"), True
         except PyRecognizerError as exc:
             answer, failed = error_envelope(exc), True
         answer["response"]["file"] = name
+        if answer["response"].get("annotated", {}).get("saved"):
+            answer["response"]["annotated"]["path"] = str(service.paths.annotated / answer["response"]["description"])
         print_envelope(answer)
     return 1 if failed else 0
 
@@ -104,6 +106,8 @@ def parser() -> argparse.ArgumentParser:
     tune.set_defaults(tune=True)
     predict = commands.add_parser("predict", help="recognise the faces in photos")
     predict.add_argument("images", nargs="+")
+    predict.add_argument("--annotate", action="store_true",
+                         help="also write an annotated copy under uploads/ (kept as annotated.keep/max_age say)")
     commands.add_parser("models", help="list the models")
     evaluate = commands.add_parser("evaluate", help="measure a model on test photos and strangers")
     evaluate.add_argument("dataset", help="a zip or a folder of person folders (the training layout)")

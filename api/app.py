@@ -45,7 +45,8 @@ def create_app(config: Config | None = None) -> Flask:
         MAX_FORM_MEMORY_SIZE=limits.max_form_memory_size, MAX_FORM_PARTS=limits.max_form_parts,
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=security.tls,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=security.session_hours),
-        WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None)
+        WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None,
+        RATELIMIT_STORAGE_URI=security.rate_limit_storage)
     app.json.sort_keys = False
     install_service(app, service)
     app.extensions["pyrecognizer.credentials"] = credentials
@@ -87,6 +88,9 @@ def add_security_headers(app: Flask, *, tls: bool) -> None:
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if not request.path.startswith("/dashboard"):
             response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        # names, jobs, models: no shared or browser cache keeps an answer (views may say otherwise)
+        if response.mimetype == "application/json" or from_browser() or request.headers.get("Authorization"):
+            response.headers.setdefault("Cache-Control", "no-store")
         if tls:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response

@@ -30,13 +30,13 @@ ENVIRONMENT = {
     "PYRECOGNIZER_HOST": ("server", "host"),
     "PYRECOGNIZER_PORT": ("server", "port"),
     "PYRECOGNIZER_WORKERS": ("server", "workers"),
-    "PYRECOGNIZER_MODEL": ("classifier", "timestamp"),
     "PYRECOGNIZER_SECRET_KEY": ("security", "secret_key"),
     "PYRECOGNIZER_API_TOKEN": ("security", "api_token"),
     "PYRECOGNIZER_ADMIN_PASSWORD": ("security", "admin_password"),
     "PYRECOGNIZER_TLS": ("security", "tls"),
     "PYRECOGNIZER_LOG_LEVEL": ("logging", "level"),
     "PYRECOGNIZER_DASK_SCHEDULER": ("cluster", "scheduler"),
+    "RATELIMIT_STORAGE_URI": ("security", "rate_limit_storage"),  # Flask-Limiter's own name for it
 }
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -63,6 +63,9 @@ class Server:
     threads: int = setting(min=1)
     keepalive: int = setting(min=0)
     timeout: int = setting(min=1)
+    header_timeout: float = setting(min=0.1)  # seconds for a request's headers to arrive whole
+    body_timeout: float = setting(min=0.1)  # seconds a body may pause (api/worker.py)
+    max_buffered: int = setting(min=1)  # requests each worker reads at once before a thread takes them
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Limits:
     max_entry_bytes: int = setting(min=1)
     max_entries: int = setting(min=1)
     max_ratio: float = setting(min=1)
+    min_free_disk: int = setting(min=0)  # bytes free in the data folder under which /health warns and training is refused
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,6 @@ class Cluster:
 class Classifier:
     """The classifier's parameters for /train (see datastructure/classifier.py)."""
 
-    timestamp: str | None  # PYRECOGNIZER_MODEL: read by no code today (issue 13 item 10)
     n_neighbors: int = setting(min=1)
     weights: str = setting(choices=("uniform", "distance"))
     metric: str
@@ -131,10 +134,12 @@ class Tune:
 
 
 @dataclass(frozen=True)
-class Predict:
-    """What /predict keeps."""
+class Annotated:
+    """The annotated copies /predict writes (datastructure/annotated.py): how many, how long, how large."""
 
-    keep_annotated: int = setting(min=0)
+    keep: int = setting(min=0)  # at most this many copies; 0: none written
+    max_age: float = setting(min=0)  # seconds a copy is kept; 0: none written
+    max_side: int = setting(min=64)  # pixels of a copy's longest side
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,7 @@ class Security:
     private_key: str | None
     session_hours: float = setting(min=0)
     rate_limits: RateLimits
+    rate_limit_storage: str  # Flask-Limiter storage URI; memory:// counts per worker process
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,7 @@ class Config:
     cluster: Cluster
     classifier: Classifier
     tune: Tune
-    predict: Predict
+    annotated: Annotated
     verify: Verify
     dashboard: Dashboard
     logging: Logging

@@ -87,3 +87,9 @@ class ClusterUnavailable(PyRecognizerError):
     """The configured Dask scheduler cannot be reached, has no usable worker, or went away."""
 
     code, status = "CLUSTER_UNAVAILABLE", 503
+
+
+class InsufficientStorage(PyRecognizerError):
+    """The data folder has less free space than ``limits.min_free_disk``: nothing new is written."""
+
+    code, status = "INSUFFICIENT_STORAGE", 507

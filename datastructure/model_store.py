@@ -55,6 +55,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def reason(exc: Exception) -> str:
+    """Say why a model file failed without the data folder's absolute path (answers reach clients)."""
+    if isinstance(exc, OSError):
+        name = Path(exc.filename).name if exc.filename else "a file"
+        return f"{name}: {exc.strerror or type(exc).__name__}"
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+
+
 class ModelStore:
     """The model folders under one directory, and which of them is active."""
 
@@ -122,6 +130,11 @@ class ModelStore:
             if time.time() - path.stat().st_mtime >= older_than:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path.name)
+        # the ACTIVE pointer's staging file (datastructure.files.staging_path), after a kill mid-activate
+        for path in self.folder.glob(f".{self.pointer.name}.*.tmp"):
+            if time.time() - path.stat().st_mtime >= older_than:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
         return removed
 
     # -- reading -------------------------------------------------------------------------
@@ -137,7 +150,7 @@ class ModelStore:
         try:
             return json.loads((self._folder_of(model_id) / "model.json").read_text())
         except (OSError, ValueError) as exc:
-            raise ModelNotValid(f"model {model_id} has no readable model.json: {exc}") from None
+            raise ModelNotValid(f"model {model_id} has no readable model.json: {reason(exc)}") from None
 
     def listing(self) -> list[dict]:
         """Return a summary of every model, newest first, marking the active one."""
@@ -182,7 +195,7 @@ class ModelStore:
         except ModelNotValid:
             raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelNotValid(f"model {model_id} cannot be loaded: {exc}") from None
+            raise ModelNotValid(f"model {model_id} cannot be loaded: {reason(exc)}") from None
         return Model(model_id, classifier, metadata)
 
     def load_active(self) -> Model | None:

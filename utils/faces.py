@@ -21,7 +21,7 @@ from PIL import Image
 from datastructure.errors import FaceLibraryMissing, PyRecognizerError
 from utils.images import DecodedImage, configure_pillow, decode_image
 
-PIPELINE_VERSION = "2"  # bump when detection or encoding changes, so cached encodings expire
+PIPELINE_VERSION = "3"  # 3: photos other than JPEG are reduced at decoding too (utils/images.py)
 # dlib's detectors and models keep state between calls: two threads of one gunicorn worker
 # running them at once corrupt memory (SIGSEGV, garbage boxes). One call at a time per
 # process; the processes (one per core) give the parallelism.

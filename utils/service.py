@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from conf.config import Config, Paths
-from datastructure.errors import PyRecognizerError
+from datastructure.annotated import AnnotatedCopies
+from datastructure.errors import InsufficientStorage, PyRecognizerError
 from datastructure.model_store import ModelStore
 from utils.faces import Options, face_library
 from utils.images import configure_pillow
@@ -48,10 +50,26 @@ class Service:
     active: ActiveModel
     jobs: JobRunner
     predict_options: Options
+    annotated: AnnotatedCopies
 
     def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
-        """Return the prediction envelope for one photo."""
-        return prediction(data, self.active, self.predict_options, self.paths.annotated if save_annotated else None)
+        """Return the prediction envelope for one photo, with an annotated copy if ``save_annotated``."""
+        return prediction(data, self.active, self.predict_options, self.annotated if save_annotated else None,
+                          self.config.annotated.max_side)
+
+    def free_disk(self) -> int:
+        """Return the bytes free for the data folder."""
+        return shutil.disk_usage(self.paths.root).free
+
+    def low_on_disk(self) -> bool:
+        """True when the data folder has less free space than ``limits.min_free_disk``."""
+        return self.free_disk() < self.config.limits.min_free_disk
+
+    def require_free_disk(self, purpose: str) -> None:
+        """Refuse (507) what would write to a data folder that is (nearly) full."""
+        if self.low_on_disk():
+            raise InsufficientStorage(f"not enough free disk space {purpose}: under limits.min_free_disk "
+                                      f"({self.config.limits.min_free_disk:,} bytes) is left")
 
     def train(self, source, *, tune: bool = False, progress=lambda *_: None, source_name: str | None = None) -> dict:
         """Train or tune on a zip or folder, save the model and make it active."""
@@ -83,8 +101,12 @@ def build_service(config: Config, *, console_log: bool = True) -> Service:
     jobs = JobRunner(paths.jobs)
     for name in jobs.stale_uploads(paths.incoming):
         log.warning("removed the upload %s, left by an interrupted training", name)
+    annotated = AnnotatedCopies(paths.annotated, config.annotated.keep, config.annotated.max_age)
+    removed = annotated.clean()
+    if removed:
+        log.info("removed %d annotated copies past their retention (or left by a kill)", removed)
     service = Service(config=config, paths=paths, store=store, active=ActiveModel(store),
-                     jobs=jobs,
+                     jobs=jobs, annotated=annotated,
                      predict_options=Options.from_config(config.faces, config.limits, training=False))
     if store.active_id():
         try:
