@@ -52,6 +52,9 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["pyrecognizer.credentials"] = credentials
 
     csrf = CSRFProtect(app)
+    # First of all: a cookie whose server-side session was ended counts for nothing, its CSRF
+    # token included.
+    app.before_request(auth.check_session)
 
     @app.before_request
     def check_csrf():
@@ -71,7 +74,8 @@ def create_app(config: Config | None = None) -> Flask:
         # start): logging in at /login opens the dashboard too (see api.auth.grant_dashboard).
         init_dashboard(app, database_path=service.paths.dashboard_db, username=config.dashboard.username,
                        password=secrets.token_urlsafe(32), monitor_level=config.dashboard.monitor_level,
-                       sampling_period=config.dashboard.sampling_period)
+                       sampling_period=config.dashboard.sampling_period,
+                       require_login=auth.admin_login_required)
     return app
 
 

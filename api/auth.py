@@ -1,10 +1,13 @@
 """Who may train, tune and manage models.
 
-REST clients send ``Authorization: Bearer <API token>``; browser users log in with the admin
-password and carry a session cookie. ``create_app`` demands a valid CSRF token of every
-unsafe request (POST, PUT, PATCH, DELETE) that carries the cookie or comes from a browser, so a
-forged cross-site request cannot change anything; safe methods (GET) only read. Secrets are kept hashed under the data
-directory; when none is configured they are generated at first start and printed once.
+REST clients send ``Authorization: Bearer <API token>``; wrong tokens are counted per client
+address and refused with 429 past ``security.rate_limits.wrong_token``. Browser users log in
+with the admin password and carry a session cookie that names a server-side session
+(``api.sessions``): logging out, or a new admin password, ends it for every copy of the cookie.
+``create_app`` demands a valid CSRF token of every unsafe request (POST, PUT, PATCH, DELETE)
+that carries the cookie or comes from a browser, so a forged cross-site request cannot change
+anything; safe methods (GET) only read. Secrets are kept hashed under the data directory; when
+none is configured they are generated at first start and printed once.
 """
 from __future__ import annotations
 
@@ -17,14 +20,16 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_wtf import FlaskForm
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField
+from werkzeug.exceptions import TooManyRequests
 from wtforms.validators import DataRequired
 
 from api.context import current_service
-from api.limits import limit
+from api.limits import limit, wrong_token_allowed, wrong_token_seen
+from api.sessions import SessionStore
 from datastructure.errors import PyRecognizerError
 from conf.config import Security
 from datastructure.files import atomic_write
@@ -56,6 +61,12 @@ class Credentials:
         """Whether ``password`` is the admin password."""
         return check_password_hash(self.password_hash, password)
 
+    @property
+    def password_fingerprint(self) -> str:
+        """What sessions record of the password they were opened under (a hash of its salted
+        hash): another password, another fingerprint."""
+        return hashlib.sha256(self.password_hash.encode()).hexdigest()
+
 
 def secrets_file_content(path) -> dict:
     """Return the stored secrets (hashes and the session key); {} when the file is missing or unreadable."""
@@ -74,8 +85,10 @@ def write_private(path, content: dict) -> None:
 def service_secrets(path, security: Security) -> tuple[str, Credentials]:
     """Return the session secret key and the credentials, generating what is missing.
 
-    Configured values (environment or config file) win and are never written down; generated
-    ones are stored hashed and shown once, on the console and in the log.
+    Configured values (environment or config file) win and are never written down in clear;
+    generated ones are shown once, on the console. Both are stored hashed; a configured
+    password keeps its stored hash while it is unchanged, so that a new one is noticed and
+    ends the sessions opened under the old one (``Credentials.password_fingerprint``).
     """
     stored = secrets_file_content(path)
     changed, shown = False, {}
@@ -88,6 +101,10 @@ def service_secrets(path, security: Security) -> tuple[str, Credentials]:
     if not password and not stored.get("admin_password_hash"):
         shown["admin password"] = secrets.token_urlsafe(12)
         stored["admin_password_hash"] = generate_password_hash(shown["admin password"])
+    elif password and not check_password_hash(stored.get("admin_password_hash") or "", password):
+        if stored.get("admin_password_hash"):
+            log.warning("the admin password changed: every session opened before is ended")
+        stored["admin_password_hash"], changed = generate_password_hash(password), True
     if changed or shown:
         write_private(path, stored)
     for name, value in shown.items():
@@ -96,13 +113,33 @@ def service_secrets(path, security: Security) -> tuple[str, Credentials]:
         log.warning("generated the %s: shown once on the console, stored hashed in %s", name, path)
     credentials = Credentials(
         token_sha256=hashlib.sha256(token.encode()).hexdigest() if token else stored["api_token_sha256"],
-        password_hash=generate_password_hash(password) if password else stored["admin_password_hash"])
+        password_hash=stored["admin_password_hash"])
     return security.secret_key or stored["secret_key"], credentials
 
 
 def credentials() -> Credentials:
     """Return the credentials of the app handling the current request."""
     return current_app.extensions["pyrecognizer.credentials"]
+
+
+def session_store() -> SessionStore:
+    """Return the open admin sessions of the running service."""
+    return SessionStore(current_service().paths.sessions)
+
+
+# What an anonymous session may hold: Flask-WTF's CSRF token and flashed messages. Anything
+# else (the admin login, the dashboard's grant) is honoured only with an open session id.
+ANONYMOUS_KEYS = frozenset({"csrf_token", "_flashes"})
+
+
+def check_session() -> None:
+    """Before every request: forget a session cookie whose server-side session is not open
+    (logged out, expired, opened under an older password, or never opened here), so that the
+    request runs anonymously and the CSRF token the cookie carried no longer matches."""
+    if set(session.keys()) <= ANONYMOUS_KEYS:
+        return
+    if not session_store().is_open(session.get("sid"), credentials().password_fingerprint):
+        session.clear()
 
 
 def bearer_token() -> str | None:
@@ -117,8 +154,40 @@ def is_authorized() -> bool:
     methods only, by ``create_app``: a GET with the session cookie is honoured as is)."""
     token = bearer_token()
     if token is not None:
-        return credentials().token_ok(token)
+        return token_accepted(token)
+    return is_admin_session()
+
+
+def is_admin_session() -> bool:
+    """Whether the request carries an open admin session (``check_session`` ran before)."""
     return session.get("user") == "admin"
+
+
+def token_accepted(token: str) -> bool:
+    """Whether ``token`` is the API token; raise TooManyRequests (429) once this client address
+    has sent too many wrong ones, even for the right one, so that guessing gains nothing.
+
+    Decided once per request (a view and its page both ask): a wrong token counts once, and
+    the error page of a refused one does not raise again.
+    """
+    if "token_accepted" in g:
+        return g.token_accepted
+    g.token_accepted = False
+    if not wrong_token_allowed():
+        raise TooManyRequests("too many wrong API tokens from this address: wait, then try again")
+    if credentials().token_ok(token):
+        g.token_accepted = True
+    else:
+        wrong_token_seen()
+        log.warning("wrong API token from %s", request.remote_addr)
+    return g.token_accepted
+
+
+def admin_login_required() -> None:
+    """Refuse the request with 401 (a browser: the login page) unless an admin session is open.
+    The dashboard runs this before every one of its views (``api.dashboard``)."""
+    if not is_admin_session():
+        raise Unauthorized("log in at /login")
 
 
 def login_required(view):
@@ -156,8 +225,13 @@ class LoginForm(FlaskForm):
 
 
 def safe_next(target: str | None) -> str:
-    """Return ``target`` if it is a path on this site, else the home page (no open redirect)."""
-    parts = urlsplit(target or "")
+    """Return ``target`` if it is a path on this site, else the home page (no open redirect,
+    and no control character or backslash, which a browser drops or reads as a slash and
+    which no Location header may carry)."""
+    target = target or ""
+    if any(character < " " or character in "\\\x7f" for character in target):
+        return url_for("pages.predict_page")
+    parts = urlsplit(target)
     if target and not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
         return target
     return url_for("pages.predict_page")
@@ -173,6 +247,8 @@ def login():
         if credentials().password_ok(form.password.data):
             session.clear()
             session.permanent = True
+            lifetime = current_app.permanent_session_lifetime.total_seconds()
+            session["sid"] = session_store().open(lifetime, credentials().password_fingerprint)
             session["user"] = "admin"
             grant_dashboard()
             log.info("admin logged in from %s", request.remote_addr)
@@ -185,7 +261,9 @@ def login():
 
 @blueprint.post("/logout")
 def logout():
-    """End the session and go to the home page."""
+    """End the session, on the server too (a saved copy of the cookie opens nothing after), and
+    go to the home page."""
+    session_store().close(session.get("sid"))
     session.clear()
     return redirect(url_for("pages.predict_page"))
 

@@ -10,8 +10,14 @@ configuration is in place.
 What ``init_dashboard`` changes from FMD's defaults, each checked against FMD 5.1.0's source:
 
 * credentials: the configured user, never FMD's admin/admin, also in an existing database;
+* users: the configured admin is the only one; FMD's routes that create, edit or delete
+  users answer 403, and any other user found in the database is deleted at start;
 * telemetry: off, and unable to reach the network even if someone opts in from the UI;
-* CSRF: the dashboard blueprint is exempt from the app's CSRFProtect, guarded by SameSite;
+* CSRF: the dashboard blueprint is exempt from the app's CSRFProtect (FMD's pages send no
+  token); instead every state change must come from a page of the same origin (``Origin``,
+  or else ``Referer``, equal to the request's scheme, host and port);
+* access: with ``require_login``, every dashboard route but its static files runs it first
+  (the service passes its own admin login), FMD's login page included;
 * outliers: Authorization and Cookie values are redacted before FMD stores request headers;
 * SQLite: WAL journal and a busy timeout, so gunicorn workers can share the file.
 
@@ -25,7 +31,8 @@ import functools
 import pathlib
 import re
 import secrets
-from typing import NamedTuple
+from typing import Callable, NamedTuple
+from urllib.parse import urlsplit
 
 import flask
 from sqlalchemy import event
@@ -44,6 +51,9 @@ SENSITIVE_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 SQLITE_BUSY_TIMEOUT_MS = 5000
 MONITOR_LEVELS = (0, 1, 2, 3)
 SESSION_GRANT_EXTENSION = "pyrecognizer.dashboard_grant"
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# FMD 5.1.0's view functions that manage its own users: there is one user, the configured one.
+USER_MANAGEMENT_VIEWS = ("user_create", "user_edit", "user_delete")
 
 # str(werkzeug Headers): one "Name: value" line per header, CRLF-separated.
 _HEADER_LINE = re.compile(
@@ -66,13 +76,15 @@ class _Settings(NamedTuple):
     monitor_level: int
     sampling_period: float
     link: str
+    require_login: Callable[[], None] | None
 
 
 _bound: _Settings | None = None
 
 
 def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: str, password: str,
-                   monitor_level: int = 1, sampling_period: float = 0.0, link: str = "dashboard") -> None:
+                   monitor_level: int = 1, sampling_period: float = 0.0, link: str = "dashboard",
+                   require_login: Callable[[], None] | None = None) -> None:
     """Bind Flask-MonitoringDashboard to ``app`` at /dashboard, with a login, no telemetry, and
     redacted outliers, storing its measurements in the SQLite file ``database_path``.
 
@@ -96,13 +108,16 @@ def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: s
     :param sampling_period: seconds between two profiler samples at level 3 (0: continuously).
     :param link: the URL prefix. FMD 5.1.0's JavaScript calls a few /dashboard/... URLs
         verbatim (telemetry, database pruning), so those panels only work with "dashboard".
+    :param require_login: called before every dashboard view but the static files; it raises
+        to refuse the request (e.g. a 401 that sends a browser to the app's login page). None
+        keeps FMD's own login page and checks.
     :raises RuntimeError: the app's secret key or cookie policy is unsafe, or FMD is already
         bound with other arguments.
     :raises ValueError: empty credentials or an unknown monitor level.
     """
     global _bound
     settings = _Settings(app, pathlib.Path(database_path).resolve(), username, password,
-                         monitor_level, sampling_period, link)
+                         monitor_level, sampling_period, link, require_login)
     if _bound is not None:
         if settings == _bound:
             return
@@ -121,6 +136,7 @@ def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: s
     _disable_telemetry(database)
     _redact_outlier_requests()
     fmd.bind(app)
+    _guard(app, require_login)
     _exempt_from_csrf(app)
     _publish_session_grant(app, link, admin_id)
     _bound = settings
@@ -222,7 +238,7 @@ def _sync_admin_user(database, username: str, password: str) -> int:
     FMD seeds its User table from config.username/password only while the table is empty,
     on the first login attempt (``database.auth.get_user``), and ignores the config after that:
     an existing file would keep its first password forever, admin/admin if FMD ever ran with
-    its defaults. Other users, created from the dashboard, are left as they are.
+    its defaults. Other users are deleted: the dashboard has one user, the configured one.
     """
     try:
         return _upsert_admin(database, username, password)
@@ -233,8 +249,10 @@ def _sync_admin_user(database, username: str, password: str) -> int:
 
 
 def _upsert_admin(database, username: str, password: str) -> int:
-    """Create or update the admin user in one transaction; return its id."""
+    """Create or update the admin user in one transaction, delete every other user (a user
+    planted earlier, e.g. by a forged request, would otherwise keep a way in); return its id."""
     with database.DBSession.begin() as session:
+        session.query(database.User).filter(database.User.username != username).delete()
         user = session.query(database.User).filter_by(username=username).one_or_none()
         if user is None:
             user = database.User(username=username)
@@ -308,15 +326,48 @@ def _redacting(add_outlier):
     return add_redacted_outlier
 
 
+def same_origin(request: flask.Request) -> bool:
+    """Whether the request's ``Origin`` (or, without one, its ``Referer``) is the origin the
+    request was sent to: same scheme, host and port. Neither header: False.
+
+    SameSite=Lax does not separate two ports of a host or sibling subdomains (they are the
+    same *site*), so a form posted from another port carries the session cookie; browsers
+    always send Origin with a POST, and a page cannot forge it.
+    """
+    claimed = request.headers.get("Origin") or request.headers.get("Referer")
+    if not claimed or claimed == "null":
+        return False
+    parts, here = urlsplit(claimed), urlsplit(request.host_url)
+    return (parts.scheme, parts.netloc.lower()) == (here.scheme, here.netloc.lower())
+
+
+def _guard(app: flask.Flask, require_login: Callable[[], None] | None) -> None:
+    """Check every dashboard request before FMD's view runs (see the module docstring)."""
+    prefix = fmd.config.blueprint_name + "."
+
+    @app.before_request
+    def guard_dashboard():
+        endpoint = flask.request.endpoint or ""
+        if not endpoint.startswith(prefix) or endpoint == prefix + "static" and flask.request.method == "GET":
+            return
+        if require_login is not None:
+            require_login()
+        if endpoint.removeprefix(prefix) in USER_MANAGEMENT_VIEWS:
+            flask.abort(403, "the dashboard has one user, the service's admin: users cannot be added, "
+                             "changed or deleted")
+        if flask.request.method in UNSAFE_METHODS and not same_origin(flask.request):
+            flask.abort(403, "a dashboard change must come from the dashboard's own pages "
+                             "(Origin or Referer of this site)")
+
+
 def _exempt_from_csrf(app: flask.Flask) -> None:
     """Let the dashboard's login form and JSON API through the app's CSRFProtect.
 
     FMD's pages carry no CSRF token (its login form is plain HTML, its Angular client posts
-    without one), so they would all fail with 400. The exemption is safe because the dashboard
-    session is Flask's session cookie, which ``_check_app`` requires to be SameSite Lax or
-    Strict: browsers do not attach it to cross-site POSTs, so a forged request arrives logged
-    out and FMD's ``secure``/``admin_secure`` send it to the login page. What remains is a
-    forged *login*, which needs the attacker's own valid credentials.
+    without one), so they would all fail with 400. ``_guard`` checks their origin instead: a
+    change posted from any other origin, another port of the same host included, is refused
+    with 403 (SameSite=Lax, which ``_check_app`` also requires, keeps the cookie from other
+    sites only).
     """
     csrf = app.extensions.get("csrf")
     if csrf is not None:

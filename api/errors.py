@@ -20,7 +20,7 @@ from datastructure.response import envelope
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
               413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS"}
 PAGE_BLUEPRINTS = ("pages",)  # whose views are pages: their errors are pages whatever the Accept header
 

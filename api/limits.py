@@ -6,6 +6,7 @@ up to N times a limit; a shared storage (e.g. ``redis://host:6379``) counts once
 """
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse
 
 from api.context import current_service
 
@@ -16,3 +17,17 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 def limit(name: str, **options):
     """Decorate a view with the limit ``security.rate_limits.<name>`` of the running app."""
     return limiter.limit(lambda: getattr(current_service().config.security.rate_limits, name), **options)
+
+
+def _wrong_token_limit():
+    return parse(current_service().config.security.rate_limits.wrong_token)
+
+
+def wrong_token_allowed() -> bool:
+    """Whether this client address may still try a token (under ``rate_limits.wrong_token``)."""
+    return limiter.limiter.test(_wrong_token_limit(), "wrong_token", get_remote_address())
+
+
+def wrong_token_seen() -> None:
+    """Count a wrong API token against this client address."""
+    limiter.limiter.hit(_wrong_token_limit(), "wrong_token", get_remote_address())

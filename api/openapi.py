@@ -28,11 +28,14 @@ def _upload(description: str) -> dict:
         "properties": {"file": {"type": "string", "format": "binary", "description": description}}}}}}
 
 
-FACE = {"type": "object", "properties": {
-    "name": {"type": "string"}, "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-    "distance": {"type": "number"}, "candidate": {"type": "string"},
-    "runner_up": {"type": ["string", "null"]}, "runner_up_distance": {"type": ["number", "null"]},
-    "box": {"type": "object", "properties": {side: {"type": "integer"} for side in ("top", "right", "bottom", "left")}}}}
+FACE = {"type": "object", "required": ["name", "confidence", "box"],
+        "description": "distance, candidate, runner_up and runner_up_distance only for the API token or the admin login",
+        "properties": {
+            "name": {"type": "string"}, "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "distance": {"type": "number"}, "candidate": {"type": "string"},
+            "runner_up": {"type": ["string", "null"]}, "runner_up_distance": {"type": ["number", "null"]},
+            "box": {"type": "object",
+                    "properties": {side: {"type": "integer"} for side in ("top", "right", "bottom", "left")}}}}
 MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d{8}_\d{6}$"}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 

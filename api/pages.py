@@ -54,6 +54,7 @@ MESSAGES = {
     "MODEL_NOT_VALID": ("This model cannot be used", ""),
     "CSRF_FAILED": ("This page has expired", "Reload the page and try again."),
     "UNAUTHORIZED": ("You need to log in", "Log in with the admin password, then try again."),
+    "FORBIDDEN": ("This is not allowed", "The service refuses this action, whoever asks."),
     "NOT_FOUND": ("Not found", "The page or item does not exist (any more)."),
     "METHOD_NOT_ALLOWED": ("This action is not available here", "Go back and use the buttons of the page."),
     "UNSUPPORTED_MEDIA_TYPE": ("The service cannot read what was sent", "Go back and try again."),
@@ -130,18 +131,23 @@ def gallery(people: dict) -> list[dict]:
 
 
 def model_summary(model_id: str | None) -> dict | None:
-    """Return what the pages show of a model: people, photos, accuracy (None for no model)."""
+    """Return what the pages show of a model: people, photos, accuracy (None for no model).
+
+    Who the model knows (``people``, ``gallery``) is for those who may manage models; anyone
+    else gets how many (``count``) and no name.
+    """
     if not model_id:
         return None
     try:
         meta = current_service().store.metadata(model_id)
     except PyRecognizerError as exc:
-        return {"id": model_id, "people": {}, "photos": None, "accuracy": None, "problem": exc.description,
-                "gallery": []}
-    return {"id": model_id, "people": meta.get("people", {}), "photos": meta.get("photos"),
+        return {"id": model_id, "people": {}, "count": 0, "photos": None, "accuracy": None,
+                "problem": exc.description, "gallery": []}
+    people = meta.get("people", {}) if can_manage() else {}
+    return {"id": model_id, "people": people, "count": len(meta.get("people", {})), "photos": meta.get("photos"),
             "accuracy": (meta.get("metrics") or {}).get("accuracy"), "created": meta.get("created"),
             "kind": meta.get("kind"), "source": meta.get("source"), "seconds": meta.get("seconds"),
-            "search": meta.get("search"), "problem": None, "gallery": gallery(meta.get("people", {}))}
+            "search": meta.get("search"), "problem": None, "gallery": gallery(people)}
 
 
 def prediction_page(answer: dict | None = None, status: int = 200):

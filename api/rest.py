@@ -16,6 +16,7 @@ from api.openapi import specification
 from datastructure.errors import InsufficientStorage, MissingFile, NotFound
 from datastructure.response import envelope
 from utils import archive
+from utils.recognition import public_answer
 
 blueprint = Blueprint("rest", __name__)
 
@@ -36,12 +37,15 @@ def predict():
     """Recognise every face of the uploaded photo.
 
     ``description`` carries the annotated copy's file name, as the original PyRecognizer's
-    envelope did; ``image_url`` is where to fetch it.
+    envelope did; ``image_url`` is where to fetch it. Only the token or the admin login sees
+    each face's candidate, runner-up and distances (``public_answer``).
     """
     data = uploaded_file().read()
     if not data:
         raise MissingFile("the uploaded file is empty")
     answer = current_service().predict(data)
+    if not is_authorized():
+        answer = public_answer(answer)
     if answer["response"]["annotated"]["saved"]:
         answer["response"]["image_url"] = url_for("rest.upload", name=answer["response"]["description"])
     return answer

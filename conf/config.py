@@ -45,9 +45,11 @@ class ConfigError(ValueError):
     """A configuration that cannot run: unknown key, wrong type or value out of range."""
 
 
-def setting(*, min: float | None = None, max: float | None = None, choices: tuple = ()) -> Any:
-    """A dataclass field checked by ``load_config``: within [min, max], or one of ``choices``."""
-    return field(metadata={"min": min, "max": max, "choices": choices})
+def setting(*, min: float | None = None, max: float | None = None, choices: tuple = (),
+            min_length: int | None = None) -> Any:
+    """A dataclass field checked by ``load_config``: within [min, max], one of ``choices``, or
+    (a text) at least ``min_length`` characters long."""
+    return field(metadata={"min": min, "max": max, "choices": choices, "min_length": min_length})
 
 
 # --- the sections ------------------------------------------------------------------------
@@ -173,14 +175,16 @@ class RateLimits:
     login: str
     predict: str
     train: str
+    wrong_token: str  # wrong bearer tokens, counted per client address (api/limits.py)
 
 
 @dataclass(frozen=True)
 class Security:
     """Secrets, who may predict, TLS, sessions and rate limits."""
 
-    api_token: str | None
-    admin_password: str | None
+    # Short secrets are guessed: refused at start (None: generated at first start, see api/auth.py).
+    api_token: str | None = setting(min_length=16)
+    admin_password: str | None = setting(min_length=10)
     secret_key: str | None
     predict_requires_token: bool
     tls: bool
@@ -303,11 +307,21 @@ def _in_range(value: Any, item: dataclasses.Field, name: str) -> None:
     low, high, choices = item.metadata.get("min"), item.metadata.get("max"), item.metadata.get("choices")
     if value is None:
         return
+    shortest = item.metadata.get("min_length")
+    if shortest is not None and len(value) < shortest:
+        # never echo the value: it is a secret
+        raise ConfigError(f"{_named(name)} is too short: {len(value)} characters, at least {shortest} needed")
     if choices and value not in choices:
         raise ConfigError(f"{name}: {json.dumps(value)} is not one of {', '.join(map(str, choices))}")
     if low is not None and value < low or high is not None and value > high:
         bounds = f"at least {low}" if high is None else f"at most {high}" if low is None else f"from {low} to {high}"
         raise ConfigError(f"{name}: {value} is out of range (expected {bounds})")
+
+
+def _named(name: str) -> str:
+    """Return a setting's name, with the environment variable that sets it if there is one."""
+    variables = [variable for variable, path in ENVIRONMENT.items() if ".".join(path) == name]
+    return f"{name} ({variables[0]})" if variables else name
 
 
 def section(cls: type, values: dict, name: str = "") -> Any:
@@ -366,6 +380,7 @@ class Paths:
         self.cache = root / "dataset" / "cache"
         self.dashboard_db = self.log / "dashboard.db"
         self.secrets = root / "dataset" / "secrets.json"
+        self.sessions = root / "dataset" / "sessions"  # open admin sessions (api/sessions.py)
         self.tls = root / "dataset" / "tls"
 
     def create(self) -> "Paths":

@@ -287,7 +287,7 @@ BASE_CONFIG = {
     "dashboard": {"enabled": False},
     "faces": {"cnn_fallback_train": False},
     "security": {"rate_limits": {"login": "1000 per minute", "predict": "10000 per minute",
-                                 "train": "1000 per hour"}},
+                                 "train": "1000 per hour", "wrong_token": "1000 per minute"}},
 }
 
 

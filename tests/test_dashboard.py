@@ -132,10 +132,11 @@ def app_state(server: Server) -> dict:
 
 
 def fmd_login(server: Server, password: str) -> tuple[requests.Session, requests.Response]:
-    """Post FMD's login form, as its page does (no CSRF token), in a new client session."""
+    """Post FMD's login form, as its page does in a browser (no CSRF token, its own Origin), in
+    a new client session."""
     client = requests.Session()
     answer = client.post(server.url + "/dashboard/login", data={"name": "admin", "password": password},
-                         allow_redirects=False, timeout=10)
+                         headers={"Origin": server.url}, allow_redirects=False, timeout=10)
     return client, answer
 
 
@@ -201,7 +202,17 @@ def test_the_service_login_can_open_the_dashboard(server):
 def test_dashboard_is_exempt_from_csrf_and_the_app_is_not(server):
     client, answer = fmd_login(server, PASSWORD)  # a POST without CSRF token
     assert answer.status_code == 302
-    assert client.post(server.url + "/dashboard/api/overview", timeout=10).status_code == 200
+    same_origin = {"Origin": server.url}
+    assert client.post(server.url + "/dashboard/api/overview", headers=same_origin, timeout=10).status_code == 200
+    # ... but not from its origin check: a post from elsewhere, or from nowhere said, is refused
+    for headers in ({"Origin": "http://127.0.0.1:1"}, {"Referer": "http://evil.example/"}, {}):
+        assert client.post(server.url + "/dashboard/api/overview", headers=headers, timeout=10).status_code == 403
+    # and there is one user: FMD's user management is closed, even to its admin
+    created = client.post(server.url + "/dashboard/api/user/create", headers=same_origin, timeout=10,
+                          data={"username": "second", "password": "second-pass", "password2": "second-pass",
+                                "is_admin": "true"})
+    assert created.status_code == 403
+    assert [user["username"] for user in client.get(server.url + "/dashboard/api/users", timeout=10).json()] == ["admin"]
 
     refused = client.post(server.url + "/echo", timeout=10)
     assert refused.status_code == 400
@@ -217,8 +228,11 @@ def test_telemetry_is_off_and_never_attempted(server):
 
     # Even a user who opts in from the UI, or sends the feedback form (which FMD posts
     # whatever the consent), makes no outbound call.
-    client.post(server.url + "/dashboard/telemetry/accept_telemetry_consent", json={"consent": True}, timeout=10)
-    client.post(server.url + "/dashboard/telemetry/submit_follow_up", json={"feedback": []}, timeout=10)
+    same_origin = {"Origin": server.url}
+    client.post(server.url + "/dashboard/telemetry/accept_telemetry_consent", json={"consent": True},
+                headers=same_origin, timeout=10)
+    client.post(server.url + "/dashboard/telemetry/submit_follow_up", json={"feedback": []}, headers=same_origin,
+                timeout=10)
     assert logged_in(client, server)
 
     assert app_state(server)["outbound"] == []

@@ -15,9 +15,15 @@ BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;
 
 
 def as_admin(client) -> None:
-    """Log the test client's browser session in (what POST /login leaves in the session)."""
+    """Log the test client's browser session in, as POST /login does: a session opened on the
+    server side, and its id and the user in the cookie."""
+    from api.sessions import SessionStore
+
+    app = client.application
+    store = SessionStore(app.extensions["pyrecognizer"].paths.sessions)
+    session_id = store.open(3600, app.extensions["pyrecognizer.credentials"].password_fingerprint)
     with client.session_transaction() as session:
-        session["user"] = "admin"
+        session.update(sid=session_id, user="admin")
 
 
 def test_health_answers_the_envelope(client):

@@ -77,6 +77,21 @@ def face_report(face: Face, decision) -> dict:
             "runner_up_distance": decision.runner_up_distance, "box": box_dict(face.box)}
 
 
+# What an anonymous caller learns of each face: whether it is someone the model knows, and only
+# then who. The candidate, runner-up and distances would list the enrolled people and let
+# anyone measure how close a face of their choice comes to each of them.
+PUBLIC_FACE_KEYS = ("name", "confidence", "box")
+
+
+def public_answer(answer: dict) -> dict:
+    """Return the prediction envelope ``answer`` as an anonymous caller may see it: per face
+    only its name (``unknown`` unless recognised), confidence and box."""
+    response = answer["response"]
+    if "faces" in response:
+        response["faces"] = [{key: face[key] for key in PUBLIC_FACE_KEYS} for face in response["faces"]]
+    return answer
+
+
 def annotated_image(image: DecodedImage, faces: list[dict], max_side: int = 1024) -> bytes:
     """Return a JPEG of the photo, at most ``max_side`` pixels long, with a box and a name drawn
     for every face (a 6000 px upload must not become a 20 MB copy)."""

@@ -317,7 +317,8 @@
       row.querySelector(".face__hint").textContent = unknown && face.candidate ? `closest: ${face.candidate}` : "";
       row.querySelector(".face__meter").value = Number(face.confidence) || 0;
       row.querySelector(".face__percent").textContent = percent(face.confidence || 0);
-      row.querySelector(".face__distance").textContent = Number(face.distance).toFixed(3);
+      // anonymous callers get no distance (api/rest.py): the cell stays empty
+      row.querySelector(".face__distance").textContent = typeof face.distance === "number" ? face.distance.toFixed(3) : "";
       const box = face.box || {};
       row.querySelector(".face__box").textContent = [box.top, box.right, box.bottom, box.left].join(", ");
       return row;
