@@ -16,7 +16,7 @@ DLIB ?= $(shell ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' && command 
 # AVX2/FMA code where the CPU has them: dlib's HOG detector runs twice as fast as with its default -mavx
 DLIB_CXXFLAGS := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -O3 -march=x86-64-v3)
 
-.PHONY: run test test-fast bench install install-dev dlib-build clean
+.PHONY: run test test-fast bench install install-dev dlib-build clean clients
 
 # Flask-MonitoringDashboard's scripts, from the npm registry instead of its CDNs (see
 # api/dashboard_assets.py); without npm the service runs and only the dashboard's charts miss.
@@ -25,12 +25,17 @@ DASHBOARD_ASSETS := api/static/vendor/.fetched
 run: $(VENV)/.installed $(DASHBOARD_ASSETS)
 	$(BIN)/python main.py serve
 
-test: $(VENV)/.installed-dev $(DASHBOARD_ASSETS)
+test: $(VENV)/.installed-dev $(DASHBOARD_ASSETS) clients
 	$(BIN)/python -m pytest
 
 # In-process tests only (no server process, CLI, Chromium, Dask or long training): < 60 s.
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not e2e and not browser and not slow"
+
+# The DeepStack and CompreFace clients the compatibility tests drive, each in its own venv under
+# .cache/clients/ as their users install them (see tests/clients.py).
+clients: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.clients
 
 bench: $(VENV)/.installed-dev .venv-plain/.installed
 	$(BIN)/python -m bench
@@ -92,4 +97,4 @@ dlib-build: | $(VENV)/bin/python
 	$(MAKE) $(VENV)/.dlib
 
 clean:
-	rm -rf $(VENV) .venv-plain
+	rm -rf $(VENV) .venv-plain .cache/clients

@@ -17,7 +17,7 @@ from datastructure.model_store import ModelStore
 from utils.faces import Options, face_library
 from utils.images import configure_pillow
 from utils.jobs import JobRunner
-from utils.recognition import ActiveModel, prediction
+from utils.recognition import ActiveModel, faces_and_decisions, prediction
 from utils.training import train_model
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class Service:
     def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
         """Return the prediction envelope for one photo."""
         return prediction(data, self.active, self.predict_options, self.paths.annotated if save_annotated else None)
+
+    def faces_and_decisions(self, data: bytes) -> list:
+        """Return every face of one photo with the active model's Decision (None before any model)."""
+        return faces_and_decisions(data, self.active, self.predict_options)
 
     def train(self, source, *, tune: bool = False, progress=lambda *_: None, source_name: str | None = None) -> dict:
         """Train or tune on a zip or folder, save the model and make it active."""
