@@ -33,7 +33,7 @@ FACE = {"type": "object", "properties": {
     "distance": {"type": "number"}, "candidate": {"type": "string"},
     "runner_up": {"type": ["string", "null"]}, "runner_up_distance": {"type": ["number", "null"]},
     "box": {"type": "object", "properties": {side: {"type": "integer"} for side in ("top", "right", "bottom", "left")}}}}
-MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d{8}_\d{6}$"}}
+MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d{8}_\d{6}(_[1-9]\d{0,5})?$"}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 
 
