@@ -16,7 +16,6 @@ from PIL import Image
 
 from tests.clients import run_client
 from tests.conftest import app_over
-from tests.support import Server
 
 PEOPLE = ["Ben Afflek", "Elton John", "Jerry Seinfield", "Madonna", "Mindy Kaling"]
 
@@ -28,12 +27,10 @@ def blank_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, faces):
-    """One real server for the end-to-end tests of this module; each test leaves it with nobody."""
-    started = Server(tmp_path_factory.mktemp("compat")).start()
-    yield started
-    started.stop()
+@pytest.fixture
+def server(server_factory, faces):
+    """A real server process (gunicorn, as `main.py serve` runs it) with nobody enrolled."""
+    return server_factory()
 
 
 def client_output(*args) -> dict:
@@ -64,13 +61,16 @@ def test_compreface_sdk_adds_recognises_verifies_and_deletes(server, faces):
 
     right = 0
     for item in out["recognized"]:
+        if item["answer"].get("code") == 28:  # no face found: CompreFace's answer, and a miss
+            assert set(item["answer"]) == {"message", "code"}
+            continue
         assert "plugins_versions" in item["answer"], item
         face = item["answer"]["result"][0]
         assert set(face["box"]) == {"probability", "x_min", "y_min", "x_max", "y_max"}
         assert len(face["embedding"]) == 128 and "execution_time" in face
         subject = face["subjects"][0]
         right += subject["subject"] == item["expected"] and subject["similarity"] > 0
-    assert right >= 23, [(i["expected"], i["answer"]["result"][0]["subjects"]) for i in out["recognized"]]
+    assert right >= 23, [(i["expected"], i["answer"].get("result", i["answer"])) for i in out["recognized"]]
 
     same = out["verify"]["same"]["result"][0]["face_matches"][0]["similarity"]
     different = out["verify"]["different"]["result"][0]["face_matches"][0]["similarity"]
@@ -108,8 +108,6 @@ def test_deepstack_python_registers_recognises_lists_and_deletes(server, faces):
     assert out["wrong_key"] != "accepted"
     assert out["delete"] == {"status": 200, "body": {"success": True, "duration": 0}}
     assert sorted(out["list_after_delete"]) == PEOPLE[1:]
-    for name in PEOPLE[1:]:  # leave the server with nobody
-        server.post("/v1/vision/face/delete", data={"userid": name, "api_key": server.token}, auth=False)
 
 
 @pytest.mark.e2e
@@ -136,6 +134,8 @@ def test_double_take_request_shapes(server, faces):
     assert refused.status_code == 401 and refused.json()["success"] is False
     removed = requests.post(f"{url}/v1/vision/face/delete", data={"userid": "madonna", "api_key": key}, timeout=60)
     assert removed.json() == {"success": True, "duration": 0}
+    answer = requests.post(f"{url}/v1/vision/face/recognize", **multipart("image", photo, api_key=key)).json()
+    assert [p["userid"] for p in answer["predictions"]] == ["unknown"], answer
 
     # compreface.js train / recognize (face_plugins "undefined" when unset) / remove
     headers = {"x-api-key": key}
