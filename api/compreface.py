@@ -48,7 +48,8 @@ from datastructure.classifier import UNKNOWN
 from datastructure.errors import (DatasetNotValid, FileNotValid, ImageTooLarge, MissingFile, NotFound,
                                   PyRecognizerError, TrainingInProgress)
 from datastructure.names import checked_name
-from utils.people import Upload
+from utils.faces import Face
+from utils.people import Upload, photo_id
 
 blueprint = Blueprint("compreface", __name__, url_prefix="/api/v1")
 
@@ -310,7 +311,6 @@ def removed_subject(subject: str) -> int:
 
 
 @blueprint.post("/recognition/faces")
-@limit("train")
 @api_key_checked(required=True)
 def add_face():
     """Add an example (one face) to ``?subject=``: ``{"image_id", "subject"}``."""
@@ -410,3 +410,31 @@ def delete_subjects():
     for name in names:
         people.remove(name)
     return {"deleted": len(names)}
+
+
+def example(image_id: str) -> Face:
+    """The stored example ``image_id`` of the active model, as a face to compare with."""
+    store = current_service().store
+    model_id = store.active_id()
+    if model_id is not None:
+        arrays, _, _ = store.contents(model_id)
+        for encoding in arrays["encodings"]:
+            if photo_id(encoding) == image_id:
+                return Face(box=(0, 0, 0, 0), encoding=encoding)
+    raise NotFound(f"no example has the image id {image_id}")
+
+
+@blueprint.post("/recognition/faces/<image_id>/verify")
+@limit("predict")
+@api_key_checked(required=False)
+def verify_example(image_id: str):
+    """Every face of the photo against the example ``image_id``: /verify's confidence as ``similarity``."""
+    options = face_options()
+    started = time.perf_counter()
+    stored = example(image_id)
+    faces, _ = faces_of(photo())
+    if not faces:
+        raise no_face()
+    pairs = largest_first([(face, None) for face in faces], options["limit"])
+    return results([described(face, options, started, similarity=round(same_probability(face_distance(stored, face)), 5))
+                    for face, _ in pairs], options)

@@ -172,7 +172,6 @@ def image_fields() -> list:
 
 
 @blueprint.post("/face/register")
-@limit("train")
 @api_key_checked(required=True)
 def register():
     """Add the uploaded photos to ``userid``: "face added" for someone new, else "face updated"."""

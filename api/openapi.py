@@ -41,7 +41,8 @@ JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "
 
 
 def _dialect(summary: str, tag: str, *, fields: tuple = (), form: dict | None = None, query: tuple = (),
-             json_body: dict | None = None, answer: str = "the dialect's JSON answer", errors=(400, 401, 413, 429)) -> dict:
+             json_body: dict | None = None, path: dict | None = None, answer: str = "the dialect's JSON answer",
+             errors=(400, 401, 413, 429)) -> dict:
     """One operation of the DeepStack or CompreFace dialect (their own answer and error shapes)."""
     operation = {"summary": summary, "tags": [tag],
                  "responses": {"200": {"description": answer, "content": {"application/json": {}}},
@@ -56,15 +57,17 @@ def _dialect(summary: str, tag: str, *, fields: tuple = (), form: dict | None = 
         content["application/json"] = {"schema": json_body}
     if content:
         operation["requestBody"] = {"required": True, "content": content}
-    if query:
-        operation["parameters"] = [{"name": name, "in": "query", "required": False, "schema": {"type": kind}}
-                                   for name, kind in query]
+    parameters = ([path] if path else []) + [{"name": name, "in": "query", "required": False, "schema": {"type": kind}}
+                                             for name, kind in query]
+    if parameters:
+        operation["parameters"] = parameters
     return operation
 
 
 DEEPSTACK_KEY = {"api_key": {"type": "string", "description": "the API token"}}
 FACE_QUERY = (("limit", "integer"), ("det_prob_threshold", "number"), ("face_plugins", "string"), ("status", "boolean"))
 SUBJECT = {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}}
+IMAGE_ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def compat_paths() -> dict:
@@ -93,9 +96,11 @@ def compat_paths() -> dict:
             "get": _dialect("List examples (page, size, subject)", cf,
                             query=(("page", "integer"), ("size", "integer"), ("subject", "string"))),
             "delete": _dialect("Delete the examples of ?subject= (all without it)", cf, query=(("subject", "string"),))},
-        "/api/v1/recognition/faces/{image_id}": {"delete": {
-            **_dialect("Delete one example", cf, errors=(401, 404)),
-            "parameters": [{"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}]}},
+        "/api/v1/recognition/faces/{image_id}": {"delete": _dialect("Delete one example", cf, path=IMAGE_ID,
+                                                                    errors=(401, 404))},
+        "/api/v1/recognition/faces/{image_id}/verify": {"post": _dialect(
+            "Similarity of every face of a photo to the example image_id", cf, fields=("file",), json_body=base64_file,
+            query=FACE_QUERY, path=IMAGE_ID, errors=(400, 401, 404, 413, 429))},
         "/api/v1/recognition/faces/delete": {"post": _dialect(
             "Delete the examples of a JSON list of image ids", cf, json_body={"type": "array", "items": {"type": "string"}})},
         "/api/v1/recognition/subjects": {
@@ -103,9 +108,9 @@ def compat_paths() -> dict:
             "post": _dialect("Accept a subject name (listed from its first example)", cf,
                              json_body={"type": "object", "properties": {"subject": {"type": "string"}}})},
         "/api/v1/recognition/subjects/{subject}": {
-            "put": {**_dialect("Rename a subject", cf, json_body={"type": "object", "properties": {"subject": {"type": "string"}}},
-                               errors=(400, 401, 404, 409)), "parameters": [SUBJECT]},
-            "delete": {**_dialect("Delete a subject and its examples", cf, errors=(401, 404, 409)), "parameters": [SUBJECT]}},
+            "put": _dialect("Rename a subject", cf, json_body={"type": "object", "properties": {"subject": {"type": "string"}}},
+                            path=SUBJECT, errors=(400, 401, 404, 409)),
+            "delete": _dialect("Delete a subject and its examples", cf, path=SUBJECT, errors=(401, 404, 409))},
         "/api/v1/detection/detect": {"post": _dialect("Detect faces", cf, fields=("file",), json_body=base64_file,
                                                       query=FACE_QUERY)},
         "/api/v1/verification/verify": {"post": _dialect(

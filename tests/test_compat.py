@@ -76,6 +76,9 @@ def test_compreface_sdk_adds_recognises_verifies_and_deletes(server, faces):
     different = out["verify"]["different"]["result"][0]["face_matches"][0]["similarity"]
     assert same > 0.5 > different, out["verify"]
     assert len(out["detect"]["result"]) == 1 and out["detect"]["result"][0]["box"]["probability"] == 1.0
+    same = out["verify_example"]["same"]["result"][0]["similarity"]
+    different = out["verify_example"]["different"]["result"][0]["similarity"]
+    assert same > 0.5 > different, out["verify_example"]
 
     removed = out["delete_by_id"]
     assert removed["subject"] == PEOPLE[2] and removed["image_id"] in {i["answer"]["image_id"] for i in added}

@@ -34,6 +34,9 @@ same = verification.verify(str(sorted((val / first).iterdir())[0]), str(sorted((
 different = verification.verify(str(sorted((val / first).iterdir())[0]), str(sorted((train / second).iterdir())[0]))
 out["verify"] = {"same": same, "different": different}
 out["detect"] = detection.detect(str(sorted((val / second).iterdir())[0]))
+example = next(item["answer"]["image_id"] for item in out["added"] if "image_id" in item["answer"] and item["file"].startswith(first))
+out["verify_example"] = {"same": face_collection.verify(str(sorted((val / first).iterdir())[1]), example),
+                         "different": face_collection.verify(str(sorted((val / second).iterdir())[1]), example)}
 
 # deletions: one example by id, all examples of a subject, a subject, a rename, then everything
 one = next(item["answer"] for item in out["added"] if "image_id" in item["answer"] and item["file"].startswith(people[2]))
