@@ -45,8 +45,8 @@ from api.context import current_service
 from api.limits import limit
 from api.verify import face_distance, faces_of, main_face, same_probability
 from datastructure.classifier import UNKNOWN
-from datastructure.errors import (DatasetNotValid, FileNotValid, ImageTooLarge, MissingFile, NotFound,
-                                  PyRecognizerError, TrainingInProgress)
+from datastructure.errors import (DatasetNotValid, FileNotValid, ImageTooLarge, MissingFile, ModelsBusy, NotFound,
+                                  PyRecognizerError, TooManyPhotos, TrainingInProgress)
 from datastructure.names import checked_name
 from utils.faces import Face
 from utils.people import Upload, photo_id
@@ -66,7 +66,8 @@ class CompreFaceError(PyRecognizerError):
 
 
 # CompreFace's code numbers for this service's typed errors (the rest: 0, "undefined")
-NUMBERS = {MissingFile: 5, FileNotValid: 21, ImageTooLarge: 26, NotFound: 11, TrainingInProgress: 27}
+NUMBERS = {MissingFile: 5, FileNotValid: 21, ImageTooLarge: 26, TooManyPhotos: 26, NotFound: 11,
+           TrainingInProgress: 27, ModelsBusy: 27}
 HTTP_NUMBERS = {400: 26, 401: 20, 404: 11, 405: 0, 413: 26, 429: 0}
 
 
@@ -278,17 +279,20 @@ def subject_faces(subject: str) -> list[dict]:
     return [{"image_id": item["id"], "subject": found["name"]} for item in found["photos"]]
 
 
+def refused_example(reason: str) -> CompreFaceError:
+    """The people engine's reason for skipping a photo, in CompreFace's numbers."""
+    if "no face" in reason:
+        return no_face()
+    return CompreFaceError(reason, 31 if "faces found" in reason else 26)
+
+
 def enrolled(subject: str, data: bytes) -> dict:
     """Add one example photo to ``subject``: exactly one face, as CompreFace asks."""
     try:
         result = current_service().people.enrol(subject, [Upload("example.jpg", data)])
     except DatasetNotValid as exc:
         skipped = (exc.data or {}).get("skipped") or [{"reason": exc.description}]
-        reason = skipped[0]["reason"]
-        raise (no_face() if "no face" in reason.lower() else CompreFaceError(reason, 31)) from None
-    if not result["added"]:
-        reason = result["skipped"][0]["reason"] if result["skipped"] else "no face added"
-        raise no_face() if "no face" in reason.lower() else CompreFaceError(reason, 31)
+        raise refused_example(skipped[0]["reason"]) from None
     return {"image_id": result["added"][0]["id"], "subject": result["name"]}
 
 
