@@ -262,3 +262,13 @@ def test_openapi_lists_both_dialects(client):
                  "/api/v1/recognition/subjects", "/api/v1/recognition/subjects/{subject}", "/api/v1/detection/detect",
                  "/api/v1/verification/verify"):
         assert path in paths, path
+
+
+def test_too_large_requests_answer_in_each_dialect(tmp_path, faces):
+    client = app_over(tmp_path / "data", limits={"max_content_length": 4096}).test_client()
+    photo = photo_of(faces)
+    assert len(photo) > 4096
+    deepstack = client.post("/v1/vision/face/recognize", data={"image": (io.BytesIO(photo), "a.jpg")})
+    assert deepstack.status_code == 413 and deepstack.get_json()["success"] is False
+    compreface = client.post("/api/v1/recognition/recognize", data={"file": (io.BytesIO(photo), "a.jpg")})
+    assert compreface.status_code == 413 and compreface.get_json()["code"] == 26
