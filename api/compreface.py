@@ -296,14 +296,16 @@ def enrolled(subject: str, data: bytes) -> dict:
     return {"image_id": result["added"][0]["id"], "subject": result["name"]}
 
 
-def removed_photo(image_id: str) -> dict | None:
-    """Remove the photo ``image_id`` from whoever holds it; None when nobody does."""
+def removed_photos(image_ids) -> list[dict]:
+    """Remove the photos ``image_ids`` from whoever holds them; those removed (unknown ids are skipped)."""
     people = current_service().people
-    for face in all_faces():
-        if face["image_id"] == image_id:
-            people.remove_photo(face["subject"], image_id)
-            return face
-    return None
+    owners = {face["image_id"]: face for face in all_faces()}
+    removed = []
+    for image_id in dict.fromkeys(image_ids):
+        if image_id in owners:
+            people.remove_photo(owners[image_id]["subject"], image_id)
+            removed.append(owners[image_id])
+    return removed
 
 
 def removed_subject(subject: str) -> int:
@@ -349,10 +351,10 @@ def delete_faces():
 @api_key_checked(required=True)
 def delete_face(image_id: str):
     """Delete one example: ``{"image_id", "subject"}``; 404 when there is none."""
-    face = removed_photo(image_id)
-    if face is None:
+    removed = removed_photos([image_id])
+    if not removed:
         raise NotFound(f"no example has the image id {image_id}")
-    return face
+    return removed[0]
 
 
 @blueprint.post("/recognition/faces/delete")
@@ -362,7 +364,7 @@ def delete_faces_by_id():
     ids = request.get_json(silent=True)
     if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
         raise CompreFaceError("send a JSON list of image ids", 26)
-    return [face for face in map(removed_photo, dict.fromkeys(ids)) if face is not None]
+    return removed_photos(ids)
 
 
 def subject_body() -> str:

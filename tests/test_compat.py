@@ -272,3 +272,25 @@ def test_too_large_requests_answer_in_each_dialect(tmp_path, faces):
     assert deepstack.status_code == 413 and deepstack.get_json()["success"] is False
     compreface = client.post("/api/v1/recognition/recognize", data={"file": (io.BytesIO(photo), "a.jpg")})
     assert compreface.status_code == 413 and compreface.get_json()["code"] == 26
+
+
+def test_compreface_pages_filters_and_bulk_deletes_examples(client, faces):
+    key = {"x-api-key": "test-api-token-0123456789"}
+    ids = {}
+    for person, count in (("Madonna", 3), ("Elton John", 2)):
+        for path in sorted((faces / "celebrities" / "train" / person).iterdir())[:count]:
+            answer = client.post(f"/api/v1/recognition/faces?subject={person}", headers=key,
+                                 data={"file": (io.BytesIO(path.read_bytes()), path.name)})
+            assert answer.status_code == 201, answer.get_json()
+            ids.setdefault(person, []).append(answer.get_json()["image_id"])
+    page = client.get("/api/v1/recognition/faces?page=1&size=2", headers=key).get_json()
+    assert (page["page_number"], page["page_size"], page["total_pages"], page["total_elements"]) == (1, 2, 3, 5)
+    assert len(page["faces"]) == 2
+    madonna = client.get("/api/v1/recognition/faces?subject=Madonna", headers=key).get_json()
+    assert sorted(face["image_id"] for face in madonna["faces"]) == sorted(ids["Madonna"])
+    removed = client.post("/api/v1/recognition/faces/delete", headers=key,
+                          json=[ids["Madonna"][0], ids["Elton John"][1], "ffffffffffffffff"]).get_json()
+    assert removed == [{"image_id": ids["Madonna"][0], "subject": "Madonna"},
+                       {"image_id": ids["Elton John"][1], "subject": "Elton John"}]
+    assert client.get("/api/v1/recognition/faces", headers=key).get_json()["total_elements"] == 3
+    assert client.get("/api/v1/recognition/subjects", headers=key).get_json() == {"subjects": ["Elton John", "Madonna"]}
