@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -187,18 +188,19 @@ def test_forgetting_a_person_erases_them_from_every_file_and_their_photos_become
     assert len(others) >= 18
 
 
+@pytest.mark.slow
 def test_sigkill_mid_enrolment_leaves_the_previous_model_active_and_loadable(faces, tmp_path):
     server = Server(tmp_path / "killed").start()
     try:
         before = envelope_of(enrol(server, "Madonna", faces / "celebrities" / "train" / "Madonna" / "1.jpg"), 201)["model"]
-        photos = sorted((faces / "celebrities" / "train" / "Elton John").iterdir())[:15]
+        photos = sorted((faces / "celebrities" / "train" / "Elton John").iterdir())[:10]
         started = time.monotonic()
         timed = envelope_of(enrol(server, "Probe", *photos[:5]), 201)["model"]  # how long 5 photos take here
         five = time.monotonic() - started
         envelope_of(server.delete("/people/Probe"), 200)
         previous = envelope_of(server.get("/health"))["data"]["model"]
         assert previous not in (before, timed)
-        for delay in (0.3, 3 * five * 0.9):  # while encoding; near the save of the 15-photo change
+        for delay in (0.3, 2 * five * 0.9):  # while encoding; near the save of the 10-photo change
             thread = threading.Thread(target=lambda: _swallow(enrol, server, "Elton John", *photos), daemon=True)
             thread.start()
             time.sleep(delay)
@@ -213,7 +215,7 @@ def test_sigkill_mid_enrolment_leaves_the_previous_model_active_and_loadable(fac
             if active["model"] == previous:
                 assert people == {"Madonna": 1}
             else:  # the kill came after the activation: the whole change is there, in a new model
-                assert set(people) == {"Madonna", "Elton John"} and people["Elton John"] >= 10
+                assert set(people) == {"Madonna", "Elton John"} and people["Elton John"] >= 7
                 envelope_of(server.delete("/people/Elton John"), 200)
                 previous = envelope_of(server.get("/health"))["data"]["model"]
             assert server.post("/predict", files={"file": photos[0].open("rb")}, auth=False).status_code == 200
@@ -229,25 +231,30 @@ def _swallow(function, *args):
 
 
 @pytest.mark.slow
-def test_enrolment_during_training_gets_models_busy_then_forget_reaches_jobs_and_cache(faces, celebrities_zip, tmp_path):
+def test_enrolment_during_training_gets_models_busy_then_forget_reaches_jobs_and_cache(faces, tmp_path):
+    two = tmp_path / "two.zip"
+    with zipfile.ZipFile(two, "w") as archive:  # two people of celebrities/train: a short training
+        for person in ("Ben Afflek", "Madonna"):
+            for photo in sorted((faces / "celebrities" / "train" / person).iterdir()):
+                archive.write(photo, f"{person}/{photo.name}")
     server = Server(tmp_path / "training", config={"models": {"busy_wait": 0.5}}).start()
     try:
-        started = server.post("/train", files={"file": ("celebrities.zip", celebrities_zip.open("rb"))})
+        started = server.post("/train", files={"file": ("two.zip", two.open("rb"))})
         job_url = envelope_of(started, 202)["job_url"]
         busy = enrol(server, "Adrien Brody", sorted((faces / "lfw" / "people" / "Adrien_Brody").iterdir())[0])
         envelope_of(busy, 409, "MODELS_BUSY")
         assert int(busy.headers["Retry-After"]) >= 1
         job = server.wait_for_job(job_url)
         assert job["state"] == "done"
-        assert envelope_of(server.get("/people"))["data"][3]["name"] == "Madonna"  # nothing enrolled meanwhile
+        assert [p["name"] for p in envelope_of(server.get("/people"))["data"]] == ["Ben Afflek", "Madonna"]  # nothing enrolled meanwhile
         answer = envelope_of(enrol(server, "Adrien Brody", sorted((faces / "lfw" / "people" / "Adrien_Brody").iterdir())[0]), 201)
-        assert answer["data"]["created"] and len(envelope_of(server.get("/people"))["data"]) == 6
+        assert answer["data"]["created"] and len(envelope_of(server.get("/people"))["data"]) == 3
         trained = job["result"]["model"]
         theirs = encodings_of(server.data_dir, trained, "Madonna")
         assert len(theirs) >= 15 and files_naming(server.data_dir, "Madonna")
         erased = envelope_of(server.post("/people/madonna/forget"), 200)["data"]["erased"]
         assert erased["job_records"] >= 1 and erased["cache_entries"] >= len(theirs) and trained in erased["models_rewritten"]
         assert_forgotten(server, "Madonna", theirs)
-        assert len(envelope_of(server.get("/people"))["data"]) == 5
+        assert [p["name"] for p in envelope_of(server.get("/people"))["data"]] == ["Adrien Brody", "Ben Afflek"]
     finally:
         server.stop()
