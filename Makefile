@@ -22,7 +22,7 @@ DLIB_CXXFLAGS := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma
 DASK_OTHER := .cache/dask-other
 DASK_OTHER_VERSION := 2026.7.1
 
-.PHONY: run test test-fast bench install install-dev dlib-build dask-other clean
+.PHONY: run test test-fast bench install install-dev dlib-build dask-other clean clients
 
 # Flask-MonitoringDashboard's scripts, from the npm registry instead of its CDNs (see
 # api/dashboard_assets.py); without npm the service runs and only the dashboard's charts miss.
@@ -31,12 +31,17 @@ DASHBOARD_ASSETS := api/static/vendor/.fetched
 run: $(VENV)/.installed $(DASHBOARD_ASSETS)
 	$(BIN)/python main.py serve
 
-test: $(VENV)/.installed-dev $(DASHBOARD_ASSETS) $(DASK_OTHER)/.installed
+test: $(VENV)/.installed-dev $(DASHBOARD_ASSETS) $(DASK_OTHER)/.installed clients
 	$(BIN)/python -m pytest
 
 # In-process tests only (no server process, CLI, Chromium, Dask or long training): < 60 s.
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not e2e and not browser and not slow"
+
+# The DeepStack and CompreFace clients the compatibility tests drive, each in its own venv under
+# .cache/clients/ as their users install them (see tests/clients.py).
+clients: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.clients
 
 bench: $(VENV)/.installed-dev .venv-plain/.installed
 	$(BIN)/python -m bench
@@ -105,4 +110,4 @@ dlib-build: | $(VENV)/bin/python
 	$(MAKE) $(VENV)/.dlib
 
 clean:
-	rm -rf $(VENV) .venv-plain $(DASK_OTHER)
+	rm -rf $(VENV) .venv-plain $(DASK_OTHER) .cache/clients

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from datastructure.annotated import AnnotatedCopies
 from datastructure.errors import ClassifierNotLoaded, ModelNotValid
-from datastructure.classifier import UNKNOWN
+from datastructure.classifier import UNKNOWN, Decision
 from datastructure.model_store import Model, ModelStore
 from datastructure.response import envelope
 from utils.faces import Face, Options, decoded, faces_in, resized
@@ -131,16 +131,35 @@ def saved_copy(copies: AnnotatedCopies | None, image: DecodedImage, reports: lis
         return "", {"saved": False, "reason": f"the annotated copy could not be written: {exc.strerror or 'I/O error'}"}
 
 
-def prediction(data: bytes, active: ActiveModel, options: Options, copies: AnnotatedCopies | None,
-               max_side: int = 1024) -> dict:
-    """Return the prediction envelope for one photo; the annotated copy goes to ``copies`` (None: no copy)."""
+def recognised(data: bytes, active: ActiveModel, options: Options):
+    """Return (model, decoded photo, faces, one Decision per face) for one photo;
+    ClassifierNotLoaded when there is no model yet."""
     model = active.current()
     image = decoded(data, options)
     faces = faces_in(image, options)
+    decisions = model.classifier.decisions(np.array([face.encoding for face in faces])) if faces else []
+    return model, image, faces, decisions
+
+
+def faces_and_decisions(data: bytes, active: ActiveModel, options: Options) -> list[tuple[Face, Decision | None]]:
+    """Return every face of one photo with the active model's decision, None for every face
+    while no model exists (nobody is enrolled yet: every face is unknown). The DeepStack and
+    CompreFace APIs answer so before the first enrolment, where /predict answers 503."""
+    try:
+        _, _, faces, decisions = recognised(data, active, options)
+    except ClassifierNotLoaded:
+        faces = faces_in(decoded(data, options), options)
+        decisions = [None] * len(faces)
+    return list(zip(faces, decisions))
+
+
+def prediction(data: bytes, active: ActiveModel, options: Options, copies: AnnotatedCopies | None,
+               max_side: int = 1024) -> dict:
+    """Return the prediction envelope for one photo; the annotated copy goes to ``copies`` (None: no copy)."""
+    model, image, faces, decisions = recognised(data, active, options)
     if not faces:
         return envelope({}, description="no face found in the photo", error="NO_FACE_FOUND",
                         faces=[], model=model.id, annotated={"saved": False, "reason": "no face found"})
-    decisions = model.classifier.decisions(np.array([face.encoding for face in faces]))
     reports = [face_report(face, decision) for face, decision in zip(faces, decisions)]
     names: dict[str, float] = {}
     for report in reports:

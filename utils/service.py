@@ -20,7 +20,7 @@ from utils.faces import Options, face_library
 from utils.images import configure_pillow
 from utils.jobs import JobRunner
 from utils.people import People
-from utils.recognition import ActiveModel, prediction
+from utils.recognition import ActiveModel, faces_and_decisions, prediction
 from utils.training import train_model
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,10 @@ class Service:
         if self.low_on_disk():
             raise InsufficientStorage(f"not enough free disk space {purpose}: under limits.min_free_disk "
                                       f"({self.config.limits.min_free_disk:,} bytes) is left")
+
+    def faces_and_decisions(self, data: bytes) -> list:
+        """Return every face of one photo with the active model's Decision (None before any model)."""
+        return faces_and_decisions(data, self.active, self.predict_options)
 
     def train(self, source, *, tune: bool = False, progress=lambda *_: None, source_name: str | None = None) -> dict:
         """Train or tune on a zip or folder, save the model and make it active."""
