@@ -77,6 +77,9 @@ class Limits:
     max_entry_bytes: int = setting(min=1)
     max_entries: int = setting(min=1)
     max_ratio: float = setting(min=1)
+    max_video_pixels: int = setting(min=1)  # per frame: width x height
+    max_video_frames: int = setting(min=1)
+    max_video_seconds: float = setting(min=0)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,18 @@ class Predict:
     """What /predict keeps."""
 
     keep_annotated: int = setting(min=0)
+
+
+@dataclass(frozen=True)
+class Video:
+    """How /predict/video looks at a video (see utils/video.py)."""
+
+    direct_seconds: float = setting(min=0)  # up to this length the request answers; longer: a job
+    sample_fps: float = setting(min=0.1, max=120)
+    detect_size: int = setting(min=80)  # frames are scaled (up or down) to this longest side for detection
+    confirm_seconds: float = setting(min=0)
+    min_iou: float = setting(min=0, max=1)
+    gap_seconds: float = setting(min=0)
 
 
 @dataclass(frozen=True)
@@ -197,6 +212,7 @@ class Config:
     classifier: Classifier
     tune: Tune
     predict: Predict
+    video: Video
     verify: Verify
     dashboard: Dashboard
     logging: Logging

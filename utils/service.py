@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conf.config import Config, Paths
-from datastructure.errors import PyRecognizerError
+from datastructure.errors import PyRecognizerError, VideoInProgress
 from datastructure.model_store import ModelStore
 from utils.faces import Options, face_library
 from utils.images import configure_pillow
 from utils.jobs import JobRunner
-from utils.recognition import ActiveModel, prediction
+from utils.recognition import ActiveModel, prediction, saved_upload
 from utils.training import train_model
+from utils.video import VideoInfo, VideoLimits, VideoOptions, opened_video, video_timeline
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,30 @@ class Service:
     active: ActiveModel
     jobs: JobRunner
     predict_options: Options
+    video_jobs: JobRunner
+    video_options: VideoOptions
+    video_limits: VideoLimits
 
     def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
         """Return the prediction envelope for one photo."""
         return prediction(data, self.active, self.predict_options, self.paths.annotated if save_annotated else None)
+
+    def video_info(self, path: Path) -> VideoInfo:
+        """Return a video's header once it is checked (format, video stream, caps): bad ones fail here."""
+        with opened_video(path, self.video_limits) as (_, _, info):
+            return info
+
+    def predict_video(self, path: Path, *, progress=lambda *_: None, save_thumbnails: bool = True) -> dict:
+        """Return who appears when in the video at ``path`` (see utils.video.video_timeline)."""
+        model = self.active.current()
+        result = video_timeline(path, model.classifier, self.video_options, self.video_limits,
+                                save_thumbnail=self.saved_thumbnail if save_thumbnails else None, progress=progress)
+        return {**result, "model": model.id}
+
+    def saved_thumbnail(self, jpeg: bytes) -> str:
+        """Keep a video's best-frame thumbnail beside the annotated copies, under their retention;
+        return its name (served at /uploads/<name>)."""
+        return saved_upload(self.paths.annotated, jpeg)
 
     def train(self, source, *, tune: bool = False, progress=lambda *_: None, source_name: str | None = None) -> dict:
         """Train or tune on a zip or folder, save the model and make it active."""
@@ -82,10 +103,14 @@ def build_service(config: Config, *, console_log: bool = True) -> Service:
         log.warning("removed %s, left by an interrupted training", name)
     jobs = JobRunner(paths.jobs)
     for name in jobs.stale_uploads(paths.incoming):
-        log.warning("removed the upload %s, left by an interrupted training", name)
+        log.warning("removed the upload %s, left by an interrupted training or video", name)
     service = Service(config=config, paths=paths, store=store, active=ActiveModel(store),
                      jobs=jobs,
-                     predict_options=Options.from_config(config.faces, config.limits, training=False))
+                     predict_options=Options.from_config(config.faces, config.limits, training=False),
+                     video_jobs=JobRunner(paths.jobs / "video", busy=VideoInProgress,
+                                          busy_text="a long video is already being analysed; wait for it to finish"),
+                     video_options=VideoOptions.from_config(config.video),
+                     video_limits=VideoLimits.from_config(config.limits))
     if store.active_id():
         try:
             log.info("serving model %s", service.active.current().id)

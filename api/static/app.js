@@ -631,6 +631,9 @@
     }));
   }
 
+  // What the video page's script (video.js) reuses.
+  window.PyRecognizer = {request, wireDropZone, showMessage, clearMessages, described, setBusy, tooLarge, plural, sleep};
+
   // -- start ----------------------------------------------------------------------------------
   showFlash();
   wirePageDrops();
