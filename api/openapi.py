@@ -46,7 +46,7 @@ VIDEO_RESULT = {"type": "object", "properties": {
     "timeline": {"type": "array", "items": TIMELINE_ENTRY},
     "video": {"type": "object", "properties": {key: {"type": kind} for key, kind in (
         ("container", "string"), ("codec", "string"), ("width", "integer"), ("height", "integer"), ("fps", "number"),
-        ("frames", "integer"), ("seconds", "number"))}},
+        ("frames", "integer"), ("seconds", "number"), ("offset", "number"))}},
     "samples": {"type": "integer"}, "encodings": {"type": "integer"}, "model": {"type": "string"}}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 

@@ -6,7 +6,10 @@ face (a stranger to the two reference photos) near 8.0 s, and Alex Lacamoire not
 """
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
+import sys
 import time
 from fractions import Fraction
 import zipfile
@@ -15,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.browser import Watched, drop_file, launch, require_browser, screenshot
 from tests.conftest import app_over
-from tests.support import TEST_CREDENTIALS, envelope_of, video_dir
+from tests.support import ROOT, TEST_CREDENTIALS, Server, envelope_of, video_dir
 
 LIN, ALEX = "Lin-Manuel Miranda", "Alex Lacamoire"
 LIN_RANGES = [(0.0, 0.4), (3.0, 7.1)]
@@ -128,17 +132,26 @@ def check_timeline(result: dict) -> None:
     assert any(r["start"] - TOLERANCE <= 8.0 <= r["end"] + TOLERANCE for r in strangers[0]["ranges"]), strangers
     assert result["people"] == {LIN: lin["confidence"]}
     assert result["video"]["width"] == 640 and result["video"]["frames"] == 275
+    assert result["video"]["offset"] == pytest.approx(0.844, abs=0.01)  # the audio starts first
+
+
+@pytest.fixture(scope="module")
+def video_server(tmp_path_factory, people_zip):
+    """A real server that learned the two people from their reference photos over HTTP."""
+    server = Server(tmp_path_factory.mktemp("video-server")).start()
+    try:
+        answer = server.post("/train", files={"file": ("people.zip", people_zip.read_bytes(), "application/zip")})
+        job = server.wait_for_job(envelope_of(answer, 202)["job_url"])
+        assert job["state"] == "done", job
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.mark.e2e
-@pytest.mark.slow
-def test_timeline_of_the_clip_over_http(server_factory, people_zip, clip):
-    """Enrol the two people from their photos on a real server, send the clip: who appears when."""
-    server = server_factory()
-    answer = server.post("/train", files={"file": ("people.zip", people_zip.read_bytes(), "application/zip")})
-    job = server.wait_for_job(envelope_of(answer, 202)["job_url"])
-    assert job["state"] == "done", job
-
+def test_timeline_of_the_clip_over_http(video_server, clip):
+    """Send the clip to the real server: who appears when, with thumbnails; the upload is gone."""
+    server = video_server
     answer = server.post("/predict/video", auth=False, files={"file": ("clip.mp4", clip.read_bytes(), "video/mp4")})
     response = envelope_of(answer, 200)
     check_timeline(response["data"])
@@ -148,6 +161,67 @@ def test_timeline_of_the_clip_over_http(server_factory, people_zip, clip):
         assert thumbnail.status_code == 200 and thumbnail.headers["Content-Type"] == "image/jpeg"
         assert thumbnail.content[:3] == b"\xff\xd8\xff"
     assert not list((server.data_dir / "dataset" / "tmp").iterdir())  # the upload is gone
+    spec = server.get("/openapi.json", auth=False).json()
+    assert {"/predict/video", "/predict/video/jobs/{job_id}"} <= set(spec["paths"])
+
+
+@pytest.mark.e2e
+def test_cli_predicts_a_video(video_server, clip):
+    """`main.py predict VIDEO` prints the same timeline, with a progress bar of frames on stderr."""
+    result = subprocess.run([sys.executable, "main.py", "--data-dir", str(video_server.data_dir), "predict", str(clip)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = result.stdout.splitlines()
+    response = json.loads(line)["response"]
+    assert response["file"] == str(clip)
+    check_timeline(response["data"])
+    assert "275/275" in result.stderr and "frame" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.browser
+def test_video_page_in_chromium(browser, video_server, clip):
+    """Drop the clip on the /video page: progress, then a bar per person; a click on a bar seeks."""
+    watched = Watched(browser, video_server.url)
+    page = watched.page
+    try:
+        page.goto("/")
+        page.get_by_role("link", name="Video").click()
+        page.wait_for_url("**/video")
+        drop_file(page, "[data-dropzone]", clip, "video/mp4")
+        assert page.locator("#player").is_visible()
+        page.get_by_role("button", name="Find the faces").click()
+        page.locator(".timeline__row").first.wait_for(state="visible", timeout=60_000)
+        names = page.locator(".timeline__name").all_text_contents()
+        assert names == [LIN, "Unknown face 1"], names
+        lin_bars = page.locator(f'.timeline__row[data-name="{LIN}"] .timeline__range')
+        assert lin_bars.count() == 2
+        second = float(lin_bars.nth(1).get_attribute("data-start"))
+        assert abs(second - 3.0) <= TOLERANCE
+        lin_bars.nth(1).click()
+        # the player counts from the file's start, where the audio begins: 0.84 s before the first frame
+        offset = 0.844
+        assert page.evaluate("document.getElementById('player').currentTime") == pytest.approx(second + offset, abs=0.05)
+        page.locator('.timeline__row--unknown .timeline__range').first.press("Enter")
+        unknown_at = page.evaluate("document.getElementById('player').currentTime")
+        assert abs(unknown_at - offset - 8.0) <= 1.0, unknown_at
+        assert page.locator(".timeline__thumb").count() == 2
+        assert page.evaluate("Array.from(document.querySelectorAll('.timeline__thumb')).every((i) => i.naturalWidth > 0)")
+        screenshot(page, "video-timeline")
+        watched.check()
+    finally:
+        watched.close()
 
 
 @pytest.mark.slow

@@ -85,10 +85,13 @@ class VideoInfo:
     fps: float
     frames: int
     seconds: float
+    offset: float = 0.0
+    """Seconds from the start of the file (as a player counts, e.g. from the audio) to the first video frame."""
 
     def as_dict(self) -> dict:
         return {"container": self.container, "codec": self.codec, "width": self.width, "height": self.height,
-                "fps": round(self.fps, 3), "frames": self.frames, "seconds": round(self.seconds, 3)}
+                "fps": round(self.fps, 3), "frames": self.frames, "seconds": round(self.seconds, 3),
+                "offset": round(self.offset, 3)}
 
 
 # --- opening --------------------------------------------------------------------------------
@@ -182,9 +185,12 @@ def video_info(container, stream, demuxer: str) -> VideoInfo:
     elif container.duration:
         seconds = container.duration / 1_000_000  # AV_TIME_BASE
     frames = int(stream.frames or 0) or int(round(seconds * fps))
+    offset = 0.0
+    if stream.start_time is not None and stream.time_base and container.start_time is not None:
+        offset = max(0.0, float(stream.start_time * stream.time_base) - container.start_time / 1_000_000)
     return VideoInfo(container=demuxer, codec=context.name if context.codec else "unknown",
                      width=int(context.width or 0), height=int(context.height or 0), fps=fps,
-                     frames=frames, seconds=max(seconds, 0.0))
+                     frames=frames, seconds=max(seconds, 0.0), offset=offset if offset < 3600 else 0.0)
 
 
 def checked_header(info: VideoInfo, limits: VideoLimits) -> None:
@@ -439,7 +445,7 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
                     track.best = (score, sample.time, thumbnail(sample.array, boxes[i]))
     progress(decoded_frames, decoded_frames, "done")
     seconds = info.seconds or decoded_frames / info.fps
-    info = VideoInfo(info.container, info.codec, info.width, info.height, info.fps, decoded_frames, seconds)
+    info = VideoInfo(info.container, info.codec, info.width, info.height, info.fps, decoded_frames, seconds, info.offset)
     timeline = [timeline_entry(name, known, members, options, info, save_thumbnail)
                 for name, known, members in grouped(tracker.tracks_)]
     timeline.sort(key=lambda entry: (not entry["known"], entry["ranges"][0]["start"]))

@@ -23,6 +23,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const details = document.getElementById("video-details");
   const rowTemplate = document.getElementById("timeline-row-template");
   let source = null;
+  let offset = 0; // the timeline counts from the first video frame; the player from the file's start
 
   function setProgress(text, done, total) {
     progress.hidden = false;
@@ -42,7 +43,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   function seek(start) {
-    player.currentTime = start;
+    player.currentTime = start + offset;
     player.focus({preventScroll: true});
   }
 
@@ -74,6 +75,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
   function show(result) {
     const duration = result.video.seconds || 1;
+    offset = result.video.offset || 0;
     timeline.replaceChildren();
     result.timeline.forEach((entry) => {
       const row = rowTemplate.content.firstElementChild.cloneNode(true);
