@@ -206,13 +206,28 @@ def checked_header(info: VideoInfo, limits: VideoLimits) -> None:
         raise VideoTooLarge(f"{info.seconds:,.0f} s is over the {limits.max_seconds:,.0f}-second cap")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Sample:
-    """One sampled frame: its index in the video, its time and its RGB pixels."""
+    """One sampled frame: its index in the video, its time, and its pixels converted on demand."""
 
     index: int
     time: float
-    array: np.ndarray
+    frame: object  # av.VideoFrame
+    _rgb: np.ndarray | None = None
+
+    def rgb(self) -> np.ndarray:
+        """The frame as HxWx3 RGB, at its own size (what encodings and thumbnails need)."""
+        if self._rgb is None:
+            self._rgb = self.frame.to_ndarray(format="rgb24")
+        return self._rgb
+
+    def gray(self, longest: int) -> tuple[np.ndarray, float]:
+        """The frame in grey, scaled by FFmpeg so its longest side is ``longest``, and the factor
+        to map its pixels back (HOG on grey costs ~4/5 of RGB and finds the same faces here)."""
+        width, height = self.frame.width, self.frame.height
+        factor = max(width, height) / longest
+        size = max(1, round(width / factor)), max(1, round(height / factor))
+        return self.frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray(), factor
 
 
 def sampled_frames(container, stream, info: VideoInfo, limits: VideoLimits, every: float,
@@ -243,27 +258,24 @@ def sampled_frames(container, stream, info: VideoInfo, limits: VideoLimits, ever
             on_frame(index + 1)
             if seconds + 1e-6 >= next_time:
                 next_time = max(next_time + every, seconds + every / 2)
-                yield Sample(index, max(seconds, 0.0), frame.to_ndarray(format="rgb24"))
+                yield Sample(index, max(seconds, 0.0), frame)
     except av.FFmpegError as exc:
         raise VideoNotValid(f"the video stops decoding at frame {index + 1}: {exc}") from None
     if index < 0:
         raise VideoNotValid("the video has no frame that decodes")
 
 
-def frame_boxes(array: np.ndarray, detect_size: int) -> list[tuple[int, int, int, int]]:
+def frame_boxes(sample: Sample, detect_size: int) -> list[tuple[int, int, int, int]]:
     """Return HOG's face boxes in a frame scaled so its longest side is ``detect_size``, in the frame's pixels.
 
     Unlike a photo's copy (utils.faces), a frame is also scaled up: video faces are small, and
     HOG's window is 80 px. Scaling a 640-px frame to 960 finds faces down to ~55 px at 2.3 times
     the cost, where HOG's own upsampling (twice the size) costs 4 times.
     """
-    height, width = array.shape[:2]
-    factor = max(height, width) / detect_size
-    scaled = array if factor == 1 else np.asarray(Image.fromarray(array).resize(
-        (max(1, round(width / factor)), max(1, round(height / factor))), Image.BILINEAR))
+    gray, factor = sample.gray(detect_size)
     with DLIB_LOCK:
-        boxes = face_library().face_locations(scaled, number_of_times_to_upsample=0, model="hog")
-    return [scaled_box(box, factor, array.shape) for box in boxes]
+        boxes = face_library().face_locations(gray, number_of_times_to_upsample=0, model="hog")
+    return [scaled_box(box, factor, (sample.frame.height, sample.frame.width)) for box in boxes]
 
 
 # --- tracking -------------------------------------------------------------------------------
@@ -426,13 +438,13 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
         samples = 0
         for sample in sampled_frames(container, stream, info, limits, step, on_frame):
             samples += 1
-            boxes = frame_boxes(sample.array, options.detect_size)
+            boxes = frame_boxes(sample, options.detect_size)
             tracks = tracker.update(sample.time, boxes)
             due = [i for i, track in enumerate(tracks)
                    if sample.time - track.last_encoded >= options.confirm_seconds - 1e-6]
             if not due:
                 continue
-            encodings = face_encodings(sample.array, [boxes[i] for i in due])
+            encodings = face_encodings(sample.rgb(), [boxes[i] for i in due])
             for i, encoding, decision in zip(due, encodings, classifier.decisions(encodings)):
                 track = tracks[i]
                 track.last_encoded = sample.time
@@ -442,7 +454,7 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
                 # the best frame: the most confident for a name, the largest face for a stranger
                 score = decision.confidence if decision.name != UNKNOWN else (right - left) * (bottom - top) / 1e9
                 if score > track.best[0]:
-                    track.best = (score, sample.time, thumbnail(sample.array, boxes[i]))
+                    track.best = (score, sample.time, thumbnail(sample.rgb(), boxes[i]))
     progress(decoded_frames, decoded_frames, "done")
     seconds = info.seconds or decoded_frames / info.fps
     info = VideoInfo(info.container, info.codec, info.width, info.height, info.fps, decoded_frames, seconds, info.offset)
