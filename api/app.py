@@ -62,6 +62,7 @@ def create_app(config: Config | None = None) -> Flask:
     for blueprint in (rest.blueprint, pages.blueprint, auth.blueprint, verify.blueprint, video.blueprint):
         app.register_blueprint(blueprint)
     negotiate(app, pages.PAGES)
+    negotiate(app, video.PAGES)
     register_error_handlers(app)
     add_security_headers(app, tls=security.tls)
     if config.dashboard.enabled:

@@ -71,9 +71,23 @@ def video_job(job_id: str):
     return envelope(job, description=f"video job {job['state']}")
 
 
+def video_page_with(answer: dict | None = None):
+    """The video page; with ``answer`` (the envelope of POST /predict/video) it shows that result,
+    or the job started, to a browser that posted the form without JavaScript."""
+    service = current_service()
+    response = (answer or {}).get("response") or {}
+    data = response.get("data") or {}
+    return render_page("video.html", model=model_summary(service.store.active_id()),
+                       direct_seconds=service.config.video.direct_seconds,
+                       result=data if "timeline" in data else None,
+                       job_url=response.get("job_url"))
+
+
 @blueprint.get("/video")
 def video_page():
     """GET /video: choose or drop a video, follow the analysis, see who appears when."""
-    service = current_service()
-    return render_page("video.html", model=model_summary(service.store.active_id()),
-                       direct_seconds=service.config.video.direct_seconds)
+    return video_page_with()
+
+
+# What a browser posting the form without JavaScript gets instead of the envelope (api.negotiation).
+PAGES = {"video.predict_video": video_page_with}

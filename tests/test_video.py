@@ -244,6 +244,14 @@ def test_a_longer_video_runs_as_a_job_with_progress(tmp_path, people_zip, clip):
     assert all(entry["thumbnail_url"].startswith("/uploads/") for entry in job["result"]["timeline"])
     assert not list((tmp_path / "data" / "dataset" / "tmp").iterdir())
 
+    # a browser posting the form without JavaScript gets the page, with the timeline of a short video
+    short = transcoded(clip, tmp_path / "first-seconds.mp4", "mp4", "h264", seconds=2.0, size=(640, 360))
+    with open(short, "rb") as handle:
+        page = client.post("/predict/video", data={"file": (handle, "first-seconds.mp4")}, headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.content_type.startswith("text/html")
+    html = page.get_data(as_text=True)
+    assert f'data-name="{LIN}"' in html and 'class="timeline__range"' in html and ALEX not in html
+
 
 def wait(client, url: str, headers: dict, timeout: float = 120) -> dict:
     """Poll a job through the test client until it ends."""
