@@ -3,7 +3,7 @@
     python main.py serve [--host H] [--port P] [--dev]     (the default command)
     python main.py train PATH [--tune]                      PATH: a zip or a folder of person folders
     python main.py tune PATH
-    python main.py predict IMAGE... [--annotate]            one JSON envelope per image, per line
+    python main.py predict FILE... [--annotate]             one JSON envelope per photo or video, per line
     python main.py models
     python main.py people [NAME]                            the active model's people, or one person's photos
     python main.py enrol NAME PHOTO...                      add photos (or a zip of them) of a person
@@ -67,11 +67,16 @@ def command_train(args, config: Config) -> int:
 def command_predict(args, config: Config) -> int:
     from utils.service import build_service
 
+    from utils.video import is_video_file, timeline_envelope
+
     service = build_service(config, console_log=False)
     failed = False
     for name in args.images:
         try:
-            answer = service.predict(Path(name).read_bytes(), save_annotated=args.annotate)
+            if is_video_file(Path(name)):
+                answer = timeline_envelope(predicted_video(service, Path(name), args.annotate))
+            else:
+                answer = service.predict(Path(name).read_bytes(), save_annotated=args.annotate)
         except OSError as exc:
             answer, failed = envelope(None, description=f"{name}: {exc.strerror}", error="MISSING_FILE", status="KO"), True
         except PyRecognizerError as exc:
@@ -81,6 +86,16 @@ def command_predict(args, config: Config) -> int:
             answer["response"]["annotated"]["path"] = str(service.paths.annotated / answer["response"]["description"])
         print_envelope(answer)
     return 1 if failed else 0
+
+
+def predicted_video(service, path: Path, thumbnails: bool = False) -> dict:
+    """Return the timeline of a video, with a progress bar of the frames on stderr."""
+    from utils.progress import progress_bar
+
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such file or directory")
+    with progress_bar("frame") as progress:
+        return service.predict_video(path, progress=progress, save_thumbnails=thumbnails)
 
 
 def command_models(args, config: Config) -> int:
@@ -146,10 +161,10 @@ def parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="the same as train --tune")
     tune.add_argument("path")
     tune.set_defaults(tune=True)
-    predict = commands.add_parser("predict", help="recognise the faces in photos")
-    predict.add_argument("images", nargs="+")
+    predict = commands.add_parser("predict", help="recognise the faces in photos, or who appears when in videos")
+    predict.add_argument("images", nargs="+", metavar="FILE", help="photos, or videos (mp4, mov, mkv, webm, avi)")
     predict.add_argument("--annotate", action="store_true",
-                         help="also write an annotated copy under uploads/ (kept as annotated.keep/max_age say)")
+                         help="also write an annotated copy (videos: thumbnails) under uploads/ (kept as annotated.keep/max_age say)")
     commands.add_parser("models", help="list the models")
     people = commands.add_parser("people", help="the active model's people, or one person's photos")
     people.add_argument("name", nargs="?")

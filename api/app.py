@@ -7,7 +7,7 @@ from datetime import timedelta
 from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFProtect
 
-from api import auth, compreface, deepstack, pages, people, rest, verify
+from api import auth, compreface, deepstack, pages, people, rest, verify, video
 from api.context import install_service
 from api.dashboard import init_dashboard
 from api.dashboard_assets import serve_dashboard_assets_locally
@@ -17,8 +17,9 @@ from api.negotiation import negotiate
 from conf.config import Config, load_config
 from utils.service import build_service
 
-# Our pages load nothing from elsewhere; the dashboard's pages get theirs (api/dashboard_assets.py).
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+# Our pages load nothing from elsewhere (the video page plays the chosen file from a blob: URL);
+# the dashboard's pages get theirs (api/dashboard_assets.py).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; script-src 'self'; "
                            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 
 
@@ -63,9 +64,10 @@ def create_app(config: Config | None = None) -> Flask:
 
     limiter.init_app(app)
     for blueprint in (rest.blueprint, people.blueprint, pages.blueprint, auth.blueprint, verify.blueprint,
-                      deepstack.blueprint, compreface.blueprint):
+                      deepstack.blueprint, compreface.blueprint, video.blueprint):
         app.register_blueprint(blueprint)
     negotiate(app, pages.PAGES)
+    negotiate(app, video.PAGES)
     register_error_handlers(app)
     add_security_headers(app, tls=security.tls)
     if config.dashboard.enabled:

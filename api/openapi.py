@@ -40,6 +40,20 @@ MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type
 NAME = {"name": "name", "in": "path", "required": True, "description": "a person's name (any case)",
         "schema": {"type": "string", "maxLength": 100}}
 PHOTO_ID = {"name": "photo_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+RANGE = {"type": "object", "properties": {"start": {"type": "number"}, "end": {"type": "number"}}}
+TIMELINE_ENTRY = {"type": "object", "properties": {
+    "name": {"type": "string", "description": "a person, or \"unknown N\" for the N-th distinct unknown face"},
+    "known": {"type": "boolean"}, "ranges": {"type": "array", "items": RANGE, "description": "seconds from the first frame"},
+    "frames": {"type": "integer"}, "samples": {"type": "integer"},
+    "confidence": {"type": "number", "minimum": 0, "maximum": 1}, "best_time": {"type": "number"},
+    "thumbnail": {"type": ["string", "null"]}, "thumbnail_url": {"type": ["string", "null"]}, "tracks": {"type": "integer"}}}
+VIDEO_RESULT = {"type": "object", "properties": {
+    "people": {"type": "object", "additionalProperties": {"type": "number"}},
+    "timeline": {"type": "array", "items": TIMELINE_ENTRY},
+    "video": {"type": "object", "properties": {key: {"type": kind} for key, kind in (
+        ("container", "string"), ("codec", "string"), ("width", "integer"), ("height", "integer"), ("fps", "number"),
+        ("frames", "integer"), ("seconds", "number"), ("offset", "number"))}},
+    "samples": {"type": "integer"}, "encodings": {"type": "integer"}, "model": {"type": "string"}}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 
 
@@ -190,6 +204,16 @@ def specification() -> dict:
                 "summary": "Erase a person from every stored model, the encoding cache, job records, annotated copies and logs",
                 "operationId": "forget", "parameters": [NAME],
                 "responses": {"200": _answer("what was erased"), **_errors(401, 404, 409)}}},
+            "/predict/video": {"post": {
+                "summary": "Who appears when in a video (mp4, mov, mkv, webm, avi): a timeline per person and unknown face",
+                "operationId": "predictVideo", "requestBody": _upload("a video: mp4, mov, mkv, webm or avi"),
+                "responses": {"200": _answer("the timeline (videos up to video.direct_seconds)", _envelope(VIDEO_RESULT)),
+                              "202": _answer("a longer video: the job to follow", _envelope(job_url={"type": "string"})),
+                              **_errors(400, 401, 409, 413, 415, 422, 429, 503)}}},
+            "/predict/video/jobs/{job_id}": {"get": {
+                "summary": "A video job: state, progress (frames decoded / total), the timeline when done",
+                "operationId": "videoJob", "parameters": [JOB_ID],
+                "responses": {"200": _answer("the job"), **_errors(401, 404)}}},
             "/health": {"get": {"summary": "Liveness and the loaded model", "operationId": "health", "responses": {"200": _answer("up")}}},
             **compat_paths(),
         },

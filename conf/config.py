@@ -84,6 +84,9 @@ class Limits:
     max_ratio: float = setting(min=1)
     min_free_disk: int = setting(min=0)  # bytes free in the data folder under which /health warns and training is refused
     max_enrol_photos: int = setting(min=1)  # photos of one enrolment; more: 413 pointing to /train
+    max_video_pixels: int = setting(min=1)  # per frame: width x height
+    max_video_frames: int = setting(min=1)
+    max_video_seconds: float = setting(min=0)
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,18 @@ class Annotated:
 
 
 @dataclass(frozen=True)
+class Video:
+    """How /predict/video looks at a video (see utils/video.py)."""
+
+    direct_seconds: float = setting(min=0)  # up to this length the request answers; longer: a job
+    sample_fps: float = setting(min=0.1, max=120)
+    detect_size: int = setting(min=80)  # frames are scaled (up or down) to this longest side for detection
+    confirm_seconds: float = setting(min=0)
+    min_iou: float = setting(min=0, max=1)
+    gap_seconds: float = setting(min=0)
+
+
+@dataclass(frozen=True)
 class Verify:
     """/verify's decision."""
 
@@ -219,6 +234,7 @@ class Config:
     models: Models
     tune: Tune
     annotated: Annotated
+    video: Video
     verify: Verify
     dashboard: Dashboard
     logging: Logging

@@ -123,3 +123,33 @@ class TooManyPhotos(PyRecognizerError):
     """More photos in one enrolment than ``limits.max_enrol_photos``: train from a zip instead."""
 
     code, status = "TOO_MANY_PHOTOS", 413
+
+
+class VideoNotValid(PyRecognizerError):
+    """An upload that looks like a video container but does not decode (damaged, truncated, garbage)."""
+
+    code, status = "VIDEO_NOT_VALID", 400
+
+
+class VideoFormatNotSupported(PyRecognizerError):
+    """A media file of a kind the service does not take (accepted: mp4, mov, mkv, webm, avi)."""
+
+    code, status = "VIDEO_FORMAT_NOT_SUPPORTED", 415
+
+
+class NoVideoStream(PyRecognizerError):
+    """A container with no picture in it (audio only, subtitles...)."""
+
+    code, status = "NO_VIDEO_STREAM", 422
+
+
+class VideoTooLarge(PyRecognizerError):
+    """A video over the pixel, frame or duration caps (a video bomb), in its header or as it decodes."""
+
+    code, status = "VIDEO_TOO_LARGE", 413
+
+
+class VideoInProgress(PyRecognizerError):
+    """A long video is already being analysed in the background: one at a time."""
+
+    code, status = "VIDEO_IN_PROGRESS", 409

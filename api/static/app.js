@@ -683,6 +683,8 @@
       if (input) input.addEventListener("change", () => { if (input.files.length) send(null); });
     });
   }
+  // What the video page's script (video.js) reuses.
+  window.PyRecognizer = {request, wireDropZone, showMessage, clearMessages, described, setBusy, tooLarge, plural, sleep};
 
   // -- start ----------------------------------------------------------------------------------
   showFlash();
