@@ -145,6 +145,25 @@ def command_forget(args, config: Config) -> int:
     return 0
 
 
+def command_evaluate(args, config: Config) -> int:
+    """Measure a model: the table, the losses per person and the files on stderr; on stdout an
+    envelope with the headline figures and the files (the JSON file holds every curve point)."""
+    from utils.evaluation import brief, headline, run
+    from utils.progress import progress_bar
+    from utils.service import build_service
+
+    service = build_service(config, console_log=False)
+    with progress_bar(only_on_a_terminal=True) as progress:
+        figures = run(service, Path(args.dataset), strangers=Path(args.strangers) if args.strangers else None,
+                      model_id=args.model, baseline=args.baseline, progress=progress)
+    files = figures["files"]
+    print(headline(figures), file=sys.stderr)
+    print(f"figures: {files['json']}\ncurve:   {files['png']}", file=sys.stderr)
+    print_envelope(envelope(brief(figures), description=f"model {figures['model']} evaluated: "
+                                                        f"{files['json']}, {files['png']}"))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="main.py", description="PyRecognizer: face recognition service and CLI")
     root.add_argument("--config", help="a JSON configuration file (default: conf/conf.json; $PYRECOGNIZER_CONFIG)")
@@ -197,7 +216,7 @@ def overrides(args) -> dict:
 COMMANDS = {"serve": command_serve, "train": command_train, "tune": command_train,
             "predict": command_predict, "models": command_models,
             "people": command_people, "enrol": command_enrol, "forget": command_forget,
-            "evaluate": lambda args, config: __import__("utils.evaluation").evaluation.command(args, config)}
+            "evaluate": command_evaluate}
 
 
 def main(argv=None) -> int:

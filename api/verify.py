@@ -27,7 +27,7 @@ from api.limits import limit
 from api.rest import uploaded_file
 from datastructure.errors import MissingFile, PyRecognizerError
 from datastructure.response import envelope
-from utils.evaluation import main_face_index
+from utils.samples import main_face_index
 from utils.faces import decoded, faces_in
 from utils.recognition import box_dict
 
