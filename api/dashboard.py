@@ -204,13 +204,26 @@ def _tune_sqlite(engine) -> None:
     every connect.
     """
     event.listen(engine, "connect", _set_sqlite_pragmas)
+    event.listen(engine, "begin", _begin_immediate)
     # The engine already opened a connection when it created the tables at import; drop it so
     # that every connection from now on has gone through the listener.
     engine.dispose()
 
 
+def _begin_immediate(connection) -> None:
+    """SQLAlchemy "begin" listener: take SQLite's write lock when a transaction starts.
+
+    FMD stores an exception's stack trace as "look its hash up, insert it if absent"; two
+    requests failing alike at once (threads or workers) both found nothing and one insert
+    failed with ``UNIQUE constraint failed: StackTraceSnapshot.hash``, losing that request's
+    record. BEGIN IMMEDIATE makes each transaction's lookup and insert one step; readers are
+    not blocked (WAL), writers wait their turn (busy timeout)."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _set_sqlite_pragmas(dbapi_connection, _connection_record) -> None:
     """SQLAlchemy "connect" listener: set the pragmas of a new SQLite connection."""
+    dbapi_connection.isolation_level = None  # pysqlite's own BEGIN off: _begin_immediate emits it
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")

@@ -6,6 +6,7 @@ HTTP status); werkzeug's HTTP errors and Flask-WTF's CSRF failures are mapped to
 """
 from __future__ import annotations
 
+import errno
 import logging
 
 from flask import Flask, redirect, request, url_for
@@ -14,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.auth import Unauthorized
 from api.negotiation import render_page, wants_html
-from datastructure.errors import PyRecognizerError
+from datastructure.errors import InsufficientStorage, PyRecognizerError
 from datastructure.response import envelope
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(PyRecognizerError)
     def typed_error(exc: PyRecognizerError):
-        return error_answer(exc.code, exc.description, exc.status, exc.data)
+        # a change refused because another holds the store says when to come back
+        retry_after = getattr(exc, "retry_after", None)
+        headers = [("Retry-After", str(retry_after))] if retry_after else []
+        return error_answer(exc.code, exc.description, exc.status, exc.data, headers=headers)
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
@@ -59,5 +63,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # e.g. an activate on a full disk
+            log.error("%s %s: the disk is full", request.method, request.path)
+            return error_answer(InsufficientStorage.code, "the disk is full: nothing was changed", 507)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_answer("INTERNAL_ERROR", "internal error: see the service log", 500)

@@ -1,7 +1,8 @@
-"""Rate limits (Flask-Limiter, in memory): per client address, each limit from the config.
+"""Rate limits (Flask-Limiter): per client address, each limit from the config.
 
-In-memory counters are per worker process, so with N workers a client gets up to N times a
-limit; set ``RATELIMIT_STORAGE_URI`` (e.g. redis://) to share them.
+The counters live where ``security.rate_limit_storage`` (or ``RATELIMIT_STORAGE_URI``) says:
+``memory://``, the default, counts in each worker process, so with N workers a client gets
+up to N times a limit; a shared storage (e.g. ``redis://host:6379``) counts once for all.
 """
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -9,7 +10,8 @@ from limits import parse
 
 from api.context import current_service
 
-limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True)
+# storage_uri is left to the app's RATELIMIT_STORAGE_URI, which create_app sets from the config
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 
 def limit(name: str, **options):

@@ -36,8 +36,105 @@ FACE = {"type": "object", "required": ["name", "confidence", "box"],
             "runner_up": {"type": ["string", "null"]}, "runner_up_distance": {"type": ["number", "null"]},
             "box": {"type": "object",
                     "properties": {side: {"type": "integer"} for side in ("top", "right", "bottom", "left")}}}}
-MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d{8}_\d{6}$"}}
+MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d{8}_\d{6}(_[1-9]\d{0,5})?$"}}
+NAME = {"name": "name", "in": "path", "required": True, "description": "a person's name (any case)",
+        "schema": {"type": "string", "maxLength": 100}}
+PHOTO_ID = {"name": "photo_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+RANGE = {"type": "object", "properties": {"start": {"type": "number"}, "end": {"type": "number"}}}
+TIMELINE_ENTRY = {"type": "object", "properties": {
+    "name": {"type": "string", "description": "a person, or \"unknown N\" for the N-th distinct unknown face"},
+    "known": {"type": "boolean"}, "ranges": {"type": "array", "items": RANGE, "description": "seconds from the first frame"},
+    "frames": {"type": "integer"}, "samples": {"type": "integer"},
+    "confidence": {"type": "number", "minimum": 0, "maximum": 1}, "best_time": {"type": "number"},
+    "thumbnail": {"type": ["string", "null"]}, "thumbnail_url": {"type": ["string", "null"]}, "tracks": {"type": "integer"}}}
+VIDEO_RESULT = {"type": "object", "properties": {
+    "people": {"type": "object", "additionalProperties": {"type": "number"}},
+    "timeline": {"type": "array", "items": TIMELINE_ENTRY},
+    "video": {"type": "object", "properties": {key: {"type": kind} for key, kind in (
+        ("container", "string"), ("codec", "string"), ("width", "integer"), ("height", "integer"), ("fps", "number"),
+        ("frames", "integer"), ("seconds", "number"), ("offset", "number"))}},
+    "samples": {"type": "integer"}, "encodings": {"type": "integer"}, "model": {"type": "string"}}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+
+
+def _dialect(summary: str, tag: str, *, fields: tuple = (), form: dict | None = None, query: tuple = (),
+             json_body: dict | None = None, path: dict | None = None, answer: str = "the dialect's JSON answer",
+             errors=(400, 401, 413, 429)) -> dict:
+    """One operation of the DeepStack or CompreFace dialect (their own answer and error shapes)."""
+    operation = {"summary": summary, "tags": [tag],
+                 "responses": {"200": {"description": answer, "content": {"application/json": {}}},
+                               **{str(code): {"description": f"{tag} error", "content": {"application/json": {}}}
+                                  for code in errors}}}
+    properties = {name: {"type": "string", "format": "binary"} for name in fields}
+    properties.update(form or {})
+    content = {}
+    if properties:
+        content["multipart/form-data"] = {"schema": {"type": "object", "properties": properties}}
+    if json_body:
+        content["application/json"] = {"schema": json_body}
+    if content:
+        operation["requestBody"] = {"required": True, "content": content}
+    parameters = ([path] if path else []) + [{"name": name, "in": "query", "required": False, "schema": {"type": kind}}
+                                             for name, kind in query]
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+DEEPSTACK_KEY = {"api_key": {"type": "string", "description": "the API token"}}
+FACE_QUERY = (("limit", "integer"), ("det_prob_threshold", "number"), ("face_plugins", "string"), ("status", "boolean"))
+SUBJECT = {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}}
+IMAGE_ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def compat_paths() -> dict:
+    """The DeepStack / CodeProject.AI (api/deepstack.py) and CompreFace (api/compreface.py) endpoints."""
+    ds, cf = "DeepStack", "CompreFace"
+    base64_file = {"type": "object", "properties": {"file": {"type": "string", "description": "base64"}}}
+    return {
+        "/v1/vision/face": {"post": _dialect("Detect faces (boxes)", ds, fields=("image",), form=DEEPSTACK_KEY)},
+        "/v1/vision/face/recognize": {"post": _dialect(
+            "Recognise faces: userid (or unknown) and calibrated confidence", ds, fields=("image",),
+            form={**DEEPSTACK_KEY, "min_confidence": {"type": "number"}})},
+        "/v1/vision/face/register": {"post": _dialect(
+            "Enrol photos (image, image1...) of userid", ds, fields=("image",),
+            form={**DEEPSTACK_KEY, "userid": {"type": "string"}}, errors=(400, 401, 409, 413, 429))},
+        "/v1/vision/face/list": {"post": _dialect("The enrolled names", ds, form=DEEPSTACK_KEY)},
+        "/v1/vision/face/delete": {"post": _dialect("Remove userid", ds, form={**DEEPSTACK_KEY, "userid": {"type": "string"}})},
+        "/v1/vision/face/match": {"post": _dialect("Similarity of the main faces of image1 and image2", ds,
+                                                   fields=("image1", "image2"), form=DEEPSTACK_KEY)},
+        "/api/v1/recognition/recognize": {"post": _dialect(
+            "Recognise faces: subjects with similarity (calibrated confidence)", cf, fields=("file",),
+            json_body=base64_file, query=FACE_QUERY + (("prediction_count", "integer"),))},
+        "/api/v1/recognition/faces": {
+            "post": _dialect("Add an example of ?subject=", cf, fields=("file",), json_body=base64_file,
+                             query=(("subject", "string"), ("det_prob_threshold", "number")), answer="image_id, subject",
+                             errors=(400, 401, 409, 413, 429)),
+            "get": _dialect("List examples (page, size, subject)", cf,
+                            query=(("page", "integer"), ("size", "integer"), ("subject", "string"))),
+            "delete": _dialect("Delete the examples of ?subject= (all without it)", cf, query=(("subject", "string"),))},
+        "/api/v1/recognition/faces/{image_id}": {"delete": _dialect("Delete one example", cf, path=IMAGE_ID,
+                                                                    errors=(401, 404))},
+        "/api/v1/recognition/faces/{image_id}/verify": {"post": _dialect(
+            "Similarity of every face of a photo to the example image_id", cf, fields=("file",), json_body=base64_file,
+            query=FACE_QUERY, path=IMAGE_ID, errors=(400, 401, 404, 413, 429))},
+        "/api/v1/recognition/faces/delete": {"post": _dialect(
+            "Delete the examples of a JSON list of image ids", cf, json_body={"type": "array", "items": {"type": "string"}})},
+        "/api/v1/recognition/subjects": {
+            "get": _dialect("List subjects", cf), "delete": _dialect("Delete every subject", cf),
+            "post": _dialect("Accept a subject name (listed from its first example)", cf,
+                             json_body={"type": "object", "properties": {"subject": {"type": "string"}}})},
+        "/api/v1/recognition/subjects/{subject}": {
+            "put": _dialect("Rename a subject", cf, json_body={"type": "object", "properties": {"subject": {"type": "string"}}},
+                            path=SUBJECT, errors=(400, 401, 404, 409)),
+            "delete": _dialect("Delete a subject and its examples", cf, path=SUBJECT, errors=(401, 404, 409))},
+        "/api/v1/detection/detect": {"post": _dialect("Detect faces", cf, fields=("file",), json_body=base64_file,
+                                                      query=FACE_QUERY)},
+        "/api/v1/verification/verify": {"post": _dialect(
+            "Similarity of the source's main face to every target face", cf, fields=("source_image", "target_image"),
+            json_body={"type": "object", "properties": {"source_image": {"type": "string"}, "target_image": {"type": "string"}}},
+            query=FACE_QUERY)},
+    }
 
 
 def specification() -> dict:
@@ -80,7 +177,45 @@ def specification() -> dict:
             "/encode": {"post": {"summary": "The 128-d encoding and box of every face", "operationId": "encode",
                                  "requestBody": _upload("a photo"),
                                  "responses": {"200": _answer("faces with encodings"), **_errors(400, 413)}}},
+            "/people": {"get": {"summary": "The active model's people with photo counts", "operationId": "people",
+                                "responses": {"200": _answer("people"), **_errors(401)}}},
+            "/people/{name}": {
+                "get": {"summary": "A person's photos (ids, source names, added dates)", "operationId": "person",
+                        "parameters": [NAME], "responses": {"200": _answer("the person"), **_errors(401, 404)}},
+                "delete": {"summary": "Remove a person from the active model (a new model version)", "operationId": "removePerson",
+                           "parameters": [NAME], "responses": {"200": _answer("the new model"), **_errors(401, 404, 409)}},
+                "patch": {"summary": "Rename a person", "operationId": "renamePerson", "parameters": [NAME],
+                          "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                              "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}},
+                          "responses": {"200": _answer("the new model"), **_errors(401, 404, 409, 422)}}},
+            "/people/{name}/photos": {"post": {
+                "summary": "Enrol photos of a person (created if new); each must show exactly one face",
+                "operationId": "enrol", "parameters": [NAME],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"], "properties": {"file": {
+                        "type": "array", "items": {"type": "string", "format": "binary"},
+                        "description": "one or more photos, or a zip of that person's photos"}}}}}},
+                "responses": {"201": _answer("the new model, photos added and skipped"),
+                              **_errors(400, 401, 409, 413, 422)}}},
+            "/people/{name}/photos/{photo_id}": {"delete": {
+                "summary": "Remove one photo of a person", "operationId": "removePhoto", "parameters": [NAME, PHOTO_ID],
+                "responses": {"200": _answer("the new model"), **_errors(401, 404, 409)}}},
+            "/people/{name}/forget": {"post": {
+                "summary": "Erase a person from every stored model, the encoding cache, job records, annotated copies and logs",
+                "operationId": "forget", "parameters": [NAME],
+                "responses": {"200": _answer("what was erased"), **_errors(401, 404, 409)}}},
+            "/predict/video": {"post": {
+                "summary": "Who appears when in a video (mp4, mov, mkv, webm, avi): a timeline per person and unknown face",
+                "operationId": "predictVideo", "requestBody": _upload("a video: mp4, mov, mkv, webm or avi"),
+                "responses": {"200": _answer("the timeline (videos up to video.direct_seconds)", _envelope(VIDEO_RESULT)),
+                              "202": _answer("a longer video: the job to follow", _envelope(job_url={"type": "string"})),
+                              **_errors(400, 401, 409, 413, 415, 422, 429, 503)}}},
+            "/predict/video/jobs/{job_id}": {"get": {
+                "summary": "A video job: state, progress (frames decoded / total), the timeline when done",
+                "operationId": "videoJob", "parameters": [JOB_ID],
+                "responses": {"200": _answer("the job"), **_errors(401, 404)}}},
             "/health": {"get": {"summary": "Liveness and the loaded model", "operationId": "health", "responses": {"200": _answer("up")}}},
+            **compat_paths(),
         },
         "components": {"schemas": {"Envelope": _envelope()}},
     }

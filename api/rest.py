@@ -4,23 +4,21 @@ Browsers get pages from the same views: see ``api.negotiation`` and ``api.pages.
 """
 from __future__ import annotations
 
+import errno
 import os
-import re
 
-from flask import Blueprint, request, send_from_directory, url_for
+from flask import Blueprint, request, send_file, url_for
 
 from api.auth import is_authorized, login_required, predict_access_required
 from api.context import current_service
 from api.limits import limit
 from api.openapi import specification
-from datastructure.errors import MissingFile, NotFound
+from datastructure.errors import InsufficientStorage, MissingFile, NotFound
 from datastructure.response import envelope
 from utils import archive
 from utils.recognition import public_answer
 
 blueprint = Blueprint("rest", __name__)
-
-UPLOAD_NAME = re.compile(r"^[0-9a-f]{32}\.jpg$")
 
 
 def uploaded_file(field: str = "file"):
@@ -48,7 +46,7 @@ def predict():
     answer = current_service().predict(data)
     if not is_authorized():
         answer = public_answer(answer)
-    if answer["response"]["description"]:
+    if answer["response"]["annotated"]["saved"]:
         answer["response"]["image_url"] = url_for("rest.upload", name=answer["response"]["description"])
     return answer
 
@@ -57,6 +55,7 @@ def start_training(tune: bool):
     """Validate the uploaded zip now (so a bad one is refused at once), then train in the background."""
     service = current_service()
     upload = uploaded_file()
+    service.require_free_disk("to store the upload and train")
     path, handle = service.jobs.new_upload(service.paths.incoming)
 
     def remove():
@@ -71,6 +70,11 @@ def start_training(tune: bool):
             "tune" if tune else "train",
             lambda progress: service.train(path, tune=tune, progress=progress, source_name=upload.filename),
             cleanup=remove)
+    except OSError as exc:
+        remove()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the disk is full: the upload could not be stored") from None
+        raise
     except BaseException:
         remove()
         raise
@@ -146,22 +150,32 @@ def delete(model_id: str):
 @blueprint.get("/uploads/<name>")
 def upload(name: str):
     """An annotated copy that /predict wrote (its name is the envelope's ``description``)."""
-    folder = current_service().paths.annotated
-    if not UPLOAD_NAME.match(name) or not (folder / name).is_file():
+    path = current_service().annotated.path_of(name)
+    if path is None:
         raise NotFound("no such image")
-    return send_from_directory(folder, name, mimetype="image/jpeg", max_age=3600)
+    answer = send_file(path, mimetype="image/jpeg")
+    answer.headers["Cache-Control"] = "private, no-store"  # a photo of people: no cache keeps it
+    return answer
 
 
 @blueprint.get("/health")
 def health():
-    """Whether the service is up and which model it serves."""
+    """Whether the service is up, which model it serves, and warnings (``LOW_DISK_SPACE``);
+    the worker's pid only to an authorised caller."""
     service = current_service()
     try:
         model_id = service.active.current().id
     except Exception:  # health must answer whatever state the model is in
         model_id = None
-    return envelope({"up": True, "model_loaded": model_id is not None, "model": model_id, "pid": os.getpid()},
-                    description="up")
+    data = {"up": True, "model_loaded": model_id is not None, "model": model_id, "warnings": []}
+    try:
+        if service.low_on_disk():
+            data["warnings"].append("LOW_DISK_SPACE")
+    except OSError:
+        data["warnings"].append("DATA_FOLDER_UNREADABLE")
+    if is_authorized():
+        data["pid"] = os.getpid()
+    return envelope(data, description="up" if not data["warnings"] else "up, with warnings: " + ", ".join(data["warnings"]))
 
 
 @blueprint.get("/openapi.json")

@@ -27,7 +27,7 @@ from api.limits import limit
 from api.rest import uploaded_file
 from datastructure.errors import MissingFile, PyRecognizerError
 from datastructure.response import envelope
-from utils.evaluation import main_face_index
+from utils.samples import main_face_index
 from utils.faces import decoded, faces_in
 from utils.recognition import box_dict
 
@@ -53,15 +53,30 @@ def photo_faces(field: str):
     data = uploaded_file(field).read()
     if not data:
         raise MissingFile(f"the file in {field!r} is empty")
+    return faces_of(data)
+
+
+def faces_of(data: bytes):
+    """Return (faces, decoded image) of photo bytes, with /predict's face settings."""
     options = current_service().predict_options
     image = decoded(data, options)
     return faces_in(image, options), image
+
+
+def main_face(faces, image):
+    """Return the main face (the largest, most central one, as the evaluation picks it)."""
+    return faces[main_face_index([face.box for face in faces], image.original_size)]
 
 
 def same_probability(distance: float) -> float:
     """Return P(same person | distance) from VERIFY_CONFIDENCE."""
     intercept, slope = VERIFY_CONFIDENCE
     return 1.0 / (1.0 + math.exp(-(intercept + slope * distance)))
+
+
+def face_distance(first, second) -> float:
+    """Return the Euclidean distance of two faces' encodings."""
+    return float(np.linalg.norm(first.encoding - second.encoding))
 
 
 def verify_threshold() -> float:
@@ -80,10 +95,9 @@ def verify():
         faces, image = photo_faces(field)
         if not faces:
             raise NoFaceFound(f"no face found in {field}", {"file": field})
-        index = main_face_index([face.box for face in faces], image.original_size)
-        chosen[field] = (faces[index], len(faces))
+        chosen[field] = (main_face(faces, image), len(faces))
     (first, first_count), (second, second_count) = chosen["file1"], chosen["file2"]
-    distance = float(np.linalg.norm(first.encoding - second.encoding))
+    distance = face_distance(first, second)
     threshold = verify_threshold()
     same = distance <= threshold
     probability = same_probability(distance)

@@ -9,6 +9,7 @@ from gunicorn.app.base import BaseApplication
 
 from api.app import create_app
 from api.tls import certificate_files
+from api.worker import BufferingWorker
 from conf.config import Config, Paths
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,18 @@ class Server(BaseApplication):
         """gunicorn's settings, from the server and security sections."""
         server = self.service_config.server
         threads, keepalive = server.threads, server.keepalive
+        # gthread behind a front that reads each request whole before a thread takes it, so
+        # slow or stalled clients hold no thread (api/worker.py)
+        worker = BufferingWorker.configured(header_timeout=server.header_timeout, body_timeout=server.body_timeout,
+                                            max_buffered=server.max_buffered,
+                                            max_body=self.service_config.limits.max_content_length)
         settings = {
             "bind": f"{server.host}:{server.port}",
             "workers": server.workers,
             "threads": threads,
-            "worker_class": "gthread",
+            "worker_class": worker,
             # Without keep-alive a worker takes a connection only while one of its threads is
-            # free, so each request goes to a worker that can start it now. A keep-alive
+            # free (and its front has room), so each request goes to a worker that can start it now. A keep-alive
             # connection stays with the worker that accepted it, busy or not: 4 such clients
             # on 2 CPU-bound workers split unevenly (1.25x to 1.9x one client's throughput).
             "keepalive": keepalive,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
 
-SECTIONS = ("predict", "train", "serve")
+SECTIONS = ("predict", "train", "serve", "video")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
 PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200), "plain_photos": (150, 60),
@@ -34,7 +34,7 @@ PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200),
 def arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~1-minute run with smaller counts")
-    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: predict,train,serve")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: predict,train,serve,video")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
     parser.add_argument("--single-photos", type=int, help="photos for the 1-worker run (default 400; quick 200)")
     parser.add_argument("--plain-photos", type=int, help="photos for the plain recipe's CPU/photo (150; quick 60)")
@@ -172,6 +172,10 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.train import train_section
 
         return train_section(faces, workdir, args.photos, args.single_photos, args.plain_photos, say=say)
+    if name == "video":
+        from bench.video import video_section
+
+        return video_section(workdir, rounds=args.rounds, say=say)
     from bench.serve import serve_section
 
     return serve_section(faces, workdir, args.requests, args.requests_one, args.server_threads, say=say)

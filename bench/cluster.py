@@ -4,7 +4,7 @@
     python -m bench.cluster --limit 300      # a stratified subset (every k-th photo)
     python -m bench.cluster --workers 2 --json bench/results/cluster.json
 
-Both sides run ``utils.faces.encoded_photos`` (the code path training uses) on the same photo
+Both sides run ``utils.encoding.encoded_photos`` (the code path training uses) on the same photo
 bytes, held in memory, with the service's training options (conf.json) and no cache:
 
 * pool: ``encoded_photos(photos, options, workers=k)``, the embedded default: one worker
@@ -28,7 +28,8 @@ from pathlib import Path
 
 from bench import engine_config, faces_dir
 from utils import archive
-from utils.faces import Options, encoded_photos
+from utils.encoding import encoded_photos
+from utils.faces import Options
 
 
 def lfw_people(count: int | None = None, faces: Path | None = None) -> list[bytes]:

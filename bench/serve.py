@@ -15,6 +15,7 @@ any client on the same host would.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -292,7 +293,7 @@ def serve_section(faces: Path, workdir: Path, requests_many: int, requests_one: 
         Row(f"serve: peak RSS MB per worker (max of {len(workers)}; master {master or 0:.0f})", None, worst,
             digits=0),
     ]
-    details = {"server": server, "photos": list(REQUEST_PHOTOS), "train_s": round(train_seconds, 1),
+    details = {"server": dataclasses.asdict(server), "photos": list(REQUEST_PHOTOS), "train_s": round(train_seconds, 1),
                "model": {key: model.get(key) for key in ("model", "photos", "people", "metrics")},
                "ready_s": round(ready, 2), "failures": failures,
                "one_client": one.summary(), "four_clients": four.summary(),

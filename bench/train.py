@@ -26,7 +26,8 @@ from pathlib import Path
 from bench import Row, at_least, at_most, engine_config, ratio, timed
 from bench.plain_process import OWN_BUILD, PlainProcess, installed_python
 from utils import archive
-from utils.faces import EncodingCache, Options, encoded_photos, photo_result
+from utils.encoding import EncodingCache, encoded_photos
+from utils.faces import Options, photo_result
 
 
 @dataclass

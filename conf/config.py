@@ -30,13 +30,13 @@ ENVIRONMENT = {
     "PYRECOGNIZER_HOST": ("server", "host"),
     "PYRECOGNIZER_PORT": ("server", "port"),
     "PYRECOGNIZER_WORKERS": ("server", "workers"),
-    "PYRECOGNIZER_MODEL": ("classifier", "timestamp"),
     "PYRECOGNIZER_SECRET_KEY": ("security", "secret_key"),
     "PYRECOGNIZER_API_TOKEN": ("security", "api_token"),
     "PYRECOGNIZER_ADMIN_PASSWORD": ("security", "admin_password"),
     "PYRECOGNIZER_TLS": ("security", "tls"),
     "PYRECOGNIZER_LOG_LEVEL": ("logging", "level"),
     "PYRECOGNIZER_DASK_SCHEDULER": ("cluster", "scheduler"),
+    "RATELIMIT_STORAGE_URI": ("security", "rate_limit_storage"),  # Flask-Limiter's own name for it
 }
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -65,6 +65,9 @@ class Server:
     threads: int = setting(min=1)
     keepalive: int = setting(min=0)
     timeout: int = setting(min=1)
+    header_timeout: float = setting(min=0.1)  # seconds for a request's headers to arrive whole
+    body_timeout: float = setting(min=0.1)  # seconds a body may pause (api/worker.py)
+    max_buffered: int = setting(min=1)  # requests each worker reads at once before a thread takes them
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,11 @@ class Limits:
     max_entry_bytes: int = setting(min=1)
     max_entries: int = setting(min=1)
     max_ratio: float = setting(min=1)
+    min_free_disk: int = setting(min=0)  # bytes free in the data folder under which /health warns and training is refused
+    max_enrol_photos: int = setting(min=1)  # photos of one enrolment; more: 413 pointing to /train
+    max_video_pixels: int = setting(min=1)  # per frame: width x height
+    max_video_frames: int = setting(min=1)
+    max_video_seconds: float = setting(min=0)
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,6 @@ class Cluster:
 class Classifier:
     """The classifier's parameters for /train (see datastructure/classifier.py)."""
 
-    timestamp: str | None  # PYRECOGNIZER_MODEL: read by no code today (issue 13 item 10)
     n_neighbors: int = setting(min=1)
     weights: str = setting(choices=("uniform", "distance"))
     metric: str
@@ -115,6 +122,16 @@ class Classifier:
     threshold: float | None = setting(min=0)
     ratio: float | None = setting(min=0)
     test_size: float = setting(min=0, max=0.9)
+
+
+@dataclass(frozen=True)
+class Models:
+    """Model versions: how many are kept, when a changed gallery is calibrated again, how long a
+    change waits for another."""
+
+    keep: int = setting(min=0)  # newest versions kept after each change (0: all); active and previous always
+    recalibrate_share: float = setting(min=0, max=1)  # changes since the last calibration, as a share of its gallery
+    busy_wait: float = setting(min=0)  # seconds a change waits for another (or a training) before MODELS_BUSY
 
 
 @dataclass(frozen=True)
@@ -133,10 +150,24 @@ class Tune:
 
 
 @dataclass(frozen=True)
-class Predict:
-    """What /predict keeps."""
+class Annotated:
+    """The annotated copies /predict writes (datastructure/annotated.py): how many, how long, how large."""
 
-    keep_annotated: int = setting(min=0)
+    keep: int = setting(min=0)  # at most this many copies; 0: none written
+    max_age: float = setting(min=0)  # seconds a copy is kept; 0: none written
+    max_side: int = setting(min=64)  # pixels of a copy's longest side
+
+
+@dataclass(frozen=True)
+class Video:
+    """How /predict/video looks at a video (see utils/video.py)."""
+
+    direct_seconds: float = setting(min=0)  # up to this length the request answers; longer: a job
+    sample_fps: float = setting(min=0.1, max=120)
+    detect_size: int = setting(min=80)  # frames are scaled (up or down) to this longest side for detection
+    confirm_seconds: float = setting(min=0)
+    min_iou: float = setting(min=0, max=1)
+    gap_seconds: float = setting(min=0)
 
 
 @dataclass(frozen=True)
@@ -187,6 +218,7 @@ class Security:
     private_key: str | None
     session_hours: float = setting(min=0)
     rate_limits: RateLimits
+    rate_limit_storage: str  # Flask-Limiter storage URI; memory:// counts per worker process
 
 
 @dataclass(frozen=True)
@@ -199,8 +231,10 @@ class Config:
     faces: Faces
     cluster: Cluster
     classifier: Classifier
+    models: Models
     tune: Tune
-    predict: Predict
+    annotated: Annotated
+    video: Video
     verify: Verify
     dashboard: Dashboard
     logging: Logging

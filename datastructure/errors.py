@@ -87,3 +87,69 @@ class ClusterUnavailable(PyRecognizerError):
     """The configured Dask scheduler cannot be reached, has no usable worker, or went away."""
 
     code, status = "CLUSTER_UNAVAILABLE", 503
+
+
+class InsufficientStorage(PyRecognizerError):
+    """The data folder has less free space than ``limits.min_free_disk``: nothing new is written."""
+
+    code, status = "INSUFFICIENT_STORAGE", 507
+
+
+class NameNotValid(PyRecognizerError):
+    """A person name that is empty, reserved, holds control or bidi characters, is too long,
+    or collides with another once normalised (``data`` lists the problems)."""
+
+    code, status = "NAME_NOT_VALID", 422
+
+
+class ModelsBusy(PyRecognizerError):
+    """Another change of the models (a training, an enrolment, an activation...) holds the
+    store: the change was not made; retry after ``retry_after`` seconds."""
+
+    code, status = "MODELS_BUSY", 409
+
+    def __init__(self, description: str, data=None, retry_after: int = 2):
+        super().__init__(description, data)
+        self.retry_after = retry_after
+
+
+class ModelActive(PyRecognizerError):
+    """The active model cannot be deleted: activate another one first."""
+
+    code, status = "MODEL_ACTIVE", 409
+
+
+class TooManyPhotos(PyRecognizerError):
+    """More photos in one enrolment than ``limits.max_enrol_photos``: train from a zip instead."""
+
+    code, status = "TOO_MANY_PHOTOS", 413
+
+
+class VideoNotValid(PyRecognizerError):
+    """An upload that looks like a video container but does not decode (damaged, truncated, garbage)."""
+
+    code, status = "VIDEO_NOT_VALID", 400
+
+
+class VideoFormatNotSupported(PyRecognizerError):
+    """A media file of a kind the service does not take (accepted: mp4, mov, mkv, webm, avi)."""
+
+    code, status = "VIDEO_FORMAT_NOT_SUPPORTED", 415
+
+
+class NoVideoStream(PyRecognizerError):
+    """A container with no picture in it (audio only, subtitles...)."""
+
+    code, status = "NO_VIDEO_STREAM", 422
+
+
+class VideoTooLarge(PyRecognizerError):
+    """A video over the pixel, frame or duration caps (a video bomb), in its header or as it decodes."""
+
+    code, status = "VIDEO_TOO_LARGE", 413
+
+
+class VideoInProgress(PyRecognizerError):
+    """A long video is already being analysed in the background: one at a time."""
+
+    code, status = "VIDEO_IN_PROGRESS", 409

@@ -35,6 +35,16 @@ def faces_dir() -> Path:
     return folder
 
 
+def video_dir() -> Path:
+    """Return the shared video folder (a clip and two reference photos); skip, or fail under CI, when missing."""
+    folder = Path(os.environ.get("PYRECOGNIZER_VIDEO") or ROOT.parent / "shared" / "video")
+    if not (folder / "short_hamilton_clip.mp4").is_file():
+        message = "the video test data is missing: ../shared/video or PYRECOGNIZER_VIDEO (see its README.md)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return folder
+
 
 def zipped(folder: Path, target: Path, prefix: str = "") -> Path:
     """Zip ``folder``'s person folders as a user would upload them."""

@@ -38,8 +38,17 @@ def test_predict_prints_one_envelope_per_image(trained_dir, faces):
     photos = [faces / "knn" / "test" / "obama_and_biden.jpg", faces / "samples" / "no_face_test.png"]
     first, second = envelopes(cli(data_dir, "predict", *photos).stdout)
     assert sorted(face["name"] for face in first["faces"]) == ["biden", "obama", "unknown"]
-    assert first["model"] == model and (data_dir / "uploads" / first["description"]).is_file()
     assert second["error"] == "NO_FACE_FOUND"
+    # no annotated copy unless asked (issue 13 item 2)
+    assert first["model"] == model and first["description"] == "" and first["annotated"]["saved"] is False
+    assert not list((data_dir / "uploads").glob("*.jpg"))
+
+
+def test_predict_writes_an_annotated_copy_when_asked(trained_dir, faces):
+    data_dir, _ = trained_dir
+    (answer,) = envelopes(cli(data_dir, "predict", "--annotate", faces / "knn" / "test" / "obama_and_biden.jpg").stdout)
+    copy = data_dir / "uploads" / answer["description"]
+    assert answer["annotated"] == {"saved": True, "path": str(copy)} and copy.read_bytes()[:3] == b"\xff\xd8\xff"
 
 
 def test_predict_reports_unreadable_files_and_fails(trained_dir, tmp_path):

@@ -1,10 +1,23 @@
-"""Training on a real Dask cluster (a scheduler and two workers on loopback), and two service
-nodes sharing one model store: the cluster's model equals a local run's, the other node
-serves it within seconds, a worker killed mid-training does not fail the job, and a
-scheduler nobody answers at fails the job fast with CLUSTER_UNAVAILABLE."""
+"""Training on a real Dask cluster set up exactly as README's "Running on a cluster" says, and two
+service nodes sharing one model store.
+
+The README's commands are read from the README itself and run as written; only what names
+this machine is replaced: hosts (127.0.0.1), ports (free ones), the data and photo folders and
+the secrets' placeholders. The scheduler runs from a temporary folder without PYTHONPATH, with
+the project's environment on PATH only for the `dask` executable, so it cannot import the
+project; each of two workers is the README's worker command (nproc honours OMP_NUM_THREADS=1:
+one worker process per simulated machine). Checked: training through the CLI and through
+POST /train gives the model of a local run, the other node serves it within seconds, a worker
+killed mid-training does not fail the job, and a scheduler that is unreachable, of another
+dask/distributed version, or has no usable worker fails the job up front with
+CLUSTER_UNAVAILABLE.
+"""
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,7 +29,7 @@ import numpy as np
 import pytest
 
 from datastructure.errors import ClusterUnavailable
-from tests.support import ROOT, Server, free_port, make_config
+from tests.support import ROOT, TEST_CREDENTIALS, Server, free_port, make_config
 
 distributed = pytest.importorskip("distributed") if os.environ.get("CI") != "true" else __import__("distributed")
 
@@ -24,16 +37,80 @@ pytestmark = [pytest.mark.usefixtures("faces"), pytest.mark.e2e, pytest.mark.slo
 
 NODE_CONFIG = {"dashboard": {"enabled": False}, "faces": {"cache": False}, "cluster": {"timeout": 5}}
 FOLLOW_SECONDS = 5
+VENV_BIN = Path(sys.executable).parent  # the project's environment: `dask` and `python`
+OTHER_DASK = ROOT / ".cache" / "dask-other"  # `make dask-other`: dask/distributed of another version
+SECRETS = {"PYRECOGNIZER_SECRET_KEY": "cluster-test-secret-key-0123456789",
+           "PYRECOGNIZER_API_TOKEN": TEST_CREDENTIALS["api_token"],
+           "PYRECOGNIZER_ADMIN_PASSWORD": TEST_CREDENTIALS["admin_password"]}
+
+
+def readme_commands() -> list[str]:
+    """The commands of README's "Running on a cluster" code block, as written."""
+    section = (ROOT / "README.md").read_text().split("\n## Running on a cluster\n", 1)[1].split("\n## ", 1)[0]
+    return [line[4:] for line in section.splitlines() if line.startswith("    ") and not line[4:].startswith("#")]
+
+
+def on_this_machine(command: str, *, scheduler_port: int, data_dir: Path, photos: Path,
+                    dashboard_port: int | None = None, port: int | None = None) -> str:
+    """``command`` with the README's hosts, ports, folders and secret placeholders replaced."""
+    values = {"10.0.0.5": "127.0.0.1", "0.0.0.0": "127.0.0.1", "8786": str(scheduler_port),
+              "8787": str(dashboard_port or free_port()), "8081": str(port or free_port()),
+              "/mnt/pyrecognizer": shlex.quote(str(data_dir)), "/mnt/photos": shlex.quote(str(photos))}
+    for placeholder, value in values.items():
+        command = re.sub(rf"(?<![\w.]){re.escape(placeholder)}(?![\w.])", value, command)
+    command = re.sub(r"\b(PYRECOGNIZER_\w+)=…", lambda match: f"{match[1]}={shlex.quote(SECRETS[match[1]])}", command)
+    assert not re.search(r"10\.0\.0\.5|0\.0\.0\.0|/mnt/|…", command), command
+    return command
+
+
+class Readme:
+    """README's cluster commands by role, on this machine."""
+
+    ROLES = {"scheduler": "dask scheduler ", "worker": "PYTHONPATH=$PWD dask worker ",
+             "serve": "python main.py serve ", "train": "python main.py train "}
+
+    def __init__(self, data_dir: Path, photos: Path, scheduler_port: int | None = None):
+        self.scheduler_port = scheduler_port or free_port()
+        self.address = f"tcp://127.0.0.1:{self.scheduler_port}"
+        self.place = dict(scheduler_port=self.scheduler_port, data_dir=data_dir, photos=photos)
+        commands = readme_commands()
+        self.exports = [on_this_machine(line, **self.place) for line in commands if line.startswith("export ")]
+        found = {role: [line for line in commands if line.startswith(start)] for role, start in self.ROLES.items()}
+        assert all(len(lines) == 1 for lines in found.values()), found
+        assert len(commands) == len(self.exports) + len(self.ROLES), f"a README command no test runs: {commands}"
+        self.raw = {role: lines[0] for role, lines in found.items()}
+
+    def command(self, role: str, **ports) -> str:
+        """The README's ``role`` command; a service node's after the README's exports (then
+        exec-ed, so the shell's process is the service's)."""
+        line = on_this_machine(self.raw[role], **self.place, **ports)
+        return "; ".join([*self.exports, f"exec {line}"]) if role in ("serve", "train") else line
+
+
+def scheduler_env(dask_bin: Path, folder: Path) -> dict:
+    """A scheduler machine's environment: ``dask_bin``'s `dask` on PATH (and the system's
+    tools), no PYTHONPATH."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "dask").unlink(missing_ok=True)
+    (bin_dir / "dask").symlink_to(dask_bin / "dask")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return {**env, "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}
+
+
+def project_env(**extra) -> dict:
+    """A worker's or service node's environment: the project's environment first on PATH."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return {**env, "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}", **extra}
 
 
 class Process:
-    """A `python -m dask ...` process in its own session, so it dies with all its children."""
+    """A shell command in its own session, so it dies with all its children."""
 
-    def __init__(self, name: str, args: list[str], logs: Path):
-        self.name, self.log = name, logs / f"{name}.log"
+    def __init__(self, name: str, command: str, logs: Path, *, cwd: Path, env: dict):
+        self.name, self.command, self.log = name, command, logs / f"{name}.log"
         self._output = open(self.log, "ab")
-        self.popen = subprocess.Popen([sys.executable, "-m", "dask", *args], cwd=ROOT,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=self._output,
+        self.popen = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdout=self._output,
                                       stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -51,28 +128,50 @@ class Process:
         self._output.close()
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+        return f"$ {self.command}\n" + self.log.read_text(errors="replace")[-3000:]
+
+
+def wait_for_workers(address: str, count: int) -> None:
+    client = distributed.Client(address, timeout=30, set_as_default=False)
+    try:
+        client.wait_for_workers(count, timeout=60)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """`dask scheduler` and two `dask worker` processes, every socket on 127.0.0.1."""
+def shared(tmp_path_factory) -> Path:
+    """The service nodes' one data folder, with their configuration (PYRECOGNIZER_CONFIG)."""
+    folder = tmp_path_factory.mktemp("shared-store")
+    (folder / "node-conf.json").write_text(json.dumps(NODE_CONFIG))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def readme(shared, faces) -> Readme:
+    return Readme(shared, faces / "celebrities" / "train")
+
+
+@pytest.fixture(scope="module")
+def cluster(readme, tmp_path_factory):
+    """The README's scheduler, from an empty folder that cannot import the project, and its
+    worker command run twice from the project's folder."""
     logs = tmp_path_factory.mktemp("dask")
-    address = f"tcp://127.0.0.1:{free_port()}"
-    loopback = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]  # its HTTP server too
+    elsewhere = tmp_path_factory.mktemp("scheduler-machine")
+    env = scheduler_env(VENV_BIN, elsewhere)
+    cannot = subprocess.run(["dask", "--version"], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert cannot.returncode == 0, cannot.stderr
+    python = (VENV_BIN / "dask").read_text().splitlines()[0].removeprefix("#!").strip()
+    imports = subprocess.run([python, "-c", "import utils.encoding"], cwd=elsewhere, env=env, capture_output=True)
+    assert imports.returncode != 0, "the scheduler's environment can import the project: it would hide issue 18"
     processes = {}
     try:
-        processes["scheduler"] = Process("scheduler", ["scheduler", "--host", "127.0.0.1", "--port",
-                                                       address.rsplit(":", 1)[1], *loopback], logs)
+        processes["scheduler"] = Process("scheduler", readme.command("scheduler"), logs, cwd=elsewhere, env=env)
         for name in ("worker1", "worker2"):
-            processes[name] = Process(name, ["worker", address, "--nworkers", "1", "--nthreads", "1",
-                                             "--host", "127.0.0.1", *loopback], logs)
-        client = distributed.Client(address, timeout=30, set_as_default=False)
-        try:
-            client.wait_for_workers(2, timeout=60)
-        finally:
-            client.close()
-        yield address, processes
+            processes[name] = Process(name, readme.command("worker"), logs, cwd=ROOT,
+                                      env=project_env(OMP_NUM_THREADS="1"))
+        wait_for_workers(readme.address, 2)
+        yield readme.address, processes
     except BaseException:
         for process in processes.values():
             print(f"--- {process.name}\n{process.output()}")
@@ -83,14 +182,16 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def nodes(cluster, tmp_path_factory):
-    """Node A trains on the cluster; node B only predicts; both use one data folder."""
-    address, _ = cluster
-    shared = tmp_path_factory.mktemp("shared-store")
+def nodes(cluster, readme, shared):
+    """Node A is the README's service node (it trains on the cluster); node B only predicts;
+    both use one data folder."""
+    env = {"PYRECOGNIZER_CONFIG": str(shared / "node-conf.json")}
+    node_a = Server(shared / "node-a", env=project_env(**env), command=["true"])  # its log folder
+    node_a.command = ["bash", "-c", readme.command("serve", port=node_a.port)]  # on the port Server chose
     started = []
     try:
-        for env in ({"PYRECOGNIZER_DASK_SCHEDULER": address}, {}):
-            started.append(Server(shared, config=NODE_CONFIG, env=env).start())
+        for node in (node_a, Server(shared, config=NODE_CONFIG)):
+            started.append(node.start())
         yield started
     finally:
         for server in started:
@@ -109,6 +210,7 @@ def assert_same_model(cluster_dir: Path, local_dir: Path) -> None:
     remote, local = model_arrays(cluster_dir), model_arrays(local_dir)
     assert remote["files"].tolist() == local["files"].tolist()
     assert remote["labels"].tolist() == local["labels"].tolist()
+    assert remote["encodings"].shape == local["encodings"].shape
     assert np.allclose(remote["encodings"], local["encodings"])
 
 
@@ -168,41 +270,31 @@ def assert_follows(node: Server, model_id: str, since: float, photo: Path) -> fl
     return took
 
 
-def test_cluster_training_equals_local_and_the_other_node_follows(nodes, trained, celebrities_zip, faces):
-    node_a, node_b = nodes
+def test_cli_training_on_the_readme_cluster_equals_local_and_the_other_node_follows(
+        readme, nodes, shared, trained, faces):
+    _, node_b = nodes
     photo = faces / "celebrities" / "val" / "Elton John" / "1.jpg"
     before = node_b.post("/predict", files={"file": photo.open("rb")})
     assert before.status_code == 503 and before.json()["response"]["error"] == "CLASSIFIER_NOT_LOADED"
 
     with Watcher(node_b) as watcher:
-        job = train_over_http(node_a, celebrities_zip)
-        assert job["state"] == "done", job
-        assert_follows(node_b, job["result"]["model"], job["finished"], photo)
-    watcher.assert_switched(None, job["result"]["model"])
+        run = subprocess.run(["bash", "-c", readme.command("train")], cwd=ROOT, capture_output=True, text=True,
+                             env=project_env(PYRECOGNIZER_CONFIG=str(shared / "node-conf.json")), timeout=240)
+        finished = time.time()
+        assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+        answer = json.loads(run.stdout.splitlines()[-1])["response"]
+        assert answer["status"] == "OK", answer
+        assert_follows(node_b, answer["data"]["model"], finished, photo)
+    watcher.assert_switched(None, answer["data"]["model"])
     service, local = trained
-    result = job["result"]
-    assert job["progress"] == {"done": 93, "total": 93}
+    result = answer["data"]
+    assert "93/93" in run.stderr  # the progress bar, all photos encoded
     assert result["photos"] == local["photos"] and result["skipped"] == local["skipped"]
-    assert_same_model(node_a.data_dir / "dataset" / "model" / result["model"], service.store.folder / local["model"])
+    assert_same_model(shared / "dataset" / "model" / result["model"], service.store.folder / local["model"])
 
 
-def test_unreachable_scheduler_fails_the_job_fast(tmp_path, faces):
-    """The service's own job path (as `main.py train` and POST /train run it), in this process."""
-    from utils.service import build_service
-
-    nobody = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    service = build_service(make_config(tmp_path / "data", cluster={"scheduler": nobody, "timeout": 2}),
-                           console_log=False)
-    started = time.monotonic()
-    job = service.jobs.run_here("train", lambda progress: service.train(faces / "celebrities" / "train",
-                                                                      progress=progress))
-    assert job["state"] == "failed" and job["error"]["code"] == "CLUSTER_UNAVAILABLE", job
-    assert nobody in job["error"]["description"] and "PYRECOGNIZER_DASK_SCHEDULER" in job["error"]["description"]
-    assert time.monotonic() - started < 2 + 5  # the timeout, plus importing dask
-    assert ClusterUnavailable.status == 503
-
-
-def test_a_worker_killed_mid_training_still_gives_the_same_model(cluster, nodes, trained, celebrities_zip, faces):
+def test_http_training_with_a_worker_killed_midway_still_equals_local(cluster, nodes, shared, trained,
+                                                                      celebrities_zip, faces):
     _, processes = cluster
     node_a, node_b = nodes
     victim = processes["worker2"]
@@ -228,14 +320,72 @@ def test_a_worker_killed_mid_training_still_gives_the_same_model(cluster, nodes,
                        faces / "celebrities" / "val" / "Elton John" / "1.jpg")
     watcher.assert_switched(previous, job["result"]["model"])
     service, local = trained
-    assert job["progress"] == {"done": 93, "total": 93} and job["result"]["skipped"] == local["skipped"]
-    assert_same_model(node_a.data_dir / "dataset" / "model" / job["result"]["model"],
+    assert job["progress"] == {"done": 93, "total": 93}
+    assert job["result"]["photos"] == local["photos"] and job["result"]["skipped"] == local["skipped"]
+    assert_same_model(shared / "dataset" / "model" / job["result"]["model"],
                       service.store.folder / local["model"])
 
 
-def test_a_cluster_without_workers_fails_fast(cluster):
-    """Last: it stops the workers left. A scheduler with no worker would queue batches forever."""
-    from utils.faces import Options, encoded_photos
+def failed_training(tmp_path: Path, faces: Path, scheduler: str, timeout: float = 2) -> dict:
+    """The job of a training on ``scheduler``, run by the service's own job path (as `main.py
+    train` and POST /train run it) in this process."""
+    from utils.service import build_service
+
+    service = build_service(make_config(tmp_path / "data", cluster={"scheduler": scheduler, "timeout": timeout}),
+                            console_log=False)
+    job = service.jobs.run_here("train", lambda progress: service.train(faces / "celebrities" / "train",
+                                                                      progress=progress))
+    assert job["state"] == "failed" and job["error"]["code"] == "CLUSTER_UNAVAILABLE", job
+    assert not list((tmp_path / "data" / "dataset" / "model").glob("2*")), "no model may be written"
+    return job
+
+
+def test_unreachable_scheduler_fails_the_job_fast(tmp_path, faces):
+    nobody = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    job = failed_training(tmp_path, faces, nobody)
+    assert nobody in job["error"]["description"] and "PYRECOGNIZER_DASK_SCHEDULER" in job["error"]["description"]
+    assert time.monotonic() - started < 2 + 5  # the timeout, plus importing dask
+    assert ClusterUnavailable.status == 503
+
+
+@pytest.fixture(scope="module")
+def other_dask() -> Path:
+    """The bin folder of an environment with dask/distributed of another version (`make dask-other`)."""
+    subprocess.run(["make", "--no-print-directory", "dask-other"], cwd=ROOT, check=True, capture_output=True)
+    return OTHER_DASK / "bin"
+
+
+def test_a_scheduler_of_another_dask_version_is_refused_naming_both(other_dask, readme, tmp_path, faces):
+    """The README's scheduler command, run with another dask/distributed than the service's."""
+    import dask
+
+    versions = subprocess.run([other_dask / "python", "-c", "import dask, distributed; print(dask.__version__, "
+                               "distributed.__version__)"], capture_output=True, text=True, check=True)
+    other_dask_version, other_distributed = versions.stdout.split()
+    assert other_distributed != distributed.__version__, "make dask-other must install another version"
+    other = Readme(readme.place["data_dir"], readme.place["photos"])
+    elsewhere = tmp_path / "scheduler-machine"
+    env = scheduler_env(other_dask, elsewhere)
+    scheduler = Process("other-scheduler", other.command("scheduler"), tmp_path, cwd=elsewhere, env=env)
+    try:
+        job = failed_training(tmp_path, faces, other.address, timeout=10)
+    except BaseException:
+        print(scheduler.output())
+        raise
+    finally:
+        scheduler.kill(signal.SIGTERM)
+    description = job["error"]["description"]
+    assert f"distributed {other_distributed}" in description and f"dask {other_dask_version}" in description
+    assert f"distributed {distributed.__version__}" in description and f"dask {dask.__version__}" in description
+    assert other.address in description
+
+
+def test_a_cluster_without_usable_workers_fails_fast(cluster, readme, tmp_path, faces):
+    """Last: it stops the workers left. A scheduler with no worker would queue batches forever;
+    a worker that cannot import the project would fail every batch."""
+    from utils.encoding import encoded_photos
+    from utils.faces import Options
 
     address, processes = cluster
     for name in ("worker1", "worker2"):
@@ -244,3 +394,18 @@ def test_a_cluster_without_workers_fails_fast(cluster):
     with pytest.raises(ClusterUnavailable, match="no worker"):
         list(encoded_photos([b"not even a photo"], Options(), scheduler=address, cluster_timeout=2))
     assert time.monotonic() - started < 2 + 5
+
+    # the README's worker command, from another folder than the project's
+    elsewhere = tmp_path / "not-the-project"
+    elsewhere.mkdir()
+    stray = Process("stray-worker", readme.command("worker"), tmp_path, cwd=elsewhere, env=project_env(OMP_NUM_THREADS="1"))
+    try:
+        wait_for_workers(address, 1)
+        job = failed_training(tmp_path, faces, address, timeout=10)
+    except BaseException:
+        print(stray.output())
+        raise
+    finally:
+        stray.kill(signal.SIGTERM)
+    assert "cannot run this pipeline" in job["error"]["description"]
+    assert "PYTHONPATH" in job["error"]["description"]

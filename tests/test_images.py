@@ -218,8 +218,10 @@ def test_draft_scale_is_exact_when_sides_do_not_divide():
     assert decoded.original_size == (4001, 3001)
 
 
-def test_draft_is_for_jpeg_only():
+def test_other_formats_shrink_by_a_whole_factor_never_below_max_side():
     decoded = decode_image(encoded(gradient(400, 300), "PNG"), max_side=100)
+    assert decoded.scale == 4.0 and decoded.array.shape == (75, 100, 3) and decoded.original_size == (400, 300)
+    decoded = decode_image(encoded(gradient(400, 300), "PNG"), max_side=201)
     assert decoded.scale == 1.0 and decoded.array.shape == (300, 400, 3)
 
 

@@ -67,11 +67,17 @@ def lfw(faces, tmp_path_factory):
     return result, answer["response"], run.stderr, data_dir, sum(map(len, test.values()))
 
 
+@pytest.fixture(scope="module")
+def lfw_figures(lfw):
+    """Every figure of the LFW evaluation: the JSON file the CLI wrote (stdout holds the headline only)."""
+    return json.loads(Path(lfw[1]["data"]["files"]["json"]).read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_lfw_recognises_the_known_and_refuses_strangers(lfw):
+def test_lfw_recognises_the_known_and_refuses_strangers(lfw, lfw_figures):
     _, response, _, _, test_photos = lfw
-    figures = response["data"]
+    figures = lfw_figures
     assert response["status"] == "OK"
     assert figures["photos"] == test_photos and figures["strangers"] == 499
     assert figures["recognition_rate"] >= 0.92, figures
@@ -104,6 +110,12 @@ def test_evaluation_writes_its_json_and_curve_under_the_data_dir(lfw):
     stored = json.loads(json_path.read_text())
     assert stored["recognised"] == response["data"]["recognised"] and stored["files"] == files
     assert str(json_path) in stderr and str(png_path) in stderr
+    # the terminal gets the table and the paths; the curve points stay in the file
+    assert "curve" not in response["data"] and "per_person" not in response["data"]
+    assert len(json.dumps(response)) < 3000 < json_path.stat().st_size
+    # per person, the photos lost to detection and to the rule
+    lost = [name for name, f in stored["per_person"].items() if f["photos"] > f["recognised"]]
+    assert "test photos lost, per person" in stderr and lost and lost[0][:28] in stderr
     curve = stored["curve"]["ratio"]
     assert [point["ratio"] for point in curve] == sorted(point["ratio"] for point in curve)
     recognised = [point["recognised"] for point in curve]
@@ -124,9 +136,9 @@ def test_calibration_is_stored_in_model_json(lfw):
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_confidence_means_what_it_says_on_lfw(lfw):
+def test_confidence_means_what_it_says_on_lfw(lfw_figures):
     """Reliability: among named faces, those given about 0.9 are right about 9 times in 10."""
-    reliability = lfw[1]["data"]["reliability"]
+    reliability = lfw_figures["reliability"]
     assert reliability["named_faces"] > 700
     assert reliability["ece"] <= 0.05, reliability
     for row in reliability["table"]:
@@ -137,7 +149,8 @@ def test_confidence_means_what_it_says_on_lfw(lfw):
 def test_evaluation_counts_each_photo_once_and_draws_the_curve(tmp_path):
     """The service on synthetic encodings: right, wrong, unknown, no face, strangers, unknown people."""
     from datastructure.classifier import FaceClassifier
-    from utils.evaluation import Sample, evaluation, main_face_index, saved
+    from utils.evaluation import evaluation, losses, saved
+    from utils.samples import Sample, main_face_index
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 128)) * 0.06
@@ -158,6 +171,8 @@ def test_evaluation_counts_each_photo_once_and_draws_the_curve(tmp_path):
     assert {"person": "cy", "named_as": "ann", "photos": 1} in figures["confusions"]
     assert figures["per_person"]["cy"]["named_as"] == {"ann": 1}
     assert figures["reliability"]["named_faces"] == 4 and "baseline" in figures
+    # the report of losses: cy lost one photo to detection and one to a wrong name
+    assert losses(figures)[2].split() == ["cy", "2", "1", "0", "1"] and len(losses(figures)) == 3
     files = saved(figures, tmp_path)
     assert Path(files["png"]).read_bytes()[:4] == b"\x89PNG"
     assert json.loads(Path(files["json"]).read_text())["recognised"] == 2

@@ -1,16 +1,15 @@
 """Evaluation: how well a model names the people it knows and refuses the ones it does not.
 
     test photos (training layout: one folder per person)  --+
-    stranger photos (any folder of photos, nobody known)  --+--> the same face pipeline
+    stranger photos (any folder of photos, nobody known)  --+--> utils/samples.py: main faces
                                                               --> the model's decisions
-                                                              --> figures, a curve (PNG), JSON
+                                                              --> figures (here), a curve
+                                                                  (utils/plots.py), JSON
 
-Each photo counts once, through its main face: the largest, most central one (the same rule
-as ``/verify``), so a bystander in a news photo neither helps nor hurts. A photo of a known
-person is *recognised* when that face gets the person's name, *wrong* when it gets someone
-else's, *unknown* otherwise; a photo without a face counts as not recognised. A stranger is
-*accepted* when their face gets any name. People of the test set whom the model does not
-know are strangers too.
+A photo of a known person is *recognised* when its main face gets the person's name, *wrong*
+when it gets someone else's, *unknown* otherwise (lost to the rule); a photo without a face
+counts as not recognised (lost to detection). A stranger is *accepted* when their face gets
+any name. People of the test set whom the model does not know are strangers too.
 
 The curve sweeps the decision rule's parameters over the same decisions (the distances do
 not change, only where the line is drawn), so it shows what any other setting would give:
@@ -20,139 +19,24 @@ computed on the very same encodings.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
 from datastructure.classifier import UNKNOWN, FaceClassifier, accepted
-from datastructure.errors import DatasetNotValid
-from utils import archive
-from utils.faces import Face, Options, encoded_photos
-from utils.images import oriented_size
+from utils.plots import plot
+from utils.samples import ProgressCallback, Sample, dataset_samples, folder_samples
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int, str], None]
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PLAIN_THRESHOLD = 0.6
 RELIABILITY_BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-
-
-# ---------------------------------------------------------------------------------------
-# Photos -> main faces
-
-@dataclass(frozen=True)
-class Sample:
-    """One evaluated photo: whose it is (None for a stranger) and its main face, if any."""
-
-    person: str | None
-    file: str
-    faces: int                      # faces the pipeline found in the photo
-    box: tuple[int, int, int, int] | None
-    encoding: np.ndarray | None
-    reason: str | None = None       # why the photo could not be read, when it could not
-
-
-def photo_size(data: bytes) -> tuple[int, int] | None:
-    """Return (width, height) after EXIF orientation, reading the header only; None if unknown."""
-    from PIL import ExifTags, Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return oriented_size(img.size, img.getexif().get(ExifTags.Base.Orientation))
-    except Exception:  # the pipeline reports unreadable photos itself
-        return None
-
-
-def main_face_index(boxes, size: tuple[int, int] | None) -> int:
-    """Return the index of the largest, most central box (top, right, bottom, left).
-
-    Score = area x (1 - offset / half-diagonal)^2, where offset is the distance from the box's
-    centre to the photo's centre: a face twice as large wins unless it sits far off-centre.
-    Without the photo's size the boxes' own extent stands for it.
-    """
-    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
-    top, right, bottom, left = boxes.T
-    if size is None:
-        width, height = right.max() + left.min(), bottom.max() + top.min()
-    else:
-        width, height = size
-    half_diagonal = max(math.hypot(width, height) / 2, 1.0)
-    offset = np.hypot((left + right) / 2 - width / 2, (top + bottom) / 2 - height / 2)
-    centrality = np.clip(1 - offset / half_diagonal, 0.05, 1.0)
-    score = (right - left) * (bottom - top) * centrality ** 2
-    return int(np.argmax(score))
-
-
-def main_face(faces: list[Face] | tuple[Face, ...], size: tuple[int, int] | None) -> Face | None:
-    """Return the face a one-person question is about (see ``main_face_index``)."""
-    if not faces:
-        return None
-    return faces[main_face_index([face.box for face in faces], size)]
-
-
-def stranger_photos(folder: Path) -> list[tuple[str, Path]]:
-    """Return (name, path) of every photo under ``folder``, in name order (dot-files skipped)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetNotValid(f"{str(folder)!r} is not a folder of photos")
-    paths = sorted(path for path in folder.rglob("*")
-                   if path.is_file() and path.suffix.lower() in PHOTO_SUFFIXES
-                   and not any(part.startswith(".") for part in path.relative_to(folder).parts))
-    return [(path.relative_to(folder).as_posix(), path) for path in paths]
-
-
-def encoded_samples(items: Iterable[tuple[str | None, str, bytes]], options: Options, *, workers: int = 0,
-                    cache_folder: Path | None = None, total: int = 0, step: str = "encoding photos",
-                    progress: ProgressCallback = lambda *_: None) -> list[Sample]:
-    """Run (person, file name, bytes) through the face pipeline; return a Sample per photo."""
-    pending: deque = deque()
-    done = [0]
-
-    def photo_bytes():
-        for person, name, data in items:
-            pending.append((person, name, photo_size(data)))
-            yield data
-
-    def tick():
-        done[0] += 1
-        progress(done[0], total, step)
-
-    progress(0, total, step)
-    samples = []
-    for result in encoded_photos(photo_bytes(), options, workers=workers, cache_folder=cache_folder, on_result=tick):
-        person, name, size = pending.popleft()
-        face = main_face(result.faces, size)
-        samples.append(Sample(person, name, len(result.faces), None if face is None else tuple(face.box),
-                              None if face is None else np.asarray(face.encoding, dtype=np.float64), result.reason))
-    return samples
-
-
-def dataset_samples(source, config: dict, options: Options, cache_folder: Path | None = None,
-                    progress: ProgressCallback = lambda *_: None) -> list[Sample]:
-    """Return the Samples of a zip or folder in training layout (person folders)."""
-    limits = archive.limits_from(config.limits)
-    total = archive.photo_count(source, limits)
-    items = ((photo.person, photo.name, photo.data) for photo in archive.photo_source(source, limits))
-    return encoded_samples(items, options, workers=int(config.faces.workers), cache_folder=cache_folder,
-                           total=total, step="encoding test photos", progress=progress)
-
-
-def folder_samples(folder, config: dict, options: Options, cache_folder: Path | None = None,
-                   progress: ProgressCallback = lambda *_: None) -> list[Sample]:
-    """Return the Samples of a folder of stranger photos (any layout)."""
-    photos = stranger_photos(Path(folder))
-    items = ((None, name, path.read_bytes()) for name, path in photos)
-    return encoded_samples(items, options, workers=int(config.faces.workers), cache_folder=cache_folder,
-                           total=len(photos), step="encoding strangers", progress=progress)
 
 
 # ---------------------------------------------------------------------------------------
@@ -369,64 +253,6 @@ def evaluation(classifier: FaceClassifier, samples: list[Sample], strangers: lis
     return figures
 
 
-def plot(figures: dict, path: Path, title: str = "") -> Path:
-    """Draw recognition against strangers accepted (or wrong names, without strangers) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    against = "strangers_accepted" if figures["strangers"] else "wrong"
-    label = "strangers accepted (%)" if figures["strangers"] else "wrong names (%)"
-    figure, (left, right) = pyplot.subplots(1, 2, figsize=(12, 5))
-    curve = figures["curve"]
-    for points, style, name in ((curve["ratio"], "-", f"ours, ratio 0.40-1.00 (threshold {figures['rule']['threshold']:.2f})"),
-                                (curve["threshold"], "--", f"ours, threshold 0.20-0.70 (ratio {figures['rule']['ratio']:.2f})")):
-        left.plot([100 * p[against] for p in points], [100 * p["recognised"] for p in points], style, label=name)
-    left.plot([100 * figures[f"{against}_rate" if against == "strangers_accepted" else "wrong_rate"]],
-              [100 * figures["recognition_rate"]], "o", color="black", label="this model")
-    if "baseline" in figures:
-        plain = figures["baseline"]
-        left.plot([100 * p[against] for p in plain["curve"]], [100 * p["recognised"] for p in plain["curve"]], ":",
-                  label="plain recipe, threshold 0.20-0.70")
-        left.plot([100 * plain[f"{against}_rate" if against == "strangers_accepted" else "wrong_rate"]],
-                  [100 * plain["recognition_rate"]], "s", color="grey", label="plain recipe at 0.6")
-        if plain.get("nearest_curve"):
-            left.plot([100 * p[against] for p in plain["nearest_curve"]],
-                      [100 * p["recognised"] for p in plain["nearest_curve"]], "-.", color="grey",
-                      label="nearest photo only, threshold 0.20-0.70")
-    left.axvline(1.0, color="red", alpha=0.4, linewidth=1, label="1%")
-    left.set_xscale("symlog", linthresh=1.0)
-    left.set_xlim(0, 100)
-    left.set_ylim(0, 100)
-    left.set_xlabel(label)
-    left.set_ylabel("test photos recognised (%)")
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(loc="lower right", fontsize=8)
-    left.set_title("recognition against " + label.split(" (")[0])
-
-    points = curve["ratio"]
-    ratios = [p["ratio"] for p in points]
-    right.plot(ratios, [100 * p["recognised"] for p in points], label="recognised")
-    right.plot(ratios, [100 * p["wrong"] for p in points], label="wrong names")
-    if figures["strangers"]:
-        right.plot(ratios, [100 * p["strangers_accepted"] for p in points], label="strangers accepted")
-    right.axvline(figures["rule"]["ratio"], color="black", linestyle=":", label="this model's ratio")
-    right.set_xlabel(f"ratio (distance / runner-up distance), threshold {figures['rule']['threshold']:.2f}")
-    right.set_ylabel("%")
-    right.set_ylim(0, 100)
-    right.grid(True, alpha=0.3)
-    right.legend(fontsize=8)
-    right.set_title("the decision parameter")
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-    return path
-
-
 def evaluations_folder(data_dir) -> Path:
     return Path(data_dir) / "dataset" / "evaluations"
 
@@ -468,7 +294,35 @@ def headline(figures: dict) -> str:
     if rel["named_faces"]:
         lines.append(f"confidence: mean {rel['mean_confidence']:.3f} for {rel['right_rate']:.3f} right "
                      f"(ECE {rel['ece']:.3f}) over {rel['named_faces']} named faces")
+    lines.extend(losses(figures))
     return "\n".join(lines)
+
+
+def losses(figures: dict, most: int = 20) -> list[str]:
+    """Return lines naming, per person who lost test photos, how many went to detection (no
+    face found), to the rule (face found, left unknown) and to a wrong name; most losses first."""
+    people = [(name, f) for name, f in figures["per_person"].items() if f["photos"] > f["recognised"]]
+    if not people:
+        return []
+    people.sort(key=lambda item: (item[1]["recognised"] - item[1]["photos"], item[0]))
+    lines = [f"test photos lost, per person ({len(people)} of {len(figures['per_person'])} people lost any):",
+             f"  {'person':<28} {'photos':>6} {'no face':>8} {'rule':>5} {'wrong':>6}"]
+    for name, f in people[:most]:
+        lines.append(f"  {name[:28]:<28} {f['photos']:>6} {f['no_face']:>8} {f['unknown']:>5} {f['wrong']:>6}")
+    if len(people) > most:
+        lines.append(f"  ... and {len(people) - most} more (see the JSON file)")
+    return lines
+
+
+def brief(figures: dict) -> dict:
+    """Return the headline figures and the files, without curves or per-person tables (those
+    stay in the JSON file): what the CLI prints."""
+    keys = ("model", "dataset", "strangers_source", "rule", "photos", "recognised", "recognition_rate", "wrong",
+            "wrong_rate", "unknown", "no_face", "strangers", "strangers_accepted", "strangers_accepted_rate", "files")
+    result = {key: figures[key] for key in keys if key in figures}
+    if "baseline" in figures:
+        result["baseline"] = {key: figures["baseline"][key] for key in keys if key in figures["baseline"]}
+    return result
 
 
 def run(service, dataset, *, strangers=None, model_id: str | None = None, baseline: bool = False,
@@ -492,24 +346,3 @@ def run(service, dataset, *, strangers=None, model_id: str | None = None, baseli
     figures["files"] = saved(figures, folder, title=f"model {model.id} on {Path(str(dataset)).name}")
     log.info("evaluated model %s: %s", model.id, figures["files"])
     return figures
-
-
-def command(args, config) -> int:
-    """``python main.py evaluate DATASET [--strangers DIR] [--model ID] [--baseline]``: print
-    the JSON envelope on stdout, a summary and the files written on stderr."""
-    import sys
-
-    from datastructure.response import envelope
-    from utils.progress import progress_bar
-    from utils.service import build_service
-
-    service = build_service(config, console_log=False)
-    with progress_bar(only_on_a_terminal=True) as progress:
-        figures = run(service, Path(args.dataset), strangers=Path(args.strangers) if args.strangers else None,
-                      model_id=args.model, baseline=args.baseline, progress=progress)
-    print(headline(figures), file=sys.stderr)
-    print(f"figures: {figures['files']['json']}\ncurve:   {figures['files']['png']}", file=sys.stderr)
-    print(json.dumps(envelope(figures, description=f"model {figures['model']} evaluated: "
-                                                   f"{figures['files']['json']}, {figures['files']['png']}"),
-                     ensure_ascii=False), flush=True)
-    return 0

@@ -1,40 +1,34 @@
-"""The face pipeline: find faces in a decoded photo and encode them to 128-d vectors.
+"""The face pipeline of one photo: find faces in a decoded photo and encode them to 128-d vectors.
 
 The plain recipe (``face_locations`` at full resolution with one upsampling, then
 ``face_encodings``) spends most of its time running HOG over megapixels no face needs.
 Here detection runs on a copy of about ``detect_size`` pixels, upsampling and the CNN
 detector are only fallbacks for photos where nothing was found, and boxes are mapped back
 to the decoded photo for encoding, so encodings keep their full quality.
+
+Many photos (training's fan-out over processes or a cluster, and the encoding cache) are
+utils/encoding.py's.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
-import os
 import threading
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from datastructure.errors import FaceLibraryMissing, PyRecognizerError
-from datastructure.files import atomic_write
 from utils.images import DecodedImage, configure_pillow, decode_image
 
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"  # 3: photos other than JPEG are reduced at decoding too (utils/images.py)
 # dlib's detectors and models keep state between calls: two threads of one gunicorn worker
 # running them at once corrupt memory (SIGSEGV, garbage boxes). One call at a time per
 # process; the processes (one per core) give the parallelism.
 DLIB_LOCK = threading.Lock()
 # HOG's detection window is 80 px; a face found under ~1.4 times that hints at smaller ones.
 NEAR_WINDOW = 112
-ROOM_FOR_MORE = 6  # detection copy at least this many such faces wide  # bump when detection or encoding changes, so cached encodings expire
+ROOM_FOR_MORE = 6  # detection copy at least this many such faces wide
 
 
 @dataclass(frozen=True)
@@ -186,9 +180,6 @@ def decoded(data: bytes, options: Options = Options()) -> DecodedImage:
     return decode_image(data, max_side=options.decode_size, max_pixels=options.max_pixels)
 
 
-# ---------------------------------------------------------------------------------------
-# Many photos: training encodes on every core, and never twice the same bytes.
-
 @dataclass(frozen=True)
 class PhotoResult:
     """What the pipeline made of one photo: its faces, or the reason it has none."""
@@ -205,123 +196,3 @@ def photo_result(data: bytes, options: Options) -> PhotoResult:
         raise
     except PyRecognizerError as exc:
         return PhotoResult((), exc.description)
-
-
-def batch_results(batch: list[bytes], options: Options) -> list[PhotoResult]:
-    """Worker entry point: the results of a batch of photos, in order."""
-    return [photo_result(data, options) for data in batch]
-
-
-def worker_count(configured: int) -> int:
-    """Return the number of encoding processes: ``configured``, or one per core when 0."""
-    return configured if configured > 0 else (os.cpu_count() or 1)
-
-
-class EncodingCache:
-    """Photo results kept by content hash, so re-training skips photos already encoded."""
-
-    def __init__(self, folder: Path | None, options: Options):
-        self.folder = Path(folder) / options.signature() if folder else None
-
-    def _path(self, digest: str) -> Path:
-        return self.folder / digest[:2] / f"{digest}.npz"
-
-    def get(self, digest: str) -> PhotoResult | None:
-        if self.folder is None or not self._path(digest).exists():
-            return None
-        try:
-            with np.load(self._path(digest), allow_pickle=False) as stored:
-                reason = str(stored["reason"]) or None
-                faces = tuple(Face(tuple(int(v) for v in box), encoding)
-                              for box, encoding in zip(stored["boxes"], stored["encodings"]))
-        except (OSError, ValueError, KeyError):
-            return None  # a damaged cache entry is only a miss
-        return PhotoResult(faces, reason)
-
-    def put(self, digest: str, result: PhotoResult) -> None:
-        if self.folder is None:
-            return
-        path = self._path(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, reason=np.str_(result.reason or ""),
-                 boxes=np.array([face.box for face in result.faces], dtype=np.int64).reshape(-1, 4),
-                 encodings=np.array([face.encoding for face in result.faces]).reshape(-1, 128))
-        atomic_write(path, buffer.getvalue(), durable=False)  # a lost entry is only a cache miss
-
-
-class InlineExecutor:
-    """The executor interface run in this process, for one worker (no start-up cost)."""
-
-    def submit(self, fn, *args) -> Future:
-        future = Future()
-        future.set_result(fn(*args))
-        return future
-
-    def shutdown(self, cancel_futures: bool = False) -> None:
-        pass
-
-
-def executor_for(workers: int, scheduler: str | None = None, timeout: float = 10.0):
-    """Return a process pool of ``workers``, or an inline executor when one is enough;
-    with a Dask ``scheduler`` address, an executor over that cluster (utils/cluster.py)."""
-    if scheduler:
-        from utils.cluster import DaskExecutor  # imports dask: only when a cluster is configured
-        return DaskExecutor(scheduler, timeout)
-    if workers <= 1:
-        return InlineExecutor()
-    # spawn, not fork: the service forks from a threaded process, where fork can deadlock.
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-
-
-def batched(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def encoded_photos(photos: Iterable[bytes], options: Options, *, workers: int = 0,
-                   cache_folder: Path | None = None, batch_size: int = 4,
-                   on_result: Callable[[], None] | None = None, scheduler: str | None = None,
-                   cluster_timeout: float = 10.0) -> Iterator[PhotoResult]:
-    """Yield a PhotoResult per photo, in order, encoding uncached photos on ``workers`` processes.
-
-    At most two batches per worker are in flight, so memory stays bounded however large the
-    dataset; ``on_result`` is called once per photo as it completes (progress bars).
-    """
-    cache = EncodingCache(cache_folder, options)
-    workers = worker_count(workers)
-    executor = executor_for(workers, scheduler, cluster_timeout)
-
-    def started(batch: list[bytes]):
-        digests = [hashlib.sha256(data).hexdigest() for data in batch]
-        known = [cache.get(digest) for digest in digests]
-        todo = [data for data, hit in zip(batch, known) if hit is None]
-        return digests, known, executor.submit(batch_results, todo, options)
-
-    def finished(digests, known, future) -> Iterator[PhotoResult]:
-        fresh = iter(future.result())
-        for digest, hit in zip(digests, known):
-            result = hit
-            if result is None:
-                result = next(fresh)
-                cache.put(digest, result)
-            if on_result:
-                on_result()
-            yield result
-
-    try:
-        in_flight: deque = deque()
-        for batch in batched(photos, batch_size):
-            in_flight.append(started(batch))
-            while len(in_flight) > getattr(executor, "workers", workers) * 2:  # a cluster's grows
-                yield from finished(*in_flight.popleft())
-        while in_flight:
-            yield from finished(*in_flight.popleft())
-    finally:
-        executor.shutdown(cancel_futures=True)

@@ -57,7 +57,9 @@ def decode_image(
     """Decode ``data`` into 8-bit RGB, turned the way its EXIF orientation says.
 
     With ``max_side``, a JPEG longer than that is decoded at 1/2, 1/4 or 1/8 scale, never
-    below ``max_side`` on its longest side; nothing else is resized here.
+    below ``max_side`` on its longest side; another format at least twice that long is
+    reduced by a whole factor after decoding, with the same floor, so that a 6000 px PNG
+    does not cost the worker its full-size copies (issue 13).
     Raises FileNotValid for anything but a complete image in one of ALLOWED_FORMATS, and
     ImageTooLarge for an image of more than ``max_pixels`` pixels.
     """
@@ -71,8 +73,9 @@ def decode_image(
         scale = _draft_scale(img, max_side)
         _load_all_pixels(img, stream)
         orientation = img.getexif().get(ExifTags.Base.Orientation)
-        array = _rgb_array(ImageOps.exif_transpose(img))
-        return DecodedImage(array, scale, oriented_size(stored_size, orientation), img.format)
+        reduced, factor = _reduced(img, max_side) if scale == 1.0 else (img, 1)
+        array = _rgb_array(ImageOps.exif_transpose(reduced) if orientation else reduced)
+        return DecodedImage(array, scale * factor, oriented_size(stored_size, orientation), img.format)
 
 
 def encode_jpeg(array: np.ndarray, quality: int = 90) -> bytes:
@@ -163,6 +166,20 @@ def _draft_scale(img: Image.Image, max_side: int | None) -> float:
         return 1.0
     _, box = drafted
     return original_width / box[2]
+
+
+def _reduced(img: Image.Image, max_side: int | None) -> tuple[Image.Image, int]:
+    """Return ``img`` shrunk by the largest whole factor that keeps its longest side at or
+    above ``max_side`` (box filter), and that factor; ``img`` itself when it cannot shrink."""
+    factor = max(img.size) // max_side if max_side else 1
+    if factor < 2:
+        return img, 1
+    try:
+        reduced = img.reduce(factor)
+    except ValueError:  # modes reduce() does not handle (palette, 16-bit): keep the pixels as they are
+        return img, 1
+    reduced.info = img.info  # transparency, EXIF: what _rgb_array and exif_transpose read
+    return reduced, factor
 
 
 def _load_all_pixels(img: Image.Image, stream: _EndWatchingStream) -> None:

@@ -47,8 +47,10 @@ class Progress:
 class JobRunner:
     """Runs one job at a time in a background thread and keeps every job's state."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, busy: type[PyRecognizerError] = TrainingInProgress,
+                 busy_text: str = "a training job is already running; wait for it to finish"):
         self.folder = Path(folder)
+        self._busy, self._busy_text = busy, busy_text  # the error a second job gets
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.folder / "train.lock"
         self._write_lock = threading.Lock()
@@ -87,8 +89,7 @@ class JobRunner:
         except BlockingIOError:
             handle.close()
             running = [job["id"] for job in self.listing() if job["state"] in ACTIVE_STATES]
-            raise TrainingInProgress("a training job is already running; wait for it to finish",
-                                     {"job": running[0] if running else None}) from None
+            raise self._busy(self._busy_text, {"job": running[0] if running else None}) from None
         return handle
 
     def _run(self, job_id: str, work, lock, cleanup) -> None:
@@ -151,7 +152,7 @@ class JobRunner:
         return sorted(jobs, key=lambda job: job["created"], reverse=True)
 
     @staticmethod
-    def new_upload(folder: Path) -> tuple[Path, BinaryIO]:
+    def new_upload(folder: Path, suffix: str = ".zip") -> tuple[Path, BinaryIO]:
         """Create an empty upload file in ``folder``, in use for as long as the handle is open.
 
         "In use" is an flock on the file itself: it dies with its process, so ``stale_uploads``
@@ -159,7 +160,7 @@ class JobRunner:
         is still writing or training from, however young or old either is.
         """
         while True:
-            path = folder / f"{uuid.uuid4().hex}.zip"
+            path = folder / f"{uuid.uuid4().hex}{suffix}"
             handle = open(path, "xb")
             fcntl.flock(handle, fcntl.LOCK_EX)
             if os.fstat(handle.fileno()).st_nlink:  # not removed by a clean-up between open and flock
@@ -170,8 +171,8 @@ class JobRunner:
     def stale_uploads(folder: Path) -> list[str]:
         """Remove and return the uploads in ``folder`` that nobody uses any more.
 
-        An upload nobody holds locked is a leftover of a killed training: a full copy of
-        someone's photos, not to be kept.
+        An upload nobody holds locked is a leftover of a killed training or video analysis: a
+        full copy of someone's photos or video, not to be kept.
         """
         if not folder.is_dir():
             return []
@@ -185,6 +186,10 @@ class JobRunner:
                 continue
             removed.append(path.name)
         return removed
+
+    def running(self) -> bool:
+        """Whether a training or tuning job runs now, in this process or another."""
+        return self._someone_holds_lock()
 
     def _someone_holds_lock(self) -> bool:
         with open(self._lock_path, "a+") as handle:

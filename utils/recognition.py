@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from datastructure.annotated import AnnotatedCopies
 from datastructure.errors import ClassifierNotLoaded, ModelNotValid
-from datastructure.classifier import UNKNOWN
+from datastructure.classifier import UNKNOWN, Decision
 from datastructure.model_store import Model, ModelStore
 from datastructure.response import envelope
-from utils.faces import Face, Options, decoded, faces_in
+from utils.faces import Face, Options, decoded, faces_in, resized
 from utils.images import DecodedImage, encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -93,15 +92,17 @@ def public_answer(answer: dict) -> dict:
     return answer
 
 
-def annotated_image(image: DecodedImage, faces: list[dict]) -> bytes:
-    """Return a JPEG of the photo with a box and a name drawn for every face."""
-    picture = Image.fromarray(image.array)
+def annotated_image(image: DecodedImage, faces: list[dict], max_side: int = 1024) -> bytes:
+    """Return a JPEG of the photo, at most ``max_side`` pixels long, with a box and a name drawn
+    for every face (a 6000 px upload must not become a 20 MB copy)."""
+    pixels, shrunk = resized(image.array, max_side)
+    picture = Image.fromarray(pixels)
     draw = ImageDraw.Draw(picture)
     width = max(2, round(max(picture.size) / 400))
     font = ImageFont.load_default(size=max(12, round(max(picture.size) / 45)))
     for face in faces:
         box = face["box"]
-        top, right, bottom, left = (round(box[key] / image.scale) for key in ("top", "right", "bottom", "left"))
+        top, right, bottom, left = (round(box[key] / image.scale / shrunk) for key in ("top", "right", "bottom", "left"))
         if right <= left or bottom <= top:
             continue  # nothing to draw around
         colour = UNKNOWN_COLOUR if face["name"] == UNKNOWN else KNOWN_COLOUR
@@ -113,28 +114,57 @@ def annotated_image(image: DecodedImage, faces: list[dict]) -> bytes:
     return encode_jpeg(np.asarray(picture))
 
 
-def saved_upload(folder: Path, data: bytes) -> str:
-    """Save an annotated image under a random name the service alone can generate."""
-    name = f"{secrets.token_hex(16)}.jpg"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_bytes(data)
-    return name
+def saved_copy(copies: AnnotatedCopies | None, image: DecodedImage, reports: list[dict],
+               max_side: int) -> tuple[str, dict]:
+    """Write the annotated copy; return its name ("" when none) and what the envelope says of it.
+
+    A copy that cannot be written (a full disk) does not fail the prediction: the names are
+    the answer, the copy is a convenience."""
+    if copies is None:
+        return "", {"saved": False, "reason": "no annotated copy was asked for"}
+    if not copies.enabled:
+        return "", {"saved": False, "reason": "annotated copies are turned off (annotated.keep or annotated.max_age is 0)"}
+    try:
+        return copies.save(annotated_image(image, reports, max_side)), {"saved": True}
+    except OSError as exc:
+        log.warning("annotated copy not written: %s", exc.strerror or exc)
+        return "", {"saved": False, "reason": f"the annotated copy could not be written: {exc.strerror or 'I/O error'}"}
 
 
-def prediction(data: bytes, active: ActiveModel, options: Options, uploads: Path | None) -> dict:
-    """Return the prediction envelope for one photo; the annotated copy goes to ``uploads``."""
+def recognised(data: bytes, active: ActiveModel, options: Options):
+    """Return (model, decoded photo, faces, one Decision per face) for one photo;
+    ClassifierNotLoaded when there is no model yet."""
     model = active.current()
     image = decoded(data, options)
     faces = faces_in(image, options)
+    decisions = model.classifier.decisions(np.array([face.encoding for face in faces])) if faces else []
+    return model, image, faces, decisions
+
+
+def faces_and_decisions(data: bytes, active: ActiveModel, options: Options) -> list[tuple[Face, Decision | None]]:
+    """Return every face of one photo with the active model's decision, None for every face
+    while no model exists (nobody is enrolled yet: every face is unknown). The DeepStack and
+    CompreFace APIs answer so before the first enrolment, where /predict answers 503."""
+    try:
+        _, _, faces, decisions = recognised(data, active, options)
+    except ClassifierNotLoaded:
+        faces = faces_in(decoded(data, options), options)
+        decisions = [None] * len(faces)
+    return list(zip(faces, decisions))
+
+
+def prediction(data: bytes, active: ActiveModel, options: Options, copies: AnnotatedCopies | None,
+               max_side: int = 1024) -> dict:
+    """Return the prediction envelope for one photo; the annotated copy goes to ``copies`` (None: no copy)."""
+    model, image, faces, decisions = recognised(data, active, options)
     if not faces:
         return envelope({}, description="no face found in the photo", error="NO_FACE_FOUND",
-                        faces=[], model=model.id)
-    decisions = model.classifier.decisions(np.array([face.encoding for face in faces]))
+                        faces=[], model=model.id, annotated={"saved": False, "reason": "no face found"})
     reports = [face_report(face, decision) for face, decision in zip(faces, decisions)]
     names: dict[str, float] = {}
     for report in reports:
         if report["name"] != UNKNOWN:
             names[report["name"]] = max(report["confidence"], names.get(report["name"], 0.0))
-    description = saved_upload(uploads, annotated_image(image, reports)) if uploads else ""
+    description, annotated = saved_copy(copies, image, reports, max_side)
     return envelope(names, description=description, error=None if names else "IMAGE_NOT_RECOGNIZED",
-                    faces=reports, model=model.id)
+                    faces=reports, model=model.id, annotated=annotated)

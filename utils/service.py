@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from conf.config import Config, Paths
-from datastructure.errors import PyRecognizerError
+from datastructure.annotated import AnnotatedCopies
+from datastructure.errors import InsufficientStorage, PyRecognizerError, VideoInProgress
 from datastructure.model_store import ModelStore
 from utils.faces import Options, face_library
 from utils.images import configure_pillow
 from utils.jobs import JobRunner
-from utils.recognition import ActiveModel, prediction
+from utils.people import People
+from utils.recognition import ActiveModel, faces_and_decisions, prediction
 from utils.training import train_model
+from utils.video import VideoInfo, VideoLimits, VideoOptions, opened_video, video_timeline
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +52,61 @@ class Service:
     active: ActiveModel
     jobs: JobRunner
     predict_options: Options
+    annotated: AnnotatedCopies
+
+    @property
+    def people(self) -> People:
+        """The people engine over this service's store (enrol, remove, rename, forget)."""
+        return People(self.store, self.config, self.paths, training_running=self.jobs.running)
+    video_jobs: JobRunner
+    video_options: VideoOptions
+    video_limits: VideoLimits
 
     def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
-        """Return the prediction envelope for one photo."""
-        return prediction(data, self.active, self.predict_options, self.paths.annotated if save_annotated else None)
+        """Return the prediction envelope for one photo, with an annotated copy if ``save_annotated``."""
+        return prediction(data, self.active, self.predict_options, self.annotated if save_annotated else None,
+                          self.config.annotated.max_side)
+
+    def free_disk(self) -> int:
+        """Return the bytes free for the data folder."""
+        return shutil.disk_usage(self.paths.root).free
+
+    def low_on_disk(self) -> bool:
+        """True when the data folder has less free space than ``limits.min_free_disk``."""
+        return self.free_disk() < self.config.limits.min_free_disk
+
+    def require_free_disk(self, purpose: str) -> None:
+        """Refuse (507) what would write to a data folder that is (nearly) full."""
+        if self.low_on_disk():
+            raise InsufficientStorage(f"not enough free disk space {purpose}: under limits.min_free_disk "
+                                      f"({self.config.limits.min_free_disk:,} bytes) is left")
+
+    def faces_and_decisions(self, data: bytes) -> list:
+        """Return every face of one photo with the active model's Decision (None before any model)."""
+        return faces_and_decisions(data, self.active, self.predict_options)
+
+    def video_info(self, path: Path) -> VideoInfo:
+        """Return a video's header once it is checked (format, video stream, caps): bad ones fail here."""
+        with opened_video(path, self.video_limits) as (_, _, info):
+            return info
+
+    def predict_video(self, path: Path, *, progress=lambda *_: None, save_thumbnails: bool = True) -> dict:
+        """Return who appears when in the video at ``path`` (see utils.video.video_timeline)."""
+        model = self.active.current()
+        result = video_timeline(path, model.classifier, self.video_options, self.video_limits,
+                                save_thumbnail=self.saved_thumbnail if save_thumbnails else None, progress=progress)
+        return {**result, "model": model.id}
+
+    def saved_thumbnail(self, jpeg: bytes) -> str | None:
+        """Keep a video's best-frame thumbnail among the annotated copies, under their retention;
+        return its name (served at /uploads/<name>), None when copies are off or the disk refuses."""
+        if not self.annotated.enabled:
+            return None
+        try:
+            return self.annotated.save(jpeg)
+        except OSError as exc:
+            log.warning("video thumbnail not written: %s", exc.strerror or exc)
+            return None
 
     def train(self, source, *, tune: bool = False, progress=lambda *_: None, source_name: str | None = None) -> dict:
         """Train or tune on a zip or folder, save the model and make it active."""
@@ -77,15 +132,23 @@ def build_service(config: Config, *, console_log: bool = True) -> Service:
     face_library()  # load dlib's models now, before a server forks its workers
     log_dlib_build()
     configure_pillow(int(config.limits.max_image_pixels))
-    store = ModelStore(paths.models)
+    store = ModelStore(paths.models, keep=int(config.models.keep), wait=float(config.models.busy_wait))
     for name in store.clean_staging():
         log.warning("removed %s, left by an interrupted training", name)
     jobs = JobRunner(paths.jobs)
     for name in jobs.stale_uploads(paths.incoming):
-        log.warning("removed the upload %s, left by an interrupted training", name)
+        log.warning("removed the upload %s, left by an interrupted training or video", name)
+    annotated = AnnotatedCopies(paths.annotated, config.annotated.keep, config.annotated.max_age)
+    removed = annotated.clean()
+    if removed:
+        log.info("removed %d annotated copies past their retention (or left by a kill)", removed)
     service = Service(config=config, paths=paths, store=store, active=ActiveModel(store),
-                     jobs=jobs,
-                     predict_options=Options.from_config(config.faces, config.limits, training=False))
+                     jobs=jobs, annotated=annotated,
+                     predict_options=Options.from_config(config.faces, config.limits, training=False),
+                      video_jobs=JobRunner(paths.jobs / "video", busy=VideoInProgress,
+                                           busy_text="a long video is already being analysed; wait for it to finish"),
+                      video_options=VideoOptions.from_config(config.video),
+                      video_limits=VideoLimits.from_config(config.limits))
     if store.active_id():
         try:
             log.info("serving model %s", service.active.current().id)

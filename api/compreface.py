@@ -1,0 +1,446 @@
+"""The CompreFace REST API (``/api/v1/...``), over this service's one engine.
+
+What its clients send and read (from their source):
+- compreface-sdk 0.6.0 (the official Python SDK): header ``x-api-key`` on every call; photos
+  as multipart ``file`` (``source_image`` and ``target_image`` to verify); options in the
+  query string, appended after ``?`` as ``&limit=..&det_prob_threshold=..&prediction_count=..
+  &face_plugins=..&status=..`` (so ``?&limit=0``); subjects as JSON ``{"subject": ...}``
+  (PUT to ``/subjects/<old>``); ``?subject=`` unencoded by the SDK, encoded by requests. It
+  returns the answer's JSON whatever the status, and reads nothing itself.
+- Double Take (api/src/util/detectors/compreface.js): recognise with multipart ``file``,
+  ``x-api-key``, ``?face_plugins=<its setting>`` (the text "undefined" when unset) and
+  ``det_prob_threshold``; reads ``result[].subjects[0].subject/similarity`` and ``box``, takes
+  a body without ``result`` and with ``code`` 28 as "no face"; trains with ``POST /faces?subject=``
+  and removes with ``DELETE /faces?subject=``.
+- Viseron (components/compreface): the SDK; reads ``result[].subjects[0]`` (it must exist),
+  ``similarity`` against its own threshold, and ``message`` of a failed ``faces.add``.
+- CompreFace itself (docs/Rest-API-description.md, commonservice handler): errors are
+  ``{"message": ..., "code": N}``: 28 no face found (400), 5 empty required field, 20 missing
+  header, 26 validation, 33 missing parameter (400), 11 image not found (404), 27 already in
+  progress, 0 undefined. Lists are paged with ``page``/``size`` and answer ``page_number``,
+  ``page_size``, ``total_pages``, ``total_elements``.
+
+Here: ``x-api-key`` is this service's API token. Recognise, detect and verify follow
+/predict's access policy; faces and subjects always need the token (or the usual bearer token
+or admin session); a key that is sent and wrong is refused. ``similarity`` is the calibrated
+confidence of /predict (0 for a face the engine leaves unknown, whose best candidate is still
+given, so ``subjects[0]`` always exists once someone is enrolled), and /verify's confidence
+when verifying. The detector answers yes or no: ``box.probability`` is 1.0. Known
+``face_plugins`` are accepted; ``calculator`` adds the 128-d ``embedding``, the others
+(age, gender, mask, landmarks, pose) have no model here and add nothing; unknown names are
+ignored, as CompreFace does. Image ids are the people engine's photo ids.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import time
+
+from flask import Blueprint, request
+from werkzeug.exceptions import HTTPException
+
+from api.auth import credentials, is_authorized
+from api.context import current_service
+from api.limits import limit
+from api.verify import face_distance, faces_of, main_face, same_probability
+from datastructure.classifier import UNKNOWN
+from datastructure.errors import (DatasetNotValid, FileNotValid, ImageTooLarge, MissingFile, ModelsBusy, NotFound,
+                                  PyRecognizerError, TooManyPhotos, TrainingInProgress)
+from datastructure.names import checked_name
+from utils.faces import Face
+from utils.people import Upload, photo_id
+
+blueprint = Blueprint("compreface", __name__, url_prefix="/api/v1")
+
+PLUGINS = ("calculator", "age", "gender", "landmarks", "mask", "pose")
+PLUGINS_VERSIONS = {"detector": "dlib.hog_face_detector", "calculator": "dlib.face_recognition_resnet_model_v1"}
+
+
+class CompreFaceError(PyRecognizerError):
+    """An error in CompreFace's own terms: its ``code`` number and status."""
+
+    def __init__(self, description: str, number: int, status: int = 400):
+        super().__init__(description)
+        self.number, self.status = number, status
+
+
+# CompreFace's code numbers for this service's typed errors (the rest: 0, "undefined")
+NUMBERS = {MissingFile: 5, FileNotValid: 21, ImageTooLarge: 26, TooManyPhotos: 26, NotFound: 11,
+           TrainingInProgress: 27, ModelsBusy: 27}
+HTTP_NUMBERS = {400: 26, 401: 20, 404: 11, 405: 0, 413: 26, 429: 0}
+
+
+def error(message: str, number: int, status: int, headers=()):
+    return {"message": message, "code": number}, status, list(headers)
+
+
+@blueprint.errorhandler(PyRecognizerError)
+def typed_error(exc: PyRecognizerError):
+    number = getattr(exc, "number", None)
+    if number is None:
+        number = next((value for kind, value in NUMBERS.items() if isinstance(exc, kind)), 26 if exc.status == 422 else 0)
+    status = 400 if exc.status == 422 else exc.status  # CompreFace answers invalid input with 400
+    retry = getattr(exc, "retry_after", None)
+    return error(exc.description, number, status, [("Retry-After", str(int(retry)))] if retry else [])
+
+
+@blueprint.errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
+    return error(exc.description, HTTP_NUMBERS.get(exc.code, 0), exc.code or 500, headers)
+
+
+def api_key_checked(*, required: bool):
+    """Decorate a view with CompreFace's ``x-api-key`` header = the API token: a wrong key is
+    refused; with none, ``required`` (or /predict's policy when False) decides."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            key = request.headers.get("x-api-key", "")
+            if key:
+                if not credentials().token_ok(key):
+                    raise CompreFaceError("the x-api-key is not this service's API token", 1, 401)
+            elif (required or current_service().config.security.predict_requires_token) and not is_authorized():
+                raise CompreFaceError("Missing header: x-api-key (this service's API token)", 20, 401)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------------------
+# Request parts
+
+def photo(field: str = "file") -> bytes:
+    """The photo in multipart ``field``, or base64 in the JSON body's ``field``."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        value = body.get(field) if isinstance(body, dict) else None
+        if not isinstance(value, str) or not value:
+            raise CompreFaceError(f"{field} must be a base64 string in the JSON body", 5)
+        try:
+            data = base64.b64decode(value.split(",", 1)[-1] if value.startswith("data:") else value, validate=True)
+        except (binascii.Error, ValueError):
+            raise CompreFaceError(f"{field} is not valid base64", 26) from None
+    else:
+        upload = request.files.get(field)
+        data = upload.read() if upload is not None else b""
+    if not data:
+        raise MissingFile(f"Required request part '{field}' is not present")
+    return data
+
+
+def number(name: str, default, kind=int, low=0, high=None):
+    """A numeric query parameter, checked as CompreFace checks it."""
+    value = request.args.get(name, "")
+    if value == "":
+        return default
+    try:
+        parsed = kind(value)
+    except ValueError:
+        raise CompreFaceError(f"{name} must be a number, not {value!r}", 26) from None
+    if parsed < low or high is not None and parsed > high:
+        raise CompreFaceError(f"{name} must be between {low} and {high}" if high is not None
+                              else f"{name} must be greater or equal {low}", 26)
+    return parsed
+
+
+def flag(name: str) -> bool:
+    return request.args.get(name, "").strip().lower() == "true"
+
+
+def face_plugins() -> set[str]:
+    """The known plugin names asked for; unknown ones are ignored, as CompreFace does."""
+    return {name.strip() for name in request.args.get("face_plugins", "").split(",")} & set(PLUGINS)
+
+
+def face_options() -> dict:
+    """limit, det_prob_threshold, face_plugins and status of the query string."""
+    number("det_prob_threshold", 0.0, float, 0.0, 1.0)  # every face found has probability 1.0
+    return {"limit": number("limit", 0), "plugins": face_plugins(), "status": flag("status")}
+
+
+def box(face) -> dict:
+    top, right, bottom, left = (max(int(side), 0) for side in face.box)
+    return {"probability": 1.0, "x_max": right, "y_max": bottom, "x_min": left, "y_min": top}
+
+
+def largest_first(pairs, limit: int):
+    """Keep the ``limit`` largest faces (0: all), CompreFace's order of preference."""
+    if not limit:
+        return pairs
+    area = lambda pair: (pair[0].box[1] - pair[0].box[3]) * (pair[0].box[2] - pair[0].box[0])  # noqa: E731
+    return sorted(pairs, key=area, reverse=True)[:limit]
+
+
+def described(face, options: dict, started: float, **fields) -> dict:
+    """One face of a result: box, the asked fields, the embedding for ``calculator``."""
+    result = {"box": box(face), **fields}
+    if "calculator" in options["plugins"]:
+        result["embedding"] = [round(float(v), 8) for v in face.encoding]
+    if options["status"]:
+        result["execution_time"] = {"detector": round((time.perf_counter() - started) * 1000, 1)}
+    return result
+
+
+def results(items: list, options: dict) -> dict:
+    body = {"result": items}
+    if options["status"]:
+        body["plugins_versions"] = PLUGINS_VERSIONS
+    return body
+
+
+def no_face() -> CompreFaceError:
+    return CompreFaceError("No face is found in the given image", 28)
+
+
+# ---------------------------------------------------------------------------------------
+# Recognition, detection, verification
+
+@blueprint.post("/recognition/recognize")
+@limit("predict")
+@api_key_checked(required=False)
+def recognize():
+    """Every face with its subject and similarity (the calibrated confidence)."""
+    options = face_options()
+    count = number("prediction_count", 1)
+    started = time.perf_counter()
+    pairs = largest_first(current_service().faces_and_decisions(photo()), options["limit"])
+    if not pairs:
+        raise no_face()
+    items = []
+    for face, decision in pairs:
+        subjects = []
+        if decision is not None:
+            known = decision.name != UNKNOWN
+            subjects = [{"subject": decision.name if known else decision.candidate,
+                         "similarity": decision.confidence if known else 0.0}][:count]
+        items.append(described(face, options, started, subjects=subjects))
+    return results(items, options)
+
+
+@blueprint.post("/detection/detect")
+@limit("predict")
+@api_key_checked(required=False)
+def detect():
+    """Every face's box (and embedding with ``calculator``)."""
+    options = face_options()
+    started = time.perf_counter()
+    faces, _ = faces_of(photo())
+    pairs = largest_first([(face, None) for face in faces], options["limit"])
+    if not pairs:
+        raise no_face()
+    return results([described(face, options, started) for face, _ in pairs], options)
+
+
+@blueprint.post("/verification/verify")
+@limit("predict")
+@api_key_checked(required=False)
+def verify():
+    """The source photo's main face against every face of the target: /verify's confidence."""
+    options = face_options()
+    started = time.perf_counter()
+    source_faces, source_image = faces_of(photo("source_image"))
+    target_faces, _ = faces_of(photo("target_image"))
+    if not source_faces or not target_faces:
+        raise no_face()
+    source = main_face(source_faces, source_image)
+    matches = [described(face, options, started, similarity=round(same_probability(face_distance(source, face)), 5))
+               for face, _ in largest_first([(face, None) for face in target_faces], options["limit"])]
+    return results([{"source_image_face": described(source, options, started), "face_matches": matches}], options)
+
+
+# ---------------------------------------------------------------------------------------
+# Faces and subjects: the people engine (utils/people.py) enrols, lists and removes.
+
+def subject_param() -> str:
+    subject = request.args.get("subject", "").strip()
+    if not subject:
+        raise CompreFaceError("Required request parameter 'subject' is not present", 33)
+    return subject
+
+
+def all_faces() -> list[dict]:
+    """Every photo of the active model as CompreFace's ``{"image_id", "subject"}``."""
+    people = current_service().people
+    return [{"image_id": item["id"], "subject": person["name"]}
+            for person in people.listing()["people"] for item in people.person(person["name"])["photos"]]
+
+
+def subject_faces(subject: str) -> list[dict]:
+    """The photos of one subject; none for an unknown subject."""
+    try:
+        found = current_service().people.person(subject)
+    except NotFound:
+        return []
+    return [{"image_id": item["id"], "subject": found["name"]} for item in found["photos"]]
+
+
+def refused_example(reason: str) -> CompreFaceError:
+    """The people engine's reason for skipping a photo, in CompreFace's numbers."""
+    if "no face" in reason:
+        return no_face()
+    return CompreFaceError(reason, 31 if "faces found" in reason else 26)
+
+
+def enrolled(subject: str, data: bytes) -> dict:
+    """Add one example photo to ``subject``: exactly one face, as CompreFace asks."""
+    try:
+        result = current_service().people.enrol(subject, [Upload("example.jpg", data)])
+    except DatasetNotValid as exc:
+        skipped = (exc.data or {}).get("skipped") or [{"reason": exc.description}]
+        raise refused_example(skipped[0]["reason"]) from None
+    return {"image_id": result["added"][0]["id"], "subject": result["name"]}
+
+
+def removed_photos(image_ids) -> list[dict]:
+    """Remove the photos ``image_ids`` from whoever holds them; those removed (unknown ids are skipped)."""
+    people = current_service().people
+    owners = {face["image_id"]: face for face in all_faces()}
+    removed = []
+    for image_id in dict.fromkeys(image_ids):
+        if image_id in owners:
+            people.remove_photo(owners[image_id]["subject"], image_id)
+            removed.append(owners[image_id])
+    return removed
+
+
+def removed_subject(subject: str) -> int:
+    """Remove ``subject`` from the active model; the number of photos removed (0 when unknown)."""
+    try:
+        return current_service().people.remove(subject)["photos_removed"]
+    except NotFound:
+        return 0
+
+
+@blueprint.post("/recognition/faces")
+@api_key_checked(required=True)
+def add_face():
+    """Add an example (one face) to ``?subject=``: ``{"image_id", "subject"}``."""
+    subject = subject_param()
+    number("det_prob_threshold", 0.0, float, 0.0, 1.0)
+    return enrolled(subject, photo()), 201
+
+
+@blueprint.get("/recognition/faces")
+@api_key_checked(required=True)
+def list_faces():
+    """The examples, a page at a time (``page`` from 0, ``size`` 20), of one ``subject`` or all."""
+    page, size = number("page", 0), number("size", 20, low=1)
+    subject = request.args.get("subject", "").strip()
+    faces = subject_faces(subject) if subject else all_faces()
+    return {"faces": faces[page * size:(page + 1) * size], "page_number": page, "page_size": size,
+            "total_pages": -(-len(faces) // size), "total_elements": len(faces)}
+
+
+@blueprint.delete("/recognition/faces")
+@api_key_checked(required=True)
+def delete_faces():
+    """Delete every example of ``?subject=`` (of everyone without it): ``{"deleted": count}``."""
+    subject = request.args.get("subject", "").strip()
+    if subject:
+        return {"deleted": removed_subject(subject)}
+    people = current_service().people
+    return {"deleted": sum(removed_subject(person["name"]) for person in people.listing()["people"])}
+
+
+@blueprint.delete("/recognition/faces/<image_id>")
+@api_key_checked(required=True)
+def delete_face(image_id: str):
+    """Delete one example: ``{"image_id", "subject"}``; 404 when there is none."""
+    removed = removed_photos([image_id])
+    if not removed:
+        raise NotFound(f"no example has the image id {image_id}")
+    return removed[0]
+
+
+@blueprint.post("/recognition/faces/delete")
+@api_key_checked(required=True)
+def delete_faces_by_id():
+    """Delete the examples whose ids the JSON list names: those deleted (unknown ids are ignored)."""
+    ids = request.get_json(silent=True)
+    if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
+        raise CompreFaceError("send a JSON list of image ids", 26)
+    return removed_photos(ids)
+
+
+def subject_body() -> str:
+    body = request.get_json(silent=True)
+    subject = body.get("subject") if isinstance(body, dict) else None
+    if not isinstance(subject, str) or not subject.strip():
+        raise CompreFaceError("subject must be a non-empty string in the JSON body", 5)
+    return subject.strip()
+
+
+@blueprint.get("/recognition/subjects")
+@blueprint.get("/recognition/subjects/")
+@api_key_checked(required=True)
+def subjects():
+    """The subjects (people) of the active model."""
+    return {"subjects": [person["name"] for person in current_service().people.listing()["people"]]}
+
+
+@blueprint.post("/recognition/subjects")
+@api_key_checked(required=True)
+def add_subject():
+    """Accept a subject name. A model holds people with photos only: the subject is listed
+    from its first example on (``POST /recognition/faces?subject=``)."""
+    return {"subject": checked_name(subject_body())}, 201
+
+
+@blueprint.put("/recognition/subjects/<subject>")
+@api_key_checked(required=True)
+def rename_subject(subject: str):
+    """Rename a subject: ``{"updated": true}``."""
+    current_service().people.rename(subject, subject_body())
+    return {"updated": True}
+
+
+@blueprint.delete("/recognition/subjects/<subject>")
+@api_key_checked(required=True)
+def delete_subject(subject: str):
+    """Delete a subject and its examples from the active model: ``{"subject"}``."""
+    name = current_service().people.remove(subject)["name"]
+    return {"subject": name}
+
+
+@blueprint.delete("/recognition/subjects")
+@api_key_checked(required=True)
+def delete_subjects():
+    """Delete every subject: ``{"deleted": count}``."""
+    people = current_service().people
+    names = [person["name"] for person in people.listing()["people"]]
+    for name in names:
+        people.remove(name)
+    return {"deleted": len(names)}
+
+
+def example(image_id: str) -> Face:
+    """The stored example ``image_id`` of the active model, as a face to compare with."""
+    store = current_service().store
+    model_id = store.active_id()
+    if model_id is not None:
+        arrays, _, _ = store.contents(model_id)
+        for encoding in arrays["encodings"]:
+            if photo_id(encoding) == image_id:
+                return Face(box=(0, 0, 0, 0), encoding=encoding)
+    raise NotFound(f"no example has the image id {image_id}")
+
+
+@blueprint.post("/recognition/faces/<image_id>/verify")
+@limit("predict")
+@api_key_checked(required=False)
+def verify_example(image_id: str):
+    """Every face of the photo against the example ``image_id``: /verify's confidence as ``similarity``."""
+    options = face_options()
+    started = time.perf_counter()
+    stored = example(image_id)
+    faces, _ = faces_of(photo())
+    if not faces:
+        raise no_face()
+    pairs = largest_first([(face, None) for face in faces], options["limit"])
+    return results([described(face, options, started, similarity=round(same_probability(face_distance(stored, face)), 5))
+                    for face, _ in pairs], options)

@@ -1,0 +1,213 @@
+"""The DeepStack face API (kept by CodeProject.AI Server), over this service's one engine.
+
+What its clients send and read (from their source):
+- deepstack-python 0.9 (Home Assistant's deepstack_face integration): every call is a
+  multipart POST with the form fields ``api_key`` (always, "" when none is configured) and
+  ``min_confidence`` (0.45 by default), the photo in the file field ``image``; ``register``
+  adds ``userid`` and reads ``success`` then ``message`` (or ``error``); ``recognize`` and
+  ``detect`` read ``predictions`` (``userid``, ``confidence``, ``x_min``...); ``/face/list``
+  reads ``faces``. Any status but 200 is an error to it; 404 reads "bad url".
+- Double Take (api/src/util/detectors/deepstack.js): ``/face/recognize`` with ``image`` (and
+  ``api_key`` when configured), treats ``success: false`` as no result, reads ``userid``,
+  ``confidence`` x 100 and the box; ``/face/register`` with ``image`` + ``userid``;
+  ``/face/delete`` with ``userid``. Its CodeProject.AI detector ("aiserver") sends the same
+  without ``api_key``.
+- DeepStack's server (server/middlewares.go, intelligencelayer/shared/face.py) answers errors
+  as ``{"success": false, "error": "...", "duration": 0}`` with 400 (no ``image``, no
+  ``userid``, a bad ``min_confidence``, an unreadable image, no face to register), 401
+  ("Incorrect api key") and 500; a photo without a face recognises as ``predictions: []``.
+
+Here: ``api_key`` is this service's API token. Recognition, detection and match follow
+/predict's access policy (``security.predict_requires_token``); register, list and delete
+always need the token (the form field, or the usual bearer token or admin session). A key
+that is sent and wrong is refused everywhere, as DeepStack does. ``confidence`` of a
+recognised face is the calibrated confidence of /predict; ``min_confidence`` only makes a
+name with less confidence ``unknown``. Detection confidence is 1.0: dlib's detector says
+yes or no. ``match`` answers /verify's confidence as ``similarity``. People are the people
+engine's (``utils/people.py``); no recognition happens in this module.
+"""
+from __future__ import annotations
+
+import functools
+
+from flask import Blueprint, request
+from werkzeug.exceptions import HTTPException
+
+from api.auth import credentials, is_authorized
+from api.context import current_service
+from api.limits import limit
+from api.verify import face_distance, faces_of, main_face, same_probability
+from datastructure.classifier import UNKNOWN
+from datastructure.errors import DatasetNotValid, MissingFile, NotFound, PyRecognizerError
+from utils.people import Upload
+
+blueprint = Blueprint("deepstack", __name__, url_prefix="/v1/vision")
+
+
+class DeepStackError(PyRecognizerError):
+    """An error DeepStack itself answers (its own words and status)."""
+
+    code, status = "BAD_REQUEST", 400
+
+
+class IncorrectApiKey(PyRecognizerError):
+    code, status = "UNAUTHORIZED", 401
+
+
+def answer(body: dict, status: int = 200):
+    """A DeepStack answer: ``success`` first, as its server writes it."""
+    return {"success": status < 400, **body}, status
+
+
+@blueprint.errorhandler(PyRecognizerError)
+def typed_error(exc: PyRecognizerError):
+    status = 400 if exc.status == 422 else exc.status  # DeepStack answers every bad input with 400
+    retry = getattr(exc, "retry_after", None)
+    return (*answer({"error": exc.description, "duration": 0}, status),
+            [("Retry-After", str(int(retry)))] if retry else [])
+
+
+@blueprint.errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    response = answer({"error": exc.description, "duration": 0}, exc.code or 500)
+    headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
+    return (*response, headers)
+
+
+def api_key_checked(*, required: bool):
+    """Decorate a view with DeepStack's ``api_key`` form field = the API token: a wrong key is
+    refused; with none, ``required`` (or /predict's policy when False) decides."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            key = request.form.get("api_key", "")
+            if key:
+                if not credentials().token_ok(key):
+                    raise IncorrectApiKey("Incorrect api key")
+            elif (required or current_service().config.security.predict_requires_token) and not is_authorized():
+                raise IncorrectApiKey("Incorrect api key: send the API token in the form field api_key")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def image_bytes(field: str = "image") -> bytes:
+    """The photo in the form field ``field``; DeepStack's 400 when there is none."""
+    upload = request.files.get(field)
+    data = upload.read() if upload is not None else b""
+    if not data:
+        raise MissingFile("No valid image file found")
+    return data
+
+
+def min_confidence() -> float:
+    """The ``min_confidence`` form field (0 when absent), checked as DeepStack checks it."""
+    value = request.form.get("min_confidence", "")
+    if not value:
+        return 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        raise DeepStackError("Invalid value for min_confidence") from None
+    if number > 1.0:
+        raise DeepStackError("min_confidence cannot be greater than 1")
+    return number
+
+
+def corners(box) -> dict:
+    """A face box (top, right, bottom, left) as DeepStack's corners."""
+    top, right, bottom, left = (max(int(side), 0) for side in box)
+    return {"x_min": left, "y_min": top, "x_max": right, "y_max": bottom}
+
+
+@blueprint.post("/face/recognize")
+@limit("predict")
+@api_key_checked(required=False)
+def recognize():
+    """Every face with its ``userid`` (or "unknown") and confidence."""
+    floor = min_confidence()
+    predictions = []
+    for face, decision in current_service().faces_and_decisions(image_bytes()):
+        known = decision is not None and decision.name != UNKNOWN and decision.confidence >= floor
+        predictions.append({"confidence": decision.confidence if known else 0,
+                            "userid": decision.name if known else UNKNOWN, **corners(face.box)})
+    return answer({"predictions": predictions, "count": len(predictions), "duration": 0})
+
+
+@blueprint.post("/face")
+@limit("predict")
+@api_key_checked(required=False)
+def detect():
+    """Every face's box; detection confidence 1.0 (dlib's detector answers yes or no)."""
+    min_confidence()
+    faces, _ = faces_of(image_bytes())
+    predictions = [{"confidence": 1.0, **corners(face.box)} for face in faces]
+    return answer({"predictions": predictions, "count": len(predictions), "duration": 0})
+
+
+@blueprint.post("/face/match")
+@limit("predict")
+@api_key_checked(required=False)
+def match():
+    """/verify's confidence that the main faces of ``image1`` and ``image2`` are one person."""
+    chosen = []
+    for field in ("image1", "image2"):
+        faces, image = faces_of(image_bytes(field))
+        if not faces:
+            raise DeepStackError("No face found in one or both images")
+        chosen.append(main_face(faces, image))
+    similarity = same_probability(face_distance(*chosen))
+    return answer({"similarity": round(similarity, 4), "duration": 0})
+
+
+# ---------------------------------------------------------------------------------------
+# People: the people engine (utils/people.py) enrols, lists and removes.
+
+def image_fields() -> list:
+    """Every uploaded photo of a register request (``image``, ``image1``, ``image2``...)."""
+    return [(upload.filename or field, upload.read()) for field, upload in request.files.items(multi=True)]
+
+
+@blueprint.post("/face/register")
+@api_key_checked(required=True)
+def register():
+    """Add the uploaded photos to ``userid``: "face added" for someone new, else "face updated"."""
+    userid = request.form.get("userid", "").strip()
+    if not userid:
+        raise DeepStackError("userid not specified")
+    photos = [(name, data) for name, data in image_fields() if data]
+    if not photos:
+        raise MissingFile("No valid image file found")
+    try:
+        result = current_service().people.enrol(userid, [Upload(name, data) for name, data in photos])
+    except DatasetNotValid as exc:
+        reasons = "; ".join(f"{item['file']}: {item['reason']}" for item in (exc.data or {}).get("skipped", []))
+        raise DeepStackError(f"No face detected ({reasons})" if reasons else "No face detected") from None
+    return answer({"message": "face added" if result["created"] else "face updated",
+                   "userid": result["name"], "added": len(result["added"]), "skipped": result["skipped"],
+                   "duration": 0})
+
+
+@blueprint.post("/face/list")
+@api_key_checked(required=True)
+def face_list():
+    """The names the active model knows."""
+    people = current_service().people.listing()["people"]
+    return answer({"faces": [person["name"] for person in people], "duration": 0})
+
+
+@blueprint.post("/face/delete")
+@api_key_checked(required=True)
+def delete():
+    """Remove ``userid`` from the active model; success too when nobody has that name, as DeepStack."""
+    userid = request.form.get("userid", "").strip()
+    if not userid:
+        raise DeepStackError("userid not specified")
+    try:
+        current_service().people.remove(userid)
+    except NotFound:
+        pass
+    return answer({"duration": 0})

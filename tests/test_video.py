@@ -1,0 +1,324 @@
+"""Video: who appears when in ../shared/video's clip, over HTTP on a real server and in Chromium;
+hostile and unsupported files (made here with PyAV) refused with their codes and nothing left on disk.
+
+The clip's README says Lin-Manuel Miranda appears at about 0.0-0.4 s and 3.0-7.1 s, one other
+face (a stranger to the two reference photos) near 8.0 s, and Alex Lacamoire not at all.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import time
+from fractions import Fraction
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.browser import Watched, drop_file, launch, require_browser, screenshot
+from tests.conftest import app_over
+from tests.support import ROOT, TEST_CREDENTIALS, Server, envelope_of, video_dir
+
+LIN, ALEX = "Lin-Manuel Miranda", "Alex Lacamoire"
+LIN_RANGES = [(0.0, 0.4), (3.0, 7.1)]
+TOLERANCE = 0.5
+
+
+# --- test data, made at test time ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_video() -> Path:
+    return video_dir()
+
+
+@pytest.fixture(scope="module")
+def clip(shared_video) -> Path:
+    return shared_video / "short_hamilton_clip.mp4"
+
+
+@pytest.fixture(scope="module")
+def people_zip(shared_video, tmp_path_factory) -> Path:
+    """A training zip of the two reference photos, one folder per person (built here, never stored)."""
+    target = tmp_path_factory.mktemp("video-zip") / "people.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.write(shared_video / "lin-manuel-miranda.png", f"{LIN}/lin-manuel-miranda.png")
+        archive.write(shared_video / "alex-lacamoire.png", f"{ALEX}/alex-lacamoire.png")
+    return target
+
+
+def synthetic(path: Path, container: str, codec: str, *, size=(64, 48), frames: int = 10, pix_fmt="yuv420p") -> Path:
+    """Write a small video of grey frames with PyAV."""
+    import av
+
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height = size
+        stream.pix_fmt = pix_fmt
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), index * 20, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def audio_only(path: Path, container: str = "mp4") -> Path:
+    """Write a second of silence (AAC) with no video stream."""
+    import av
+
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream("aac", rate=48000)
+        for index in range(47):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 48000, index * 1024
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def huge_header(path: Path) -> Path:
+    """An AVI of small raw frames whose header says each frame is 16000x16000 (a video bomb):
+    raw video takes its size from the header alone."""
+    data = bytearray(synthetic(path, "avi", "rawvideo", pix_fmt="rgb24").read_bytes())
+    strf = data.index(b"strf")  # BITMAPINFOHEADER: size, biWidth, biHeight
+    data[strf + 12:strf + 20] = struct.pack("<ii", 16000, 16000)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def transcoded(clip: Path, path: Path, container: str, codec: str, *, seconds: float = 1.0,
+               size=(160, 90), pix_fmt: str = "yuv420p") -> Path:
+    """The clip's first ``seconds``, scaled down, re-encoded with PyAV into ``container``."""
+    import av
+
+    with av.open(str(clip)) as source, av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=30)
+        stream.width, stream.height = size
+        stream.pix_fmt = pix_fmt
+        for index, frame in enumerate(source.decode(video=0)):
+            if index >= seconds * 30:
+                break
+            picture = frame.reformat(width=size[0], height=size[1], format=pix_fmt)
+            picture.pts, picture.time_base = index, Fraction(1, 30)
+            for packet in stream.encode(picture):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+# --- the timeline ---------------------------------------------------------------------------
+
+
+def check_timeline(result: dict) -> None:
+    """The clip's README, within TOLERANCE seconds."""
+    rows = {entry["name"]: entry for entry in result["timeline"]}
+    assert ALEX not in rows, rows.keys()
+    assert LIN in rows, rows.keys()
+    lin = rows[LIN]
+    assert len(lin["ranges"]) == len(LIN_RANGES), lin["ranges"]
+    for found, (start, end) in zip(lin["ranges"], LIN_RANGES):
+        assert abs(found["start"] - start) <= TOLERANCE and abs(found["end"] - end) <= TOLERANCE, lin["ranges"]
+    assert lin["known"] and 0 < lin["confidence"] <= 1 and lin["frames"] > 50
+    strangers = [entry for entry in result["timeline"] if not entry["known"]]
+    assert len(strangers) == 1, [(entry["name"], entry["ranges"]) for entry in strangers]
+    assert any(r["start"] - TOLERANCE <= 8.0 <= r["end"] + TOLERANCE for r in strangers[0]["ranges"]), strangers
+    assert result["people"] == {LIN: lin["confidence"]}
+    assert result["video"]["width"] == 640 and result["video"]["frames"] == 275
+    assert result["video"]["offset"] == pytest.approx(0.844, abs=0.01)  # the audio starts first
+
+
+@pytest.fixture(scope="module")
+def video_server(tmp_path_factory, people_zip):
+    """A real server that learned the two people from their reference photos over HTTP."""
+    server = Server(tmp_path_factory.mktemp("video-server")).start()
+    try:
+        answer = server.post("/train", files={"file": ("people.zip", people_zip.read_bytes(), "application/zip")})
+        job = server.wait_for_job(envelope_of(answer, 202)["job_url"])
+        assert job["state"] == "done", job
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.e2e
+def test_timeline_of_the_clip_over_http(video_server, clip):
+    """Send the clip to the real server: who appears when, with thumbnails; the upload is gone."""
+    server = video_server
+    answer = server.post("/predict/video", auth=False, files={"file": ("clip.mp4", clip.read_bytes(), "video/mp4")})
+    response = envelope_of(answer, 200)
+    check_timeline(response["data"])
+    assert LIN in response["description"] and "1 unknown face" in response["description"]
+    for entry in response["data"]["timeline"]:
+        thumbnail = server.get(entry["thumbnail_url"], auth=False)
+        assert thumbnail.status_code == 200 and thumbnail.headers["Content-Type"] == "image/jpeg"
+        assert thumbnail.content[:3] == b"\xff\xd8\xff"
+    assert not list((server.data_dir / "dataset" / "tmp").iterdir())  # the upload is gone
+    spec = server.get("/openapi.json", auth=False).json()
+    assert {"/predict/video", "/predict/video/jobs/{job_id}"} <= set(spec["paths"])
+
+
+@pytest.mark.e2e
+def test_cli_predicts_a_video(video_server, clip):
+    """`main.py predict VIDEO` prints the same timeline, with a progress bar of frames on stderr."""
+    result = subprocess.run([sys.executable, "main.py", "--data-dir", str(video_server.data_dir), "predict", str(clip)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = result.stdout.splitlines()
+    response = json.loads(line)["response"]
+    assert response["file"] == str(clip)
+    check_timeline(response["data"])
+    assert "275/275" in result.stderr and "frame" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.browser
+def test_video_page_in_chromium(browser, video_server, clip):
+    """Drop the clip on the /video page: progress, then a bar per person; a click on a bar seeks."""
+    watched = Watched(browser, video_server.url)
+    page = watched.page
+    try:
+        page.goto("/")
+        page.get_by_role("link", name="Video").click()
+        page.wait_for_url("**/video")
+        drop_file(page, "[data-dropzone]", clip, "video/mp4")
+        assert page.locator("#player").is_visible()
+        page.get_by_role("button", name="Find the faces").click()
+        page.locator(".timeline__row").first.wait_for(state="visible", timeout=60_000)
+        names = page.locator(".timeline__name").all_text_contents()
+        assert names == [LIN, "Unknown face 1"], names
+        lin_bars = page.locator(f'.timeline__row[data-name="{LIN}"] .timeline__range')
+        assert lin_bars.count() == 2
+        second = float(lin_bars.nth(1).get_attribute("data-start"))
+        assert abs(second - 3.0) <= TOLERANCE
+        lin_bars.nth(1).click()
+        # the player counts from the file's start, where the audio begins: 0.84 s before the first frame
+        offset = 0.844
+        assert page.evaluate("document.getElementById('player').currentTime") == pytest.approx(second + offset, abs=0.05)
+        page.locator('.timeline__row--unknown .timeline__range').first.press("Enter")
+        unknown_at = page.evaluate("document.getElementById('player').currentTime")
+        assert abs(unknown_at - offset - 8.0) <= 1.0, unknown_at
+        assert page.locator(".timeline__thumb").count() == 2
+        assert page.evaluate("Array.from(document.querySelectorAll('.timeline__thumb')).every((i) => i.naturalWidth > 0)")
+        screenshot(page, "video-timeline")
+        watched.check()
+    finally:
+        watched.close()
+
+
+@pytest.mark.slow
+def test_a_longer_video_runs_as_a_job_with_progress(tmp_path, people_zip, clip):
+    """Past video.direct_seconds the answer is a job; it reports frames decoded and ends with the
+    same timeline; the upload is removed when it ends."""
+    app = app_over(tmp_path / "data", video={"direct_seconds": 5})
+    client = app.test_client()
+    token = {"Authorization": f"Bearer {TEST_CREDENTIALS['api_token']}"}
+    with open(people_zip, "rb") as handle:
+        started = envelope_of(client.post("/train", headers=token, data={"file": (handle, "people.zip")}), 202)
+    job = wait(client, started["job_url"], token)
+    assert job["state"] == "done", job
+    with open(clip, "rb") as handle:
+        answer = envelope_of(client.post("/predict/video", data={"file": (handle, "clip.mp4")}), 202)
+    job = wait(client, answer["job_url"], {})
+    assert job["state"] == "done", job["error"]
+    assert job["kind"] == "video" and job["progress"]["done"] == job["progress"]["total"] == 275
+    check_timeline(job["result"])
+    assert all(entry["thumbnail_url"].startswith("/uploads/") for entry in job["result"]["timeline"])
+    assert not list((tmp_path / "data" / "dataset" / "tmp").iterdir())
+
+    # a browser posting the form without JavaScript gets the page, with the timeline of a short video
+    short = transcoded(clip, tmp_path / "first-seconds.mp4", "mp4", "h264", seconds=2.0, size=(640, 360))
+    with open(short, "rb") as handle:
+        page = client.post("/predict/video", data={"file": (handle, "first-seconds.mp4")}, headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.content_type.startswith("text/html")
+    html = page.get_data(as_text=True)
+    assert f'data-name="{LIN}"' in html and 'class="timeline__range"' in html and ALEX not in html
+
+
+def wait(client, url: str, headers: dict, timeout: float = 120) -> dict:
+    """Poll a job through the test client until it ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = envelope_of(client.get(url, headers=headers), 200)["data"]
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not finish")
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refusing_app(tmp_path_factory):
+    """A service with no model and a 5-second cap: every refusal comes before any model is needed."""
+    data = tmp_path_factory.mktemp("video-refusals") / "data"
+    return app_over(data, limits={"max_video_seconds": 5}), data
+
+
+@pytest.mark.parametrize("make, status, code", [
+    (lambda folder, clip: audio_only(folder / "silence.m4a"), 422, "NO_VIDEO_STREAM"),
+    (lambda folder, clip: huge_header(folder / "bomb.avi"), 413, "VIDEO_TOO_LARGE"),
+    (lambda folder, clip: clip, 413, "VIDEO_TOO_LARGE"),  # 9.2 s over the 5-second cap
+    (lambda folder, clip: write(folder / "noise.mp4", np.random.default_rng(1).bytes(50_000)), 400, "VIDEO_NOT_VALID"),
+    (lambda folder, clip: write(folder / "cut.mp4", clip.read_bytes()[:40_000]), 400, "VIDEO_NOT_VALID"),
+    (lambda folder, clip: synthetic(folder / "old.flv", "flv", "flv"), 415, "VIDEO_FORMAT_NOT_SUPPORTED"),
+    (lambda folder, clip: synthetic(folder / "tv.ts", "mpegts", "mpeg2video"), 415, "VIDEO_FORMAT_NOT_SUPPORTED"),
+    (lambda folder, clip: write(folder / "empty.mp4", b""), 400, "MISSING_FILE"),
+], ids=["audio-only", "huge-dimensions", "too-long", "garbage", "truncated", "flv", "mpeg-ts", "empty"])
+def test_refused_videos(refusing_app, tmp_path, clip, make, status, code):
+    app, data = refusing_app
+    path = make(tmp_path, clip)
+    client = app.test_client()
+    with open(path, "rb") as handle:
+        answer = client.post("/predict/video", data={"file": (handle, path.name)})
+    envelope_of(answer, status, code)
+    assert not list((data / "dataset" / "tmp").iterdir()), "the upload was left on disk"
+    assert not list((data / "uploads").iterdir())
+    envelope_of(client.get("/health"), 200)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# --- containers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("container, codec, suffix, pix_fmt", [
+    ("mp4", "h264", ".mp4", "yuv420p"), ("matroska", "h264", ".mkv", "yuv420p"), ("webm", "libvpx", ".webm", "yuv420p"),
+    ("mov", "mjpeg", ".mov", "yuvj420p"), ("avi", "mpeg4", ".avi", "yuv420p"),
+])
+def test_accepted_containers_decode(tmp_path, clip, container, codec, suffix, pix_fmt):
+    """The clip transcoded into each accepted container is opened with its demuxer and decodes whole."""
+    from utils.video import VideoLimits, is_video_file, opened_video, sampled_frames
+
+    path = transcoded(clip, tmp_path / f"clip{suffix}", container, codec, pix_fmt=pix_fmt)
+    assert is_video_file(path) and is_video_file(path.rename(tmp_path / "no-suffix"))
+    path = tmp_path / "no-suffix"
+    limits = VideoLimits()
+    with opened_video(path, limits) as (source, stream, info):
+        assert (info.width, info.height) == (160, 90)
+        samples = list(sampled_frames(source, stream, info, limits, every=0.2))
+    assert 4 <= len(samples) <= 6, [sample.time for sample in samples]
+    assert samples[0].rgb().shape == (90, 160, 3) and samples[0].time == 0.0
+    assert samples[-1].time == pytest.approx(0.8, abs=0.1)
