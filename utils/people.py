@@ -42,7 +42,8 @@ from datastructure.files import atomic_write
 from datastructure.model_store import ModelStore
 from datastructure.names import checked_name, name_key, person_name, shown
 from utils import archive
-from utils.faces import Options, decoded, encoded_photos, faces_in
+from utils.encoding import encoded_photos
+from utils.faces import Options, decoded, faces_in
 
 log = logging.getLogger(__name__)
 
