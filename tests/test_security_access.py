@@ -123,7 +123,7 @@ def test_the_token_opens_what_it_protects(main, hostile_models):
     assert [model["id"] for model in envelope_of(main.get("/models", headers={"Accept": "application/json"}), 200)["data"]] == [model_b, model_a]
     assert envelope_of(main.get(f"/models/{model_a}"), 200)["data"]["id"] == model_a
     envelope_of(main.get(f"/jobs/{JOB_ID}"), 404, "NOT_FOUND")
-    envelope_of(main.delete(f"/models/{model_b}"), 409, "MODEL_NOT_VALID")  # the active one
+    envelope_of(main.delete(f"/models/{model_b}"), 409, "MODEL_ACTIVE")  # the active one
 
 
 def test_predict_is_open_by_default(main):
