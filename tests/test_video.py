@@ -282,8 +282,10 @@ def refusing_app(tmp_path_factory):
     (lambda folder, clip: write(folder / "cut.mp4", clip.read_bytes()[:40_000]), 400, "VIDEO_NOT_VALID"),
     (lambda folder, clip: synthetic(folder / "old.flv", "flv", "flv"), 415, "VIDEO_FORMAT_NOT_SUPPORTED"),
     (lambda folder, clip: synthetic(folder / "tv.ts", "mpegts", "mpeg2video"), 415, "VIDEO_FORMAT_NOT_SUPPORTED"),
+    (lambda folder, clip: write(folder / "list.mp4", b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n"),
+     415, "VIDEO_FORMAT_NOT_SUPPORTED"),  # a playlist would make FFmpeg open other files: never probed
     (lambda folder, clip: write(folder / "empty.mp4", b""), 400, "MISSING_FILE"),
-], ids=["audio-only", "huge-dimensions", "too-long", "garbage", "truncated", "flv", "mpeg-ts", "empty"])
+], ids=["audio-only", "huge-dimensions", "too-long", "garbage", "truncated", "flv", "mpeg-ts", "playlist", "empty"])
 def test_refused_videos(refusing_app, tmp_path, clip, make, status, code):
     app, data = refusing_app
     path = make(tmp_path, clip)

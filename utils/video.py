@@ -40,7 +40,7 @@ MOV_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
 OTHER_MEDIA = ((b"FLV", "FLV"), (b"OggS", "Ogg"), (b"\x00\x00\x01\xba", "MPEG program stream"),
                (b"\x00\x00\x01\xb3", "MPEG video"), (b"\x30\x26\xb2\x75", "ASF/WMV"), (b"GIF8", "GIF"),
                (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"ID3", "MP3"), (b"fLaC", "FLAC"),
-               (b"#EXTM3U", "M3U playlist"), (b"ffconcat", "FFmpeg concat list"), (b"\x1aE\xdf\xa3", "Matroska"))
+               (b"#EXTM3U", "M3U playlist"), (b"ffconcat", "FFmpeg concat list"))
 SAME_FACE = 0.55  # two unknown tracks closer than this (mean encodings) are one stranger
 THUMBNAIL_SIDE = 160
 
@@ -114,8 +114,8 @@ def other_media(head: bytes) -> str | None:
         return f"RIFF {head[8:12].decode('latin-1').strip()}"
     if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
         return "MPEG transport stream"
-    if head[:3] in (b"\xff\xfb", b"\xff\xf3") or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf1", b"\xff\xf9"):
-        return "MPEG audio"
+    if head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf1", b"\xff\xf9"):
+        return "MPEG audio or AAC"
     for magic, name in OTHER_MEDIA:
         if head.startswith(magic):
             return name
