@@ -94,18 +94,25 @@ def huge_header(path: Path) -> Path:
 
 
 def transcoded(clip: Path, path: Path, container: str, codec: str, *, seconds: float = 1.0,
-               size=(160, 90), pix_fmt: str = "yuv420p") -> Path:
-    """The clip's first ``seconds``, scaled down, re-encoded with PyAV into ``container``."""
+               size=(160, 90), pix_fmt: str = "yuv420p", sideways: bool = False) -> Path:
+    """The clip's first ``seconds``, scaled down, re-encoded with PyAV into ``container``;
+    ``sideways``: stored turned a quarter clockwise, with a display matrix turning it back (as phones do)."""
     import av
 
     with av.open(str(clip)) as source, av.open(str(path), "w", format=container) as out:
         stream = out.add_stream(codec, rate=30)
-        stream.width, stream.height = size
+        stream.width, stream.height = (size[1], size[0]) if sideways else size
         stream.pix_fmt = pix_fmt
+        if sideways:
+            stream.set_display_rotation(90)  # a player turns it a quarter counter-clockwise
         for index, frame in enumerate(source.decode(video=0)):
             if index >= seconds * 30:
                 break
-            picture = frame.reformat(width=size[0], height=size[1], format=pix_fmt)
+            picture = frame.reformat(width=size[0], height=size[1], format="rgb24")
+            if sideways:
+                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(picture.to_ndarray(), -1)),
+                                                     format="rgb24")
+            picture = picture.reformat(format=pix_fmt)
             picture.pts, picture.time_base = index, Fraction(1, 30)
             for packet in stream.encode(picture):
                 out.mux(packet)
@@ -244,8 +251,10 @@ def test_a_longer_video_runs_as_a_job_with_progress(tmp_path, people_zip, clip):
     assert all(entry["thumbnail_url"].startswith("/uploads/") for entry in job["result"]["timeline"])
     assert not list((tmp_path / "data" / "dataset" / "tmp").iterdir())
 
-    # a browser posting the form without JavaScript gets the page, with the timeline of a short video
-    short = transcoded(clip, tmp_path / "first-seconds.mp4", "mp4", "h264", seconds=2.0, size=(640, 360))
+    # a browser posting the form without JavaScript gets the page, with the timeline of a short
+    # video, here one a phone recorded sideways: the frames are turned upright before detection
+    short = transcoded(clip, tmp_path / "first-seconds.mp4", "mp4", "h264", seconds=2.0, size=(640, 360),
+                       sideways=True)
     with open(short, "rb") as handle:
         page = client.post("/predict/video", data={"file": (handle, "first-seconds.mp4")}, headers={"Accept": "text/html"})
     assert page.status_code == 200 and page.content_type.startswith("text/html")
