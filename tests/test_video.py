@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser import Watched, drop_file, launch, require_browser, screenshot
+from tests.browser import Watched, drop_file, launch, no_sideways_scroll, require_browser, screenshot
 from tests.conftest import app_over
 from tests.support import ROOT, TEST_CREDENTIALS, Server, envelope_of, video_dir
 
@@ -198,7 +198,7 @@ def browser():
 
 @pytest.mark.e2e
 @pytest.mark.browser
-def test_video_page_in_chromium(browser, video_server, clip):
+def test_video_page_in_chromium(browser, video_server, clip, tmp_path):
     """Drop the clip on the /video page: progress, then a bar per person; a click on a bar seeks."""
     watched = Watched(browser, video_server.url)
     page = watched.page
@@ -227,8 +227,27 @@ def test_video_page_in_chromium(browser, video_server, clip):
         assert page.evaluate("Array.from(document.querySelectorAll('.timeline__thumb')).every((i) => i.naturalWidth > 0)")
         screenshot(page, "video-timeline")
         watched.check()
+
+        # a sound-only file: the error in words, and the timeline of the last video is gone
+        silence = audio_only(tmp_path / "silence.m4a")
+        page.set_input_files("#video-file", silence)
+        page.get_by_role("button", name="Find the faces").click()
+        alert = page.locator("#video-messages .alert")
+        alert.wait_for(state="visible")
+        assert alert.locator(".alert__title").text_content() == "There is no picture in this file"
+        assert alert.get_attribute("data-code") == "NO_VIDEO_STREAM"
+        assert page.locator(".timeline__row").count() == 0
+        watched.check()
     finally:
         watched.close()
+
+    phone = Watched(browser, video_server.url, phone=True)
+    try:
+        phone.page.goto("/video")
+        assert no_sideways_scroll(phone.page)
+        phone.check()
+    finally:
+        phone.close()
 
 
 @pytest.mark.slow
