@@ -145,7 +145,8 @@ def check_timeline(result: dict) -> None:
 @pytest.fixture(scope="module")
 def video_server(tmp_path_factory, people_zip):
     """A real server that learned the two people from their reference photos over HTTP."""
-    server = Server(tmp_path_factory.mktemp("video-server")).start()
+    # two photos: encoded in the server's process, no pool of encoding processes to start
+    server = Server(tmp_path_factory.mktemp("video-server"), config={"faces": {"workers": 1}}).start()
     try:
         answer = server.post("/train", files={"file": ("people.zip", people_zip.read_bytes(), "application/zip")})
         job = server.wait_for_job(envelope_of(answer, 202)["job_url"])
@@ -254,7 +255,7 @@ def test_video_page_in_chromium(browser, video_server, clip, tmp_path):
 def test_a_longer_video_runs_as_a_job_with_progress(tmp_path, people_zip, clip):
     """Past video.direct_seconds the answer is a job; it reports frames decoded and ends with the
     same timeline; the upload is removed when it ends."""
-    app = app_over(tmp_path / "data", video={"direct_seconds": 5})
+    app = app_over(tmp_path / "data", video={"direct_seconds": 5}, faces={"workers": 1})
     client = app.test_client()
     token = {"Authorization": f"Bearer {TEST_CREDENTIALS['api_token']}"}
     with open(people_zip, "rb") as handle:
