@@ -353,3 +353,45 @@ def test_accepted_containers_decode(tmp_path, clip, container, codec, suffix, pi
     assert 4 <= len(samples) <= 6, [sample.time for sample in samples]
     assert samples[0].rgb().shape == (90, 160, 3) and samples[0].time == 0.0
     assert samples[-1].time == pytest.approx(0.8, abs=0.1)
+
+
+# --- tracker and vote -----------------------------------------------------------------------
+
+
+def decision(name: str, confidence: float):
+    from datastructure.classifier import Decision
+
+    return Decision(name=name, confidence=confidence, distance=0.4, candidate=name, runner_up=None,
+                    runner_up_distance=None)
+
+
+def test_a_track_is_named_by_the_vote_of_its_encodings():
+    """One odd encoding (a blurry frame named someone else) cannot rename a track."""
+    from utils.video import Track
+
+    track = Track(id=0, box=(0, 10, 10, 0), times=[0.0, 1.0, 2.0])
+    track.decisions = [decision(LIN, 0.9), decision(ALEX, 0.95), decision(LIN, 0.8)]
+    assert track.name() == LIN and track.confidence() == 0.9
+    track.decisions = [decision("unknown", 0.0), decision(LIN, 0.7)]  # a tie: the named, confident one
+    assert track.name() == LIN
+
+
+def test_the_tracker_follows_overlapping_boxes_and_lets_lost_faces_go():
+    from utils.video import IouTracker
+
+    tracker = IouTracker(min_iou=0.3, max_gap=1.0)
+    first, second = tracker.update(0.0, [(10, 60, 60, 10), (10, 300, 60, 250)])
+    assert first is not second
+    moved, = tracker.update(0.25, [(14, 64, 64, 14)])  # the first face moved a little: the same track
+    assert moved is first and first.times == [0.0, 0.25]
+    far, = tracker.update(0.5, [(200, 400, 250, 350)])  # no overlap: a new face
+    assert far not in (first, second)
+    back, = tracker.update(2.0, [(14, 64, 64, 14)])  # gone longer than max_gap: a new track
+    assert back is not first and len(tracker.tracks_) == 4
+
+
+def test_time_ranges_join_close_samples_and_split_at_gaps():
+    from utils.video import time_ranges
+
+    ranges = time_ranges([0.0, 0.25, 0.5, 3.0, 3.25], gap=1.0, step=0.25, duration=3.3)
+    assert ranges == [{"start": 0.0, "end": 0.62}, {"start": 2.88, "end": 3.3}]
