@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser import Watched, drop_file, launch, require_browser, screenshot
+from tests.browser import Watched, drop_file, launch, no_sideways_scroll, require_browser, screenshot
 from tests.conftest import app_over
 from tests.support import ROOT, TEST_CREDENTIALS, Server, envelope_of, video_dir
 
@@ -94,18 +94,25 @@ def huge_header(path: Path) -> Path:
 
 
 def transcoded(clip: Path, path: Path, container: str, codec: str, *, seconds: float = 1.0,
-               size=(160, 90), pix_fmt: str = "yuv420p") -> Path:
-    """The clip's first ``seconds``, scaled down, re-encoded with PyAV into ``container``."""
+               size=(160, 90), pix_fmt: str = "yuv420p", sideways: bool = False) -> Path:
+    """The clip's first ``seconds``, scaled down, re-encoded with PyAV into ``container``;
+    ``sideways``: stored turned a quarter clockwise, with a display matrix turning it back (as phones do)."""
     import av
 
     with av.open(str(clip)) as source, av.open(str(path), "w", format=container) as out:
         stream = out.add_stream(codec, rate=30)
-        stream.width, stream.height = size
+        stream.width, stream.height = (size[1], size[0]) if sideways else size
         stream.pix_fmt = pix_fmt
+        if sideways:
+            stream.set_display_rotation(90)  # a player turns it a quarter counter-clockwise
         for index, frame in enumerate(source.decode(video=0)):
             if index >= seconds * 30:
                 break
-            picture = frame.reformat(width=size[0], height=size[1], format=pix_fmt)
+            picture = frame.reformat(width=size[0], height=size[1], format="rgb24")
+            if sideways:
+                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(picture.to_ndarray(), -1)),
+                                                     format="rgb24")
+            picture = picture.reformat(format=pix_fmt)
             picture.pts, picture.time_base = index, Fraction(1, 30)
             for packet in stream.encode(picture):
                 out.mux(packet)
@@ -138,7 +145,8 @@ def check_timeline(result: dict) -> None:
 @pytest.fixture(scope="module")
 def video_server(tmp_path_factory, people_zip):
     """A real server that learned the two people from their reference photos over HTTP."""
-    server = Server(tmp_path_factory.mktemp("video-server")).start()
+    # two photos: encoded in the server's process, no pool of encoding processes to start
+    server = Server(tmp_path_factory.mktemp("video-server"), config={"faces": {"workers": 1}}).start()
     try:
         answer = server.post("/train", files={"file": ("people.zip", people_zip.read_bytes(), "application/zip")})
         job = server.wait_for_job(envelope_of(answer, 202)["job_url"])
@@ -191,7 +199,7 @@ def browser():
 
 @pytest.mark.e2e
 @pytest.mark.browser
-def test_video_page_in_chromium(browser, video_server, clip):
+def test_video_page_in_chromium(browser, video_server, clip, tmp_path):
     """Drop the clip on the /video page: progress, then a bar per person; a click on a bar seeks."""
     watched = Watched(browser, video_server.url)
     page = watched.page
@@ -220,15 +228,34 @@ def test_video_page_in_chromium(browser, video_server, clip):
         assert page.evaluate("Array.from(document.querySelectorAll('.timeline__thumb')).every((i) => i.naturalWidth > 0)")
         screenshot(page, "video-timeline")
         watched.check()
+
+        # a sound-only file: the error in words, and the timeline of the last video is gone
+        silence = audio_only(tmp_path / "silence.m4a")
+        page.set_input_files("#video-file", silence)
+        page.get_by_role("button", name="Find the faces").click()
+        alert = page.locator("#video-messages .alert")
+        alert.wait_for(state="visible")
+        assert alert.locator(".alert__title").text_content() == "There is no picture in this file"
+        assert alert.get_attribute("data-code") == "NO_VIDEO_STREAM"
+        assert page.locator(".timeline__row").count() == 0
+        watched.check()
     finally:
         watched.close()
+
+    phone = Watched(browser, video_server.url, phone=True)
+    try:
+        phone.page.goto("/video")
+        assert no_sideways_scroll(phone.page)
+        phone.check()
+    finally:
+        phone.close()
 
 
 @pytest.mark.slow
 def test_a_longer_video_runs_as_a_job_with_progress(tmp_path, people_zip, clip):
     """Past video.direct_seconds the answer is a job; it reports frames decoded and ends with the
     same timeline; the upload is removed when it ends."""
-    app = app_over(tmp_path / "data", video={"direct_seconds": 5})
+    app = app_over(tmp_path / "data", video={"direct_seconds": 5}, faces={"workers": 1})
     client = app.test_client()
     token = {"Authorization": f"Bearer {TEST_CREDENTIALS['api_token']}"}
     with open(people_zip, "rb") as handle:
@@ -244,8 +271,10 @@ def test_a_longer_video_runs_as_a_job_with_progress(tmp_path, people_zip, clip):
     assert all(entry["thumbnail_url"].startswith("/uploads/") for entry in job["result"]["timeline"])
     assert not list((tmp_path / "data" / "dataset" / "tmp").iterdir())
 
-    # a browser posting the form without JavaScript gets the page, with the timeline of a short video
-    short = transcoded(clip, tmp_path / "first-seconds.mp4", "mp4", "h264", seconds=2.0, size=(640, 360))
+    # a browser posting the form without JavaScript gets the page, with the timeline of a short
+    # video, here one a phone recorded sideways: the frames are turned upright before detection
+    short = transcoded(clip, tmp_path / "first-seconds.mp4", "mp4", "h264", seconds=2.0, size=(640, 360),
+                       sideways=True)
     with open(short, "rb") as handle:
         page = client.post("/predict/video", data={"file": (handle, "first-seconds.mp4")}, headers={"Accept": "text/html"})
     assert page.status_code == 200 and page.content_type.startswith("text/html")
@@ -282,8 +311,10 @@ def refusing_app(tmp_path_factory):
     (lambda folder, clip: write(folder / "cut.mp4", clip.read_bytes()[:40_000]), 400, "VIDEO_NOT_VALID"),
     (lambda folder, clip: synthetic(folder / "old.flv", "flv", "flv"), 415, "VIDEO_FORMAT_NOT_SUPPORTED"),
     (lambda folder, clip: synthetic(folder / "tv.ts", "mpegts", "mpeg2video"), 415, "VIDEO_FORMAT_NOT_SUPPORTED"),
+    (lambda folder, clip: write(folder / "list.mp4", b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n"),
+     415, "VIDEO_FORMAT_NOT_SUPPORTED"),  # a playlist would make FFmpeg open other files: never probed
     (lambda folder, clip: write(folder / "empty.mp4", b""), 400, "MISSING_FILE"),
-], ids=["audio-only", "huge-dimensions", "too-long", "garbage", "truncated", "flv", "mpeg-ts", "empty"])
+], ids=["audio-only", "huge-dimensions", "too-long", "garbage", "truncated", "flv", "mpeg-ts", "playlist", "empty"])
 def test_refused_videos(refusing_app, tmp_path, clip, make, status, code):
     app, data = refusing_app
     path = make(tmp_path, clip)
@@ -322,3 +353,45 @@ def test_accepted_containers_decode(tmp_path, clip, container, codec, suffix, pi
     assert 4 <= len(samples) <= 6, [sample.time for sample in samples]
     assert samples[0].rgb().shape == (90, 160, 3) and samples[0].time == 0.0
     assert samples[-1].time == pytest.approx(0.8, abs=0.1)
+
+
+# --- tracker and vote -----------------------------------------------------------------------
+
+
+def decision(name: str, confidence: float):
+    from datastructure.classifier import Decision
+
+    return Decision(name=name, confidence=confidence, distance=0.4, candidate=name, runner_up=None,
+                    runner_up_distance=None)
+
+
+def test_a_track_is_named_by_the_vote_of_its_encodings():
+    """One odd encoding (a blurry frame named someone else) cannot rename a track."""
+    from utils.video import Track
+
+    track = Track(id=0, box=(0, 10, 10, 0), times=[0.0, 1.0, 2.0])
+    track.decisions = [decision(LIN, 0.9), decision(ALEX, 0.95), decision(LIN, 0.8)]
+    assert track.name() == LIN and track.confidence() == 0.9
+    track.decisions = [decision("unknown", 0.0), decision(LIN, 0.7)]  # a tie: the named, confident one
+    assert track.name() == LIN
+
+
+def test_the_tracker_follows_overlapping_boxes_and_lets_lost_faces_go():
+    from utils.video import IouTracker
+
+    tracker = IouTracker(min_iou=0.3, max_gap=1.0)
+    first, second = tracker.update(0.0, [(10, 60, 60, 10), (10, 300, 60, 250)])
+    assert first is not second
+    moved, = tracker.update(0.25, [(14, 64, 64, 14)])  # the first face moved a little: the same track
+    assert moved is first and first.times == [0.0, 0.25]
+    far, = tracker.update(0.5, [(200, 400, 250, 350)])  # no overlap: a new face
+    assert far not in (first, second)
+    back, = tracker.update(2.0, [(14, 64, 64, 14)])  # gone longer than max_gap: a new track
+    assert back is not first and len(tracker.tracks_) == 4
+
+
+def test_time_ranges_join_close_samples_and_split_at_gaps():
+    from utils.video import time_ranges
+
+    ranges = time_ranges([0.0, 0.25, 0.5, 3.0, 3.25], gap=1.0, step=0.25, duration=3.3)
+    assert ranges == [{"start": 0.0, "end": 0.62}, {"start": 2.88, "end": 3.3}]

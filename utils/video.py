@@ -40,7 +40,7 @@ MOV_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
 OTHER_MEDIA = ((b"FLV", "FLV"), (b"OggS", "Ogg"), (b"\x00\x00\x01\xba", "MPEG program stream"),
                (b"\x00\x00\x01\xb3", "MPEG video"), (b"\x30\x26\xb2\x75", "ASF/WMV"), (b"GIF8", "GIF"),
                (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"ID3", "MP3"), (b"fLaC", "FLAC"),
-               (b"#EXTM3U", "M3U playlist"), (b"ffconcat", "FFmpeg concat list"), (b"\x1aE\xdf\xa3", "Matroska"))
+               (b"#EXTM3U", "M3U playlist"), (b"ffconcat", "FFmpeg concat list"))
 SAME_FACE = 0.55  # two unknown tracks closer than this (mean encodings) are one stranger
 THUMBNAIL_SIDE = 160
 
@@ -114,8 +114,8 @@ def other_media(head: bytes) -> str | None:
         return f"RIFF {head[8:12].decode('latin-1').strip()}"
     if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
         return "MPEG transport stream"
-    if head[:3] in (b"\xff\xfb", b"\xff\xf3") or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf1", b"\xff\xf9"):
-        return "MPEG audio"
+    if head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf1", b"\xff\xf9"):
+        return "MPEG audio or AAC"
     for magic, name in OTHER_MEDIA:
         if head.startswith(magic):
             return name
@@ -208,26 +208,41 @@ def checked_header(info: VideoInfo, limits: VideoLimits) -> None:
 
 @dataclass
 class Sample:
-    """One sampled frame: its index in the video, its time, and its pixels converted on demand."""
+    """One sampled frame: its index in the video, its time, and its pixels converted on demand,
+    turned upright (phones record sideways and say so in the display matrix)."""
 
     index: int
     time: float
     frame: object  # av.VideoFrame
     _rgb: np.ndarray | None = None
 
+    @property
+    def quarter_turns(self) -> int:
+        """Counter-clockwise quarter turns a player applies to show the frame upright."""
+        return round((getattr(self.frame, "rotation", 0) or 0) / 90) % 4
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) upright."""
+        width, height = self.frame.width, self.frame.height
+        return (height, width) if self.quarter_turns % 2 else (width, height)
+
+    def upright(self, array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(array, self.quarter_turns)) if self.quarter_turns else array
+
     def rgb(self) -> np.ndarray:
-        """The frame as HxWx3 RGB, at its own size (what encodings and thumbnails need)."""
+        """The frame as HxWx3 RGB, upright, at its own size (what encodings and thumbnails need)."""
         if self._rgb is None:
-            self._rgb = self.frame.to_ndarray(format="rgb24")
+            self._rgb = self.upright(self.frame.to_ndarray(format="rgb24"))
         return self._rgb
 
     def gray(self, longest: int) -> tuple[np.ndarray, float]:
-        """The frame in grey, scaled by FFmpeg so its longest side is ``longest``, and the factor
-        to map its pixels back (HOG on grey costs ~4/5 of RGB and finds the same faces here)."""
+        """The frame in grey, upright, scaled by FFmpeg so its longest side is ``longest``, and the
+        factor to map its pixels back (HOG on grey costs ~4/5 of RGB and finds the same faces here)."""
         width, height = self.frame.width, self.frame.height
         factor = max(width, height) / longest
         size = max(1, round(width / factor)), max(1, round(height / factor))
-        return self.frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray(), factor
+        return self.upright(self.frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray()), factor
 
 
 def sampled_frames(container, stream, info: VideoInfo, limits: VideoLimits, every: float,
@@ -275,7 +290,8 @@ def frame_boxes(sample: Sample, detect_size: int) -> list[tuple[int, int, int, i
     gray, factor = sample.gray(detect_size)
     with DLIB_LOCK:
         boxes = face_library().face_locations(gray, number_of_times_to_upsample=0, model="hog")
-    return [scaled_box(box, factor, (sample.frame.height, sample.frame.width)) for box in boxes]
+    width, height = sample.size
+    return [scaled_box(box, factor, (height, width)) for box in boxes]
 
 
 # --- tracking -------------------------------------------------------------------------------
