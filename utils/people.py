@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import logging
 import re
@@ -393,8 +394,6 @@ class People:
         photos = []
         for upload in uploads:
             if upload.data.startswith(ZIP_MAGIC) or upload.name.lower().endswith(".zip"):
-                import io
-
                 photos += [(f"{upload.name}/{photo.name}", photo.data)
                            for photo in archive.iter_person_photos(io.BytesIO(upload.data), limits)]
             else:
