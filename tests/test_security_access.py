@@ -90,6 +90,9 @@ PROTECTED = [
     ("POST", "/train"), ("POST", "/tune"), ("GET", "/jobs"), ("GET", f"/jobs/{JOB_ID}"),
     ("GET", "/models"), ("GET", "/models/{model}"), ("POST", "/models/{model}/activate"),
     ("DELETE", "/models/{model}"),
+    ("GET", "/people"), ("GET", "/people/Madonna"), ("POST", "/people/Madonna/photos"),
+    ("DELETE", "/people/Madonna/photos/0123456789abcdef"), ("DELETE", "/people/Madonna"),
+    ("POST", "/people/Madonna/forget"), ("PATCH", "/people/Madonna"),
 ]
 WRONG = {
     "no header": None,
