@@ -35,6 +35,10 @@ MAX_HEADER_BYTES = 64 * 1024  # more than gunicorn's own limits (8 KB line, 100 
 SPOOL_MEMORY = 1 << 20
 MIN_BODY_RATE = 50_000  # bytes per second a long upload must average
 READ_CHUNK = 64 * 1024
+# A connection still being read counts as taking a thread for its first FRESH_GRACE seconds:
+# a request that arrives at once (most do) then goes to a worker with a free thread, as with
+# gthread; a slow one stops counting soon, so it cannot keep the worker from accepting.
+FRESH_GRACE = 0.05
 
 
 class ChunkedEnd:
@@ -82,6 +86,7 @@ class PendingRequest:
         self.chunked: ChunkedEnd | None = None
         self.deadline = header_deadline
         self.idle_deadline = header_deadline
+        self.accepted = time.monotonic()
         self.handshaking = isinstance(sock, ssl.SSLSocket)
         self.interim = b""  # e.g. "100 Continue", sent before the body is read
 
@@ -136,7 +141,18 @@ class BufferingWorker(ThreadWorker):
     def set_accept_enabled(self, enabled):
         # run() asks once per loop turn with nr_conns < worker_connections (free threads);
         # the front must have room too
-        super().set_accept_enabled(enabled and len(self.pending) < self.max_buffered)
+        super().set_accept_enabled(enabled and self.has_room())
+
+    def has_room(self) -> bool:
+        """Whether to accept another connection: the front is not full, and the threads plus
+        the connections accepted just now leave a thread free (see FRESH_GRACE)."""
+        now = time.monotonic()
+        fresh = sum(now - pending.accepted < FRESH_GRACE for pending in self.pending.values())
+        return len(self.pending) < self.max_buffered and self.nr_conns + fresh < self.worker_connections
+
+    def wait_for_and_dispatch_events(self, timeout):
+        # wake up when a fresh connection stops counting, to accept again (see has_room)
+        super().wait_for_and_dispatch_events(min(timeout, FRESH_GRACE) if self.pending else timeout)
 
     def accept(self, listener):
         try:
@@ -156,7 +172,7 @@ class BufferingWorker(ThreadWorker):
                 return
         self.start_reading(PendingRequest(client_sock, client_addr, listener.getsockname(),
                                           time.monotonic() + self.header_timeout))
-        if len(self.pending) >= self.max_buffered:
+        if not self.has_room():
             super().set_accept_enabled(False)
 
     def tls_context(self):

@@ -13,11 +13,19 @@ import time
 import pytest
 import requests
 
-from tests.support import envelope_of
+from tests.support import Server, envelope_of
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUTS = {"header_timeout": 2, "body_timeout": 2}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One real server (2 workers x 2 threads, as conf.json) with short read timeouts."""
+    started = Server(tmp_path_factory.mktemp("front"), config={"server": TIMEOUTS}).start()
+    yield started
+    started.stop()
 
 
 def slow_sockets(server, count: int) -> list[socket.socket]:
@@ -35,8 +43,7 @@ def slow_sockets(server, count: int) -> list[socket.socket]:
     return held
 
 
-def test_slow_clients_hold_no_thread_and_are_closed_after_the_timeout(server_factory):
-    server = server_factory(config={"server": TIMEOUTS})
+def test_slow_clients_hold_no_thread_and_are_closed_after_the_timeout(server):
     held = slow_sockets(server, 32)
     try:
         time.sleep(0.5)  # every slow request has reached a worker
@@ -57,9 +64,8 @@ def test_slow_clients_hold_no_thread_and_are_closed_after_the_timeout(server_fac
             connection.close()
 
 
-def test_a_client_that_trickles_its_head_is_closed_too(server_factory):
+def test_a_client_that_trickles_its_head_is_closed_too(server):
     """One byte a second never completes a head within header_timeout: closed, not waited for."""
-    server = server_factory(config={"server": TIMEOUTS})
     connection = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     began = time.monotonic()
     with connection:
@@ -78,9 +84,8 @@ def test_a_client_that_trickles_its_head_is_closed_too(server_factory):
     assert time.monotonic() - began < TIMEOUTS["header_timeout"] + 4
 
 
-def test_whole_requests_of_every_framing_pass_the_front(server_factory, faces):
+def test_whole_requests_of_every_framing_pass_the_front(server, faces):
     """Chunked bodies, Expect: 100-continue and a body sent after a pause all reach the app."""
-    server = server_factory(config={"server": TIMEOUTS})
     photo = (faces / "samples" / "obama.jpg").read_bytes()
     boundary = "front-test"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"o.jpg\"\r\n"
