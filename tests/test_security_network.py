@@ -17,12 +17,13 @@ from tests.support import Server, envelope_of
 
 pytestmark = pytest.mark.e2e
 
-TIMEOUTS = {"header_timeout": 2, "body_timeout": 2}
+TIMEOUTS = {"header_timeout": 2, "body_timeout": 2, "buffer_bytes": 1_000_000}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """One real server (2 workers x 2 threads, as conf.json) with short read timeouts."""
+    """One real server (2 workers x 2 threads, as conf.json) with short read timeouts and a
+    1 MB front buffer per worker."""
     started = Server(tmp_path_factory.mktemp("front"), config={"server": TIMEOUTS}).start()
     yield started
     started.stop()
@@ -118,3 +119,26 @@ def test_whole_requests_of_every_framing_pass_the_front(server, faces):
                 break
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
+def test_a_body_past_the_front_buffer_streams_to_a_thread_that_times_out_too(server, faces):
+    photo = (faces / "samples" / "obama.jpg").read_bytes()
+    padding = b"\0" * 1_200_000  # the request is larger than the worker's 1 MB buffer
+    answer = requests.post(server.url + "/encode", files={"file": ("o.jpg", photo), "pad": ("pad.bin", padding)},
+                           timeout=30)
+    assert len(envelope_of(answer, 200)["data"]) == 1
+    stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    with stalled:
+        stalled.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                        b"Content-Length: 2000000\r\n\r\n--b\r\n" + b"\0" * 10_000)
+        time.sleep(0.5)
+        began = time.monotonic()
+        assert envelope_of(requests.get(server.url + "/health", timeout=2), 200)["data"]["up"]
+        assert time.monotonic() - began < 2
+        stalled.settimeout(TIMEOUTS["body_timeout"] + 5)
+        try:
+            while stalled.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    assert time.monotonic() - began < TIMEOUTS["body_timeout"] + 4
