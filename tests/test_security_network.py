@@ -142,3 +142,41 @@ def test_a_body_past_the_front_buffer_streams_to_a_thread_that_times_out_too(ser
         except ConnectionResetError:
             pass
     assert time.monotonic() - began < TIMEOUTS["body_timeout"] + 4
+
+
+def test_slow_clients_over_tls_hold_no_thread_either(tmp_path):
+    """The TLS handshake runs in the front too: silent connections and half heads sent over TLS."""
+    import ssl
+
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    server = Server(tmp_path / "tls", config={"server": TIMEOUTS, "security": {"tls": True}})
+    server.url = server.url.replace("http://", "https://")
+    server.start()
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    held = []
+    try:
+        for number in range(16):
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            if number % 2:  # a TLS session whose request head never ends
+                raw = context.wrap_socket(raw)
+                raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+            held.append(raw)  # else: no ClientHello at all
+        time.sleep(0.5)
+        for _ in range(3):
+            began = time.monotonic()
+            assert envelope_of(requests.get(server.url + "/health", timeout=2, verify=False), 200)["data"]["up"]
+            assert time.monotonic() - began < 2
+        for connection in held:
+            connection.settimeout(TIMEOUTS["header_timeout"] + 5)
+            try:
+                while connection.recv(4096):
+                    pass
+            except (ConnectionResetError, ssl.SSLError):
+                pass
+    finally:
+        for connection in held:
+            connection.close()
+        server.stop()
