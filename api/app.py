@@ -95,8 +95,10 @@ def add_security_headers(app: Flask, *, tls: bool) -> None:
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if not request.path.startswith("/dashboard"):
             response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        # names, jobs, models: no shared or browser cache keeps an answer (views may say otherwise)
-        if response.mimetype == "application/json" or from_browser() or request.headers.get("Authorization"):
+        # names, jobs, models: no shared or browser cache keeps an answer (views may say otherwise);
+        # static files keep their caching
+        with_credentials = from_browser() or request.headers.get("Authorization")
+        if response.mimetype == "application/json" or response.mimetype == "text/html" and with_credentials:
             response.headers.setdefault("Cache-Control", "no-store")
         if tls:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")

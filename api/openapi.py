@@ -36,6 +36,8 @@ FACE = {"type": "object", "required": ["name", "confidence", "box"],
             "runner_up": {"type": ["string", "null"]}, "runner_up_distance": {"type": ["number", "null"]},
             "box": {"type": "object",
                     "properties": {side: {"type": "integer"} for side in ("top", "right", "bottom", "left")}}}}
+ANNOTATED = {"type": "object", "required": ["saved"], "description": "whether the annotated copy was written, and why not",
+             "properties": {"saved": {"type": "boolean"}, "reason": {"type": "string"}}}
 MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d{8}_\d{6}(_[1-9]\d{0,5})?$"}}
 NAME = {"name": "name", "in": "path", "required": True, "description": "a person's name (any case)",
         "schema": {"type": "string", "maxLength": 100}}
@@ -142,10 +144,11 @@ def specification() -> dict:
     predict = {"summary": "Recognise every face in a photo", "requestBody": _upload("a photo (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
                "responses": {"200": _answer("names and faces", _envelope(
                    {"type": "object", "additionalProperties": {"type": "number"}},
-                   faces={"type": "array", "items": FACE}, model={"type": "string"}, image_url={"type": "string"})),
+                   faces={"type": "array", "items": FACE}, model={"type": "string"}, image_url={"type": "string"},
+                   annotated=ANNOTATED)),
                    **_errors(400, 401, 413, 429, 503)}}
     train = {"summary": "Start a training job from a zip of person folders", "requestBody": _upload("a zip, one folder per person"),
-             "responses": {"202": _answer("the job"), **_errors(400, 401, 409, 413, 422, 429)}}
+             "responses": {"202": _answer("the job"), **_errors(400, 401, 409, 413, 422, 429, 507)}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "PyRecognizer", "version": "1.0.0",
@@ -165,7 +168,7 @@ def specification() -> dict:
                 "delete": {"summary": "Delete a model (not the active one)", "operationId": "deleteModel", "parameters": [MODEL_ID],
                            "responses": {"200": _answer("deleted"), **_errors(404, 409)}}},
             "/models/{model_id}/activate": {"post": {"summary": "Make a model active", "operationId": "activate", "parameters": [MODEL_ID],
-                                                     "responses": {"200": _answer("activated"), **_errors(404, 409)}}},
+                                                     "responses": {"200": _answer("activated"), **_errors(404, 409, 507)}}},
             "/uploads/{name}": {"get": {"summary": "An annotated image", "operationId": "upload",
                                         "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                                         "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}}, **_errors(404)}}},
@@ -214,7 +217,13 @@ def specification() -> dict:
                 "summary": "A video job: state, progress (frames decoded / total), the timeline when done",
                 "operationId": "videoJob", "parameters": [JOB_ID],
                 "responses": {"200": _answer("the job"), **_errors(401, 404)}}},
-            "/health": {"get": {"summary": "Liveness and the loaded model", "operationId": "health", "responses": {"200": _answer("up")}}},
+            "/health": {"get": {"summary": "Liveness, the loaded model and warnings (LOW_DISK_SPACE); the worker pid for "
+                                           "authorised callers", "operationId": "health", "responses": {"200": _answer("up", _envelope(
+                                               {"type": "object", "properties": {
+                                                   "up": {"type": "boolean"}, "model_loaded": {"type": "boolean"},
+                                                   "model": {"type": ["string", "null"]},
+                                                   "warnings": {"type": "array", "items": {"type": "string"}},
+                                                   "pid": {"type": "integer"}}}))}}},
             **compat_paths(),
         },
         "components": {"schemas": {"Envelope": _envelope()}},

@@ -12,7 +12,11 @@ then queues it for a thread, which finds the whole request already read. Headers
 within ``header_timeout`` seconds of the connection; a body may pause at most
 ``body_timeout`` seconds and must arrive within ``body_timeout`` plus one second per
 ``MIN_BODY_RATE`` bytes; past that the connection is answered 408 and closed. Bodies are held
-in memory up to ``SPOOL_MEMORY`` bytes, then in a temporary file. A worker accepts a new
+in memory up to ``SPOOL_MEMORY`` bytes, then in a temporary file, up to ``buffer_bytes``
+for all the requests of a worker: a body past that budget (large uploads arriving
+together) goes to a thread as it streams in, and there, as for every socket operation of a
+thread (writing an answer to a client that does not read included), a pause longer than
+``body_timeout`` ends the connection. A worker accepts a new
 connection while it has a free thread and room in its front, so a worker busy with
 predictions still leaves new connections to an idle one (as gthread without keep-alive did).
 TLS handshakes run in the front too.
@@ -35,6 +39,10 @@ MAX_HEADER_BYTES = 64 * 1024  # more than gunicorn's own limits (8 KB line, 100 
 SPOOL_MEMORY = 1 << 20
 MIN_BODY_RATE = 50_000  # bytes per second a long upload must average
 READ_CHUNK = 64 * 1024
+# A connection still being read counts as taking a thread for its first FRESH_GRACE seconds:
+# a request that arrives at once (most do) then goes to a worker with a free thread, as with
+# gthread; a slow one stops counting soon, so it cannot keep the worker from accepting.
+FRESH_GRACE = 0.05
 
 
 class ChunkedEnd:
@@ -80,10 +88,23 @@ class PendingRequest:
         self.body = None  # a spooled file once the headers are complete
         self.expected = None  # body bytes still due (Content-Length), None for chunked
         self.chunked: ChunkedEnd | None = None
+        self.reserved = 0  # bytes of the worker's buffer_bytes held for this body
         self.deadline = header_deadline
         self.idle_deadline = header_deadline
+        self.accepted = time.monotonic()
         self.handshaking = isinstance(sock, ssl.SSLSocket)
         self.interim = b""  # e.g. "100 Continue", sent before the body is read
+
+
+class FrontConn(TConn):
+    """gthread's connection, whose socket operations in a thread time out (``io_timeout``)."""
+
+    io_timeout = 30.0
+
+    def init(self):
+        # gthread's handle() makes the socket blocking, without a timeout, just before this
+        super().init()
+        self.sock.settimeout(self.io_timeout)
 
 
 class BufferedSource:
@@ -120,23 +141,38 @@ class BufferingWorker(ThreadWorker):
     header_timeout = 10.0
     body_timeout = 30.0
     max_buffered = 100
+    buffer_bytes = 256 << 20  # body bytes the front holds at once (memory and temporary files)
     max_body = 256 << 20  # a larger declared body goes straight to the app, which refuses it (413)
 
     @classmethod
-    def configured(cls, *, header_timeout: float, body_timeout: float, max_buffered: int, max_body: int):
+    def configured(cls, *, header_timeout: float, body_timeout: float, max_buffered: int, buffer_bytes: int,
+                   max_body: int):
         return type(cls.__name__, (cls,), {"header_timeout": header_timeout, "body_timeout": body_timeout,
-                                          "max_buffered": max_buffered, "max_body": max_body})
+                                          "max_buffered": max_buffered, "buffer_bytes": buffer_bytes,
+                                          "max_body": max_body})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pending: dict[int, PendingRequest] = {}
+        self.reserved = 0  # of buffer_bytes, by the pending requests
         self._tls_context = None
 
     # -- accepting -----------------------------------------------------------------------
     def set_accept_enabled(self, enabled):
         # run() asks once per loop turn with nr_conns < worker_connections (free threads);
         # the front must have room too
-        super().set_accept_enabled(enabled and len(self.pending) < self.max_buffered)
+        super().set_accept_enabled(enabled and self.has_room())
+
+    def has_room(self) -> bool:
+        """Whether to accept another connection: the front is not full, and the threads plus
+        the connections accepted just now leave a thread free (see FRESH_GRACE)."""
+        now = time.monotonic()
+        fresh = sum(now - pending.accepted < FRESH_GRACE for pending in self.pending.values())
+        return len(self.pending) < self.max_buffered and self.nr_conns + fresh < self.worker_connections
+
+    def wait_for_and_dispatch_events(self, timeout):
+        # wake up when a fresh connection stops counting, to accept again (see has_room)
+        super().wait_for_and_dispatch_events(min(timeout, FRESH_GRACE) if self.pending else timeout)
 
     def accept(self, listener):
         try:
@@ -156,7 +192,7 @@ class BufferingWorker(ThreadWorker):
                 return
         self.start_reading(PendingRequest(client_sock, client_addr, listener.getsockname(),
                                           time.monotonic() + self.header_timeout))
-        if len(self.pending) >= self.max_buffered:
+        if not self.has_room():
             super().set_accept_enabled(False)
 
     def tls_context(self):
@@ -220,6 +256,9 @@ class BufferingWorker(ThreadWorker):
                 if pending.expected is None or pending.expected < 0 or pending.expected > self.max_body:
                     pending.body.write(head + rest)  # malformed or too large: the parser or the app refuses it
                     return True
+                if not self.reserve(pending, pending.expected):
+                    pending.body.write(head + rest)  # over the budget: a thread reads the rest, with a timeout
+                    return True
             pending.deadline = now + self.body_timeout + (pending.expected or self.max_body) / MIN_BODY_RATE
             if b"100-continue" in b",".join(fields.get(b"expect", [])).lower():
                 head = self.without_expect(head)
@@ -234,10 +273,19 @@ class BufferingWorker(ThreadWorker):
         if pending.chunked is not None:
             pending.body.write(data)
             pending.chunked.feed(data)
-            return pending.chunked.done or pending.chunked.bad
+            over_budget = not self.reserve(pending, len(data))
+            return pending.chunked.done or pending.chunked.bad or over_budget
         pending.body.write(data)
         pending.expected -= len(data)
         return pending.expected <= 0
+
+    def reserve(self, pending: PendingRequest, size: int) -> bool:
+        """Hold ``size`` more bytes of the budget for ``pending``; False when they do not fit."""
+        if self.reserved + size > self.buffer_bytes:
+            return False
+        self.reserved += size
+        pending.reserved += size
+        return True
 
     @staticmethod
     def without_expect(head: bytes) -> bytes:
@@ -249,7 +297,8 @@ class BufferingWorker(ThreadWorker):
         """The request is whole: queue it for a thread, with the parser reading the buffer."""
         self.forget(pending)
         pending.body.seek(0)
-        conn = TConn(self.cfg, pending.sock, pending.client, pending.server)
+        conn = FrontConn(self.cfg, pending.sock, pending.client, pending.server)
+        conn.io_timeout = self.body_timeout
         conn.parser = http.get_parser(self.cfg, BufferedSource(pending.body, pending.sock), pending.client)
         conn.data_ready = True
         self.nr_conns += 1
@@ -257,6 +306,8 @@ class BufferingWorker(ThreadWorker):
 
     def forget(self, pending: PendingRequest) -> None:
         self.pending.pop(pending.sock.fileno(), None)
+        self.reserved -= pending.reserved
+        pending.reserved = 0
         try:
             self.poller.unregister(pending.sock)
         except (KeyError, ValueError, OSError):

@@ -36,7 +36,7 @@ class Server(BaseApplication):
         # gthread behind a front that reads each request whole before a thread takes it, so
         # slow or stalled clients hold no thread (api/worker.py)
         worker = BufferingWorker.configured(header_timeout=server.header_timeout, body_timeout=server.body_timeout,
-                                            max_buffered=server.max_buffered,
+                                            max_buffered=server.max_buffered, buffer_bytes=server.buffer_bytes,
                                             max_body=self.service_config.limits.max_content_length)
         settings = {
             "bind": f"{server.host}:{server.port}",

@@ -68,6 +68,7 @@ class Server:
     header_timeout: float = setting(min=0.1)  # seconds for a request's headers to arrive whole
     body_timeout: float = setting(min=0.1)  # seconds a body may pause (api/worker.py)
     max_buffered: int = setting(min=1)  # requests each worker reads at once before a thread takes them
+    buffer_bytes: int = setting(min=0)  # body bytes each worker holds for them; past it bodies stream to a thread
 
 
 @dataclass(frozen=True)

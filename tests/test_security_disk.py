@@ -222,3 +222,17 @@ def test_a_full_data_folder_keeps_predict_answering_and_refuses_training(small_d
     answer = envelope_of(server.post("/predict", auth=False, files={"file": ("obama.jpg", obama)}), 200)
     assert answer["annotated"] == {"saved": True} and server.get(answer["image_url"], auth=False).ok
     assert "UNIQUE constraint failed" not in server.log_path.read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_during_training_fails_the_job_by_name(small_disk, faces):
+    """What the 507 check at the door cannot see: the disk fills while the job runs."""
+    from utils.service import build_service
+
+    service = build_service(make_config(small_disk, limits={"min_free_disk": 0}, faces={"cache": False}),
+                            console_log=False)
+    filler = fill(small_disk)
+    os.truncate(filler, filler.stat().st_size - (16 << 10))  # room for the job's state file, not for a model
+    job = service.jobs.run_here("train", lambda progress: service.train(faces / "knn" / "train", progress=progress))
+    assert job["state"] == "failed" and job["error"]["code"] == "INSUFFICIENT_STORAGE", job["error"]
+    assert service.store.ids() == [] and partial_files(small_disk) == []

@@ -7,6 +7,7 @@ interrupted (e.g. SIGKILL) and is reported as failed.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -19,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from datastructure.errors import NotFound, PyRecognizerError, TrainingInProgress
+from datastructure.errors import InsufficientStorage, NotFound, PyRecognizerError, TrainingInProgress
 from datastructure.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -103,15 +104,28 @@ class JobRunner:
             self._update(job_id, state="failed", step="failed", finished=time.time(),
                          error={"code": exc.code, "description": exc.description, "data": exc.data})
             log.warning("job %s failed: %s %s", job_id, exc.code, exc.description)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self._crashed(job_id, exc)
+            else:
+                log.error("job %s: the disk is full", job_id)
+                try:
+                    self._update(job_id, state="failed", step="failed", finished=time.time(),
+                                 error={"code": InsufficientStorage.code, "data": None,
+                                        "description": "the disk filled up during training: no model was saved"})
+                except OSError:  # not even the job's state fits: the next start reads JOB_INTERRUPTED
+                    log.error("job %s: its failure could not be recorded either", job_id)
         except Exception as exc:  # a job must always end in a state a client can read
-            log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
-            self._update(job_id, state="failed", step="failed", finished=time.time(),
-                         error={"code": "INTERNAL_ERROR", "description": f"training crashed: {exc}",
-                                "data": None})
+            self._crashed(job_id, exc)
         finally:
             if cleanup:
                 cleanup()
             lock.close()
+
+    def _crashed(self, job_id: str, exc: Exception) -> None:
+        log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
+        self._update(job_id, state="failed", step="failed", finished=time.time(),
+                     error={"code": "INTERNAL_ERROR", "description": f"training crashed: {exc}", "data": None})
 
     # -- state on disk ---------------------------------------------------------------------
     def _path(self, job_id: str) -> Path:
