@@ -215,6 +215,8 @@ def test_a_full_data_folder_keeps_predict_answering_and_refuses_training(small_d
     archive = zipped(faces / "knn" / "train", tmp_path / "knn.zip").read_bytes()
     envelope_of(server.post("/train", files={"file": ("knn.zip", archive)}), 507, "INSUFFICIENT_STORAGE")
     envelope_of(server.post(f"/models/{model_id}/activate"), 507, "INSUFFICIENT_STORAGE")
+    envelope_of(server.post("/people/Ada/photos", files={"file": ("obama.jpg", obama)}), 507, "INSUFFICIENT_STORAGE")
+    assert [model["id"] for model in envelope_of(server.get("/models"), 200)["data"]] == [model_id]
     assert partial_files(small_disk) == [] and not list((small_disk / "dataset" / "tmp").iterdir())
 
     filler.unlink()

@@ -134,8 +134,10 @@ class People:
     """The people of the active model, and every change to them (see the module's docstring)."""
 
     def __init__(self, store: ModelStore, config: Config, paths: Paths | None = None, *,
-                 training_running: Callable[[], bool] = lambda: False):
+                 training_running: Callable[[], bool] = lambda: False,
+                 check_disk: Callable[[], None] = lambda: None):
         self.store = store
+        self.check_disk = check_disk  # raises InsufficientStorage: an enrolment adds data, an erasure must always run
         self.config = config
         self.paths = paths
         self.training_running = training_running  # a training job replaces the gallery: changes wait for it
@@ -165,6 +167,7 @@ class People:
         wait only for the save. Returns the new model, the photos added and those skipped.
         """
         name = checked_name(name)
+        self.check_disk()
         photos = self._photos(uploads)
         limit = int(self.config.limits.max_enrol_photos)
         if len(photos) > limit:

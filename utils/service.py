@@ -53,14 +53,15 @@ class Service:
     jobs: JobRunner
     predict_options: Options
     annotated: AnnotatedCopies
+    video_jobs: JobRunner
+    video_options: VideoOptions
+    video_limits: VideoLimits
 
     @property
     def people(self) -> People:
         """The people engine over this service's store (enrol, remove, rename, forget)."""
-        return People(self.store, self.config, self.paths, training_running=self.jobs.running)
-    video_jobs: JobRunner
-    video_options: VideoOptions
-    video_limits: VideoLimits
+        return People(self.store, self.config, self.paths, training_running=self.jobs.running,
+                      check_disk=lambda: self.require_free_disk("to enrol"))
 
     def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
         """Return the prediction envelope for one photo, with an annotated copy if ``save_annotated``."""
