@@ -15,7 +15,13 @@ several people, a known face sits much closer to its own. ``fit`` calibrates bot
 training encodings alone (leave-one-out: each photo against the others, and against everyone
 else with its whole person held out as a stranger): of the (threshold, ratio) pairs that let
 at most ``max_strangers`` of the simulated strangers through, it keeps the one that names the
-most photos right. Parameters set to numbers are kept as they are.
+most photos right. That choice is evidence, weighed against a prior (PRIOR_THRESHOLD,
+PRIOR_RATIO: what lets at most 1% of real strangers into random small galleries) by the
+number of simulated strangers n: the rule is (n x choice + PRIOR_PAIRS x prior) / (n +
+PRIOR_PAIRS). A small gallery's few held-out members are all look-alike candidates, and
+replacing the prior with their verdict picked the tightest ratio of the grid. Likewise the
+typical spread that scales are measured against leans on large galleries' (PRIOR_SPREAD) by
+the same weight. Parameters set to numbers are kept as they are.
 
 The confidence of a name is P(the name is right) = sigmoid(a + b * distance / scale + c *
 distance / runner_up_distance), with a, b, c fitted by logistic regression on the same
@@ -49,11 +55,13 @@ FALLBACK_THRESHOLD = 0.6   # face_recognition's tolerance: the threshold when no
 # The prior: the (threshold, ratio) that let at most 1% of real strangers (lfw/strangers) through
 # over random small galleries of LFW and web photos (bench/small.py, seed 0), and the number of
 # simulated strangers the leave-one-out evidence must have to weigh as much as it.
-PRIOR_THRESHOLD = 0.53
+PRIOR_THRESHOLD = 0.52
 PRIOR_RATIO = 0.90
 PRIOR_PAIRS = 200
+PRIOR_SPREAD = 0.3565  # the typical person's spread (median distance to their nearest twin photo) on lfw/people
 # Under PRIOR_PAIRS photos a person's spread is measured on a handful of photos: the threshold
-# scale is shrunk towards 1 (its square root).
+# scale is shrunk towards 1 (its square root; on bench/small.py the full scale let 1.4-2.3% of
+# strangers in, the square root 0.5-0.9%).
 SMALL_SCALE_EXPONENT = 0.5
 
 
@@ -148,7 +156,11 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         self._index(X, y)
         self.spread_, spread_figures = self._spreads()
-        self.scale_ = self._scales(self.spread_, spread_figures["typical"])
+        # a person's spread is measured against the typical spread of large galleries as much as
+        # against this gallery's: in a small gallery of web photos every person may spread wide
+        weight = evidence_weight(len(self.labels_))
+        spread_figures["typical_used"] = round(weight * spread_figures["typical"] + (1 - weight) * PRIOR_SPREAD, 4)
+        self.scale_ = self._scales(self.spread_, spread_figures["typical_used"])
         if len(self.labels_) < PRIOR_PAIRS:
             self.scale_ = self.scale_ ** SMALL_SCALE_EXPONENT
         self.calibration_ = {**self._calibration(), "spread": spread_figures}
