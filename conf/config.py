@@ -141,7 +141,7 @@ class Predict:
 class Verify:
     """/verify's decision."""
 
-    threshold: float | None = setting(min=0)  # None: api/verify.py's VERIFY_THRESHOLD
+    threshold: float | None = setting(min=0)  # None: utils/verification.py's VERIFY_THRESHOLD
 
 
 @dataclass(frozen=True)

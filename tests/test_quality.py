@@ -267,7 +267,7 @@ def test_verify_constants_match_lfw(lfw):
     """/verify's threshold and confidence mapping, re-fitted on the LFW training encodings."""
     from sklearn.linear_model import LogisticRegression
 
-    from api.verify import VERIFY_CONFIDENCE, VERIFY_THRESHOLD
+    from utils.verification import VERIFY_CONFIDENCE, VERIFY_THRESHOLD
     from datastructure.model_store import ModelStore
 
     result, _, _, data_dir, _ = lfw
