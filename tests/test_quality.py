@@ -241,6 +241,18 @@ def test_verify_uses_the_main_face_of_a_group_photo(bare_server, faces):
 
 
 @pytest.mark.e2e
+def test_verify_finds_the_face_hog_misses(bare_server, faces):
+    """celebrities/val/Ben Afflek/4.jpg has no face HOG finds (shared README): /verify's CNN
+    fallback finds it, and it is Ben Affleck, not Elton John."""
+    missed = faces / "celebrities" / "val" / "Ben Afflek" / "4.jpg"
+    same = verified(bare_server, missed, faces / "celebrities" / "train" / "Ben Afflek" / "2.jpg")
+    assert same.status_code == 200, same.text
+    assert same.json()["response"]["data"]["same"] is True
+    other = verified(bare_server, missed, faces / "celebrities" / "train" / "Elton John" / "1.jpg").json()
+    assert other["response"]["data"]["same"] is False
+
+
+@pytest.mark.e2e
 def test_verify_refuses_a_photo_without_a_face_or_a_missing_file(bare_server, faces):
     obama = faces / "samples" / "obama.jpg"
     answer = verified(bare_server, obama, faces / "samples" / "no_face_test.png")
