@@ -42,3 +42,20 @@ def test_small_galleries_meet_the_issue_targets(pool):
     assert ours["strangers_accepted_rate"] <= 0.02, ours
     # the plain recipe lets strangers in: the comparison means something
     assert plain["strangers_accepted"] > ours["strangers_accepted"]
+
+
+@pytest.mark.slow
+def test_a_small_gallery_predict_finds_the_face_hog_misses(trained, faces):
+    """celebrities/val/Ben Afflek/4.jpg has no face HOG finds (shared README): a model of 91
+    photos is a small gallery, so predict runs the CNN fallback and names him; a model pinned
+    to the cheap path (cnn_fallback_gallery_under 0) finds no face."""
+    from dataclasses import replace
+
+    from utils.recognition import prediction
+
+    service, _ = trained
+    photo = (faces / "celebrities" / "val" / "Ben Afflek" / "4.jpg").read_bytes()
+    answer = service.predict(photo, save_annotated=False)["response"]
+    assert answer["error"] is None and list(answer["data"]) == ["Ben Afflek"], answer
+    cheap = prediction(photo, service.active, replace(service.predict_options, cnn_fallback=False), None, 0)
+    assert cheap["response"]["error"] == "NO_FACE_FOUND"

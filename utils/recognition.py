@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -106,9 +107,22 @@ def saved_upload(folder: Path, data: bytes) -> str:
     return name
 
 
-def prediction(data: bytes, active: ActiveModel, options: Options, uploads: Path | None) -> dict:
-    """Return the prediction envelope for one photo; the annotated copy goes to ``uploads``."""
+def options_for(classifier, options: Options, gallery_under: int) -> Options:
+    """Return the predict pipeline for a model: ``options``, with the CNN detection fallback
+    (run only where HOG finds no face) when the model learned from fewer than
+    ``gallery_under`` photos. A small gallery's user uploads few photos and each one lost is
+    felt; a large gallery keeps the cheap path."""
+    if len(classifier.labels_) < gallery_under:
+        return replace(options, cnn_fallback=True)
+    return options
+
+
+def prediction(data: bytes, active: ActiveModel, options: Options, uploads: Path | None,
+               gallery_under: int = 0) -> dict:
+    """Return the prediction envelope for one photo; the annotated copy goes to ``uploads``;
+    ``gallery_under``: see ``options_for``."""
     model = active.current()
+    options = options_for(model.classifier, options, gallery_under)
     image = decoded(data, options)
     faces = faces_in(image, options)
     if not faces:

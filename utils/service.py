@@ -51,7 +51,8 @@ class Service:
 
     def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
         """Return the prediction envelope for one photo."""
-        return prediction(data, self.active, self.predict_options, self.paths.annotated if save_annotated else None)
+        return prediction(data, self.active, self.predict_options, self.paths.annotated if save_annotated else None,
+                          self.config.faces.cnn_fallback_gallery_under)
 
     def train(self, source, *, tune: bool = False, progress=lambda *_: None, source_name: str | None = None) -> dict:
         """Train or tune on a zip or folder, save the model and make it active."""
