@@ -85,17 +85,25 @@ def calibrated_threshold(values, same) -> float:
 
 
 def pipeline_figures(calibration, fold, options, cache) -> dict:
-    encodings, cpu_per_photo = encoded([p for a, b, _ in calibration + fold for p in (a, b)], options, cache)
+    """Accuracy on the fold at /verify's threshold and at the calibrated one; the CPU a pair
+    costs, measured by encoding the fold's photos again without the cache."""
+    from utils.verification import VERIFY_THRESHOLD
+
+    encodings, _ = encoded([p for a, b, _ in calibration + fold for p in (a, b)], options, cache)
     c_values, c_same = distances(calibration, encodings)
     f_values, f_same = distances(fold, encodings)
     threshold = calibrated_threshold(c_values, c_same)
-    return {"pipeline": options.signature(), "threshold": threshold,
-            "fold_accuracy": accuracy(f_values, f_same, threshold), "fold_accuracy_at_0.6": accuracy(f_values, f_same, 0.6),
-            "no_face_pairs": int(np.isinf(f_values).sum()), "cpu_per_photo": round(cpu_per_photo, 4)}
+    fold_photos = [p for a, b, _ in fold for p in (a, b)]
+    _, cpu_per_photo = encoded(fold_photos, options, None)
+    return {"pipeline": options.signature(), "calibrated_threshold": threshold,
+            "fold_accuracy_calibrated": accuracy(f_values, f_same, threshold),
+            "verify_threshold": VERIFY_THRESHOLD, "fold_accuracy": accuracy(f_values, f_same, VERIFY_THRESHOLD),
+            "no_face_pairs": int(np.isinf(f_values).sum()),
+            "cpu_per_pair": round(cpu_per_photo * len(set(fold_photos)) / len(fold), 4)}
 
 
 def verify_section(faces: Path, workdir: Path, cache: Path | None = None, say=lambda message: None, variants=None):
-    """The bench section: (rows, details). Cache misses pay the encoding (CPU per photo)."""
+    """The bench section: (rows, details)."""
     from utils.faces import Options
     from utils.verification import verification_options
 
@@ -110,10 +118,12 @@ def verify_section(faces: Path, workdir: Path, cache: Path | None = None, say=la
         details[name] = pipeline_figures(calibration, fold, options, cache)
     old, new = details["predict pipeline (old /verify)"], details["/verify pipeline"]
     rows = [
-        Row("verify: LFW-style fold (600 pairs) accuracy, old at 0.6 vs /verify", old["fold_accuracy_at_0.6"],
+        Row("verify: LFW-style fold (600 pairs) accuracy, old vs /verify", old["fold_accuracy"],
             new["fold_accuracy"], target=">= 0.990", met=new["fold_accuracy"] >= 0.990, digits=4),
-        Row("verify: CPU s per photo encoded, old vs /verify", old["cpu_per_photo"], new["cpu_per_photo"],
-            ratio=new["cpu_per_photo"] / old["cpu_per_photo"] if old["cpu_per_photo"] else None, digits=4),
+        Row("verify: ... at the threshold calibrated on the other half", old["fold_accuracy_calibrated"],
+            new["fold_accuracy_calibrated"], digits=4),
+        Row("verify: CPU s per pair (fold, uncached), old vs /verify", old["cpu_per_pair"], new["cpu_per_pair"],
+            ratio=new["cpu_per_pair"] / old["cpu_per_pair"] if old["cpu_per_pair"] else None, digits=4),
     ]
     return rows, details
 
