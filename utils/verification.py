@@ -12,6 +12,8 @@
 
 Unlike /predict, a verification is two photos and one question, so it affords the CNN
 fallback for photos where HOG found no face (see bench/verify.py for what each lever buys).
+dlib's ``num_jitters`` would add half a point on LFW pairs, but its jitters are random: the
+same photo twice comes out ~0.1 apart, and an answer must not change between two requests.
 """
 from __future__ import annotations
 
