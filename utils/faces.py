@@ -47,7 +47,9 @@ class Options:
     cnn_fallback: bool = False
     cnn_size: int = 640
     max_pixels: int = 40_000_000
-    jitters: int = 1        # dlib's num_jitters: encodings averaged over this many jittered crops
+    # dlib's num_jitters: the encoding averaged over this many jittered crops. dlib draws them
+    # at random, so above 1 one photo's encoding changes from call to call (bench/verify.py only)
+    jitters: int = 1
 
     @classmethod
     def from_config(cls, faces, limits, *, training: bool) -> "Options":
