@@ -43,13 +43,14 @@ from werkzeug.exceptions import HTTPException
 from api.auth import credentials, is_authorized
 from api.context import current_service
 from api.limits import limit
-from api.verify import face_distance, faces_of, main_face, same_probability
+from api.verify import faces_of
 from datastructure.classifier import UNKNOWN
 from datastructure.errors import (DatasetNotValid, FileNotValid, ImageTooLarge, MissingFile, ModelsBusy, NotFound,
                                   PyRecognizerError, TooManyPhotos, TrainingInProgress)
 from datastructure.names import checked_name
 from utils.faces import Face
 from utils.people import Upload, photo_id
+from utils.verification import central_face, face_distance, same_probability
 
 blueprint = Blueprint("compreface", __name__, url_prefix="/api/v1")
 
@@ -247,7 +248,7 @@ def verify():
     target_faces, _ = faces_of(photo("target_image"))
     if not source_faces or not target_faces:
         raise no_face()
-    source = main_face(source_faces, source_image)
+    source = central_face(source_faces, source_image)
     matches = [described(face, options, started, similarity=round(same_probability(face_distance(source, face)), 5))
                for face, _ in largest_first([(face, None) for face in target_faces], options["limit"])]
     return results([{"source_image_face": described(source, options, started), "face_matches": matches}], options)

@@ -36,10 +36,11 @@ from werkzeug.exceptions import HTTPException
 from api.auth import credentials, is_authorized
 from api.context import current_service
 from api.limits import limit
-from api.verify import face_distance, faces_of, main_face, same_probability
+from api.verify import faces_of
 from datastructure.classifier import UNKNOWN
 from datastructure.errors import DatasetNotValid, MissingFile, NotFound, PyRecognizerError
 from utils.people import Upload
+from utils.verification import central_face, face_distance, same_probability
 
 blueprint = Blueprint("deepstack", __name__, url_prefix="/v1/vision")
 
@@ -158,7 +159,7 @@ def match():
         faces, image = faces_of(image_bytes(field))
         if not faces:
             raise DeepStackError("No face found in one or both images")
-        chosen.append(main_face(faces, image))
+        chosen.append(central_face(faces, image))
     similarity = same_probability(face_distance(*chosen))
     return answer({"similarity": round(similarity, 4), "duration": 0})
 

@@ -5,6 +5,8 @@
     python -m bench --only predict,serve    some sections only
     python -m bench --photos 1000           training figures on a stratified 1,000 photos
     python -m bench --only people           enrolment into 3,000 / 30,000 photos, storage, stranger budget
+    python -m bench --only small --draws 50 small galleries: our rule against the plain recipe
+    python -m bench --only verify           /verify's pipeline against the old one on LFW-style pairs
 
 Progress goes to stderr; stdout holds the header and the table. The exit status is 1 when a
 section could not run, 0 otherwise (a missed target is a figure, not a failure).
@@ -25,23 +27,24 @@ from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
 
-SECTIONS = ("predict", "train", "serve", "people", "video")
+SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
 PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200), "plain_photos": (150, 60),
-           "requests": (500, 120), "requests_one": (200, 60)}
+           "requests": (500, 120), "requests_one": (200, 60), "draws": (50, 10)}
 
 
 def arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~1-minute run with smaller counts")
-    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: predict,train,serve,people,video")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: predict,train,serve,people,video,small,verify")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
     parser.add_argument("--single-photos", type=int, help="photos for the 1-worker run (default 400; quick 200)")
     parser.add_argument("--plain-photos", type=int, help="photos for the plain recipe's CPU/photo (150; quick 60)")
     parser.add_argument("--rounds", type=int, help="predict rounds per photo (default 3; quick 1)")
     parser.add_argument("--requests", type=int, help="POST /predict from 4 clients (default 500; quick 120)")
     parser.add_argument("--requests-one", type=int, help="POST /predict from 1 client (default 200; quick 60)")
+    parser.add_argument("--draws", type=int, help="small galleries drawn (default 50; quick 10)")
     parser.add_argument("--server-threads", type=int, help="override server.threads for the serve section")
     parser.add_argument("--faces", help="the shared photo folder (default $PYRECOGNIZER_FACES or ../shared/faces)")
     parser.add_argument("--json", default=str(RESULTS), help=f"where to write the results (default {RESULTS})")
@@ -182,6 +185,16 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.video import video_section
 
         return video_section(workdir, rounds=args.rounds, say=say)
+
+    if name == "small":
+        from bench.small import small_section
+
+        # encodings kept in the project's own cache (dataset/cache, by content): later runs skip encoding
+        return small_section(faces, workdir, args.draws, cache=ROOT / "dataset" / "cache", say=say)
+    if name == "verify":
+        from bench.verify import verify_section
+
+        return verify_section(faces, workdir, cache=ROOT / "dataset" / "cache", say=say)
     from bench.serve import serve_section
 
     return serve_section(faces, workdir, args.requests, args.requests_one, args.server_threads, say=say)

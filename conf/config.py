@@ -99,6 +99,9 @@ class Faces:
     upsample_fallback: bool
     cnn_fallback_train: bool
     cnn_fallback_predict: bool
+    # predict runs the CNN fallback anyway when the active model has fewer training photos than
+    # this (a family's or small office's gallery: few photos, each one matters); 0: never
+    cnn_fallback_gallery_under: int = setting(min=0)
     cnn_size: int = setting(min=1)
     workers: int = setting(min=0)  # 0: one per core
     cache: bool
@@ -175,7 +178,7 @@ class Video:
 class Verify:
     """/verify's decision."""
 
-    threshold: float | None = setting(min=0)  # None: api/verify.py's VERIFY_THRESHOLD
+    threshold: float | None = setting(min=0)  # None: utils/verification.py's VERIFY_THRESHOLD
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,13 @@ several people, a known face sits much closer to its own. ``fit`` calibrates bot
 training encodings alone (leave-one-out: each photo against the others, and against everyone
 else with its whole person held out as a stranger): of the (threshold, ratio) pairs that let
 at most ``max_strangers`` of the simulated strangers through, it keeps the one that names the
-most photos right. Parameters set to numbers are kept as they are.
+most photos right. That choice is evidence, weighed against a prior (PRIOR_THRESHOLD,
+PRIOR_RATIO: what lets at most 1% of real strangers into random small galleries) by the
+number of simulated strangers n: the rule is (n x choice + PRIOR_PAIRS x prior) / (n +
+PRIOR_PAIRS). A small gallery's few held-out members are all look-alike candidates, and
+replacing the prior with their verdict picked the tightest ratio of the grid. Likewise the
+typical spread that scales are measured against leans on large galleries' (PRIOR_SPREAD) by
+the same weight. Parameters set to numbers are kept as they are.
 
 The confidence of a name is P(the name is right) = sigmoid(a + b * distance / scale + c *
 distance / runner_up_distance), with a, b, c fitted by logistic regression on the same
@@ -45,10 +51,18 @@ SPREAD_QUERIES = 64         # photos per person measured for the person's spread
 SPREAD_SHRINKAGE = 5        # a person's spread counts as this many photos of the typical spread more
 SCALE_LIMITS = (0.7, 1.4)
 MIN_CONFIDENCE_CASES = 10  # wrong and right accepted matches needed to fit on accepted matches alone
-# Fewer simulated strangers than this cannot tell 1% from 0%: the threshold then stays at the
-# classic 0.6 of face_recognition (FALLBACK_THRESHOLD) and only the ratio is calibrated (small galleries).
-MIN_STRANGER_PAIRS = 200
-FALLBACK_THRESHOLD = 0.6   # face_recognition's tolerance: the threshold when it cannot be calibrated
+FALLBACK_THRESHOLD = 0.6   # face_recognition's tolerance: the threshold when nothing can be calibrated
+# The prior: the (threshold, ratio) that let at most 1% of real strangers (lfw/strangers) through
+# over random small galleries of LFW and web photos (bench/small.py, seed 0), and the number of
+# simulated strangers the leave-one-out evidence must have to weigh as much as it.
+PRIOR_THRESHOLD = 0.52
+PRIOR_RATIO = 0.90
+PRIOR_PAIRS = 200
+PRIOR_SPREAD = 0.3565  # the typical person's spread (median distance to their nearest twin photo) on lfw/people
+# Under PRIOR_PAIRS photos a person's spread is measured on a handful of photos: the threshold
+# scale is shrunk towards 1 (its square root; on bench/small.py the full scale let 1.4-2.3% of
+# strangers in, the square root 0.5-0.9%).
+SMALL_SCALE_EXPONENT = 0.5
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,6 +81,11 @@ class Decision:
     candidate: str            # the person the vote chose, even when the face stays unknown
     runner_up: str | None
     runner_up_distance: float | None
+
+
+def evidence_weight(pairs: int) -> float:
+    """The share of the leave-one-out choice in the rule: pairs / (pairs + PRIOR_PAIRS)."""
+    return pairs / (pairs + PRIOR_PAIRS)
 
 
 def sigmoid(value):
@@ -137,7 +156,13 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         self._index(X, y)
         self.spread_, spread_figures = self._spreads()
-        self.scale_ = self._scales(self.spread_, spread_figures["typical"])
+        # a person's spread is measured against the typical spread of large galleries as much as
+        # against this gallery's: in a small gallery of web photos every person may spread wide
+        weight = evidence_weight(len(self.labels_))
+        spread_figures["typical_used"] = round(weight * spread_figures["typical"] + (1 - weight) * PRIOR_SPREAD, 4)
+        self.scale_ = self._scales(self.spread_, spread_figures["typical_used"])
+        if len(self.labels_) < PRIOR_PAIRS:
+            self.scale_ = self.scale_ ** SMALL_SCALE_EXPONENT
         self.calibration_ = {**self._calibration(), "spread": spread_figures}
         self.threshold_ = self.calibration_["threshold"]
         self.ratio_ = self.calibration_["ratio"]
@@ -277,14 +302,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
                     "confidence": list(DEFAULT_CONFIDENCE), "calibrated": False,
                     "reason": "needs two people and a person with two photos"}
         genuine, strangers = pairs
-        few = len(strangers[0]) < MIN_STRANGER_PAIRS
-        if fixed_threshold is not None:
-            thresholds, threshold_source = np.array([fixed_threshold]), "pinned"
-        elif few:
-            thresholds, threshold_source = np.array([FALLBACK_THRESHOLD]), \
-                f"default: fewer than {MIN_STRANGER_PAIRS} simulated strangers to calibrate it"
-        else:
-            thresholds, threshold_source = THRESHOLDS, "calibrated"
+        thresholds = np.array([fixed_threshold]) if fixed_threshold is not None else THRESHOLDS
         ratios = np.array([fixed_ratio] if fixed_ratio is not None else RATIOS)
         g_distance, g_runner, g_right, g_scale = genuine
         s_distance, s_runner, s_scale = strangers
@@ -301,17 +319,31 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         else:  # outside it, let the fewest strangers in
             key = -stranger_rate + 1e-6 * recognised
         row, column = np.unravel_index(int(np.argmax(key)), key.shape)
-        threshold, ratio = float(thresholds[row]), float(ratios[column])
+        # The leave-one-out choice is the evidence; the prior, what galleries in general need.
+        # Few simulated strangers (a small gallery: its few held-out members are all look-alike
+        # candidates) say little, so the choice shrinks towards the prior by their number.
+        weight = evidence_weight(len(s_distance))
+        threshold = fixed_threshold if fixed_threshold is not None else \
+            round(weight * float(thresholds[row]) + (1 - weight) * PRIOR_THRESHOLD, 4)
+        ratio = fixed_ratio if fixed_ratio is not None else \
+            round(weight * float(ratios[column]) + (1 - weight) * PRIOR_RATIO, 4)
+        g_kept = accepted(g_distance, g_runner, threshold * g_scale, ratio)
+        s_kept = accepted(s_distance, s_runner, threshold * s_scale, ratio)
         confidence, confidence_fit = self._fitted_confidence(genuine, strangers, threshold, ratio)
+        source = "pinned" if fixed_threshold is not None else "calibrated"
         return {"threshold": threshold, "ratio": ratio, "confidence": confidence,
                 "confidence_fit": confidence_fit, "calibrated": True,
                 "max_strangers": self.max_strangers,
-                "recognised": round(float(recognised[row, column]), 4),
-                "strangers_accepted": round(float(stranger_rate[row, column]), 4),
-                "wrong": round(float(np.mean(accepted(g_distance, g_runner, threshold * g_scale, ratio) & ~g_right)), 4),
+                "recognised": round(float(np.mean(g_kept & g_right)), 4),
+                "strangers_accepted": round(float(np.mean(s_kept)), 4),
+                "wrong": round(float(np.mean(g_kept & ~g_right)), 4),
+                "evidence": {"threshold": float(thresholds[row]), "ratio": float(ratios[column]),
+                             "weight": round(weight, 4), "recognised": round(float(recognised[row, column]), 4),
+                             "strangers_accepted": round(float(stranger_rate[row, column]), 4)},
+                "prior": {"threshold": PRIOR_THRESHOLD, "ratio": PRIOR_RATIO, "pairs": PRIOR_PAIRS},
                 "genuine_pairs": int(len(g_distance)), "stranger_pairs": int(len(s_distance)),
-                "threshold_source": threshold_source, "ratio_source": "pinned" if fixed_ratio is not None else "calibrated",
-                # the figures behind the choice: [value, recognised, strangers accepted] with the other parameter fixed
+                "threshold_source": source, "ratio_source": "pinned" if fixed_ratio is not None else "calibrated",
+                # the leave-one-out figures behind the evidence: [value, recognised, strangers accepted] with the other parameter fixed
                 "curve": {"ratio": [[float(value), round(float(recognised[row, i]), 4), round(float(stranger_rate[row, i]), 4)]
                                     for i, value in enumerate(ratios)],
                           "threshold": [[float(value), round(float(recognised[i, column]), 4),

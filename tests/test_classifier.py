@@ -101,10 +101,21 @@ def test_calibration_keeps_simulated_strangers_under_the_budget():
     assert model.state()["calibration_"] == calibration
 
 
-def test_small_galleries_keep_the_classic_threshold_and_pins_are_kept():
+def test_small_galleries_lean_on_the_prior_and_pins_are_kept():
+    from datastructure.classifier import PRIOR_PAIRS, PRIOR_RATIO, PRIOR_THRESHOLD
+
     X, y, _ = clusters(5, 8)  # 40 simulated strangers cannot tell 1% from 0%
     model = FaceClassifier().fit(X, y)
-    assert model.threshold_ == 0.6 and model.calibration_["threshold_source"].startswith("default")
+    evidence = model.calibration_["evidence"]
+    assert evidence["weight"] == pytest.approx(40 / (40 + PRIOR_PAIRS), abs=1e-4)
+    # the rule sits between the prior and the leave-one-out choice, nearer the prior
+    for name, prior in (("threshold", PRIOR_THRESHOLD), ("ratio", PRIOR_RATIO)):
+        value = getattr(model, f"{name}_")
+        assert value == pytest.approx(evidence["weight"] * evidence[name] + (1 - evidence["weight"]) * prior, abs=1e-4)
+        assert abs(value - prior) <= abs(value - evidence[name]) or value == pytest.approx(prior, abs=1e-4)
+    # a large gallery is ruled by its own evidence
+    big = FaceClassifier().fit(*clusters(40, 8)[:2])
+    assert big.calibration_["evidence"]["weight"] > 0.6
     pinned = FaceClassifier(threshold=0.5, ratio=0.9).fit(*clusters(40, 8)[:2])
     assert (pinned.threshold_, pinned.ratio_) == (0.5, 0.9)
     assert pinned.calibration_["threshold_source"] == pinned.calibration_["ratio_source"] == "pinned"

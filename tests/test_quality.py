@@ -129,7 +129,11 @@ def test_calibration_is_stored_in_model_json(lfw):
     metadata = json.loads((data_dir / "dataset" / "model" / result["model"] / "model.json").read_text())
     calibration = metadata["calibration"]
     assert calibration["calibrated"] is True
-    assert calibration["strangers_accepted"] <= 0.01 and calibration["recognised"] > 0.9
+    # the leave-one-out evidence keeps to the 1% budget; the rule, shrunk towards the prior by
+    # 9% here, may let a little more of the simulated strangers in (real ones: see the LFW test)
+    evidence = calibration["evidence"]
+    assert evidence["strangers_accepted"] <= 0.01 and evidence["weight"] > 0.85
+    assert calibration["strangers_accepted"] <= 0.015 and calibration["recognised"] > 0.9
     assert {"threshold", "ratio", "confidence", "genuine_pairs", "stranger_pairs"} <= set(calibration)
     assert response["data"]["rule"]["ratio"] == metadata["ratio"] == calibration["ratio"]
 
@@ -241,6 +245,18 @@ def test_verify_uses_the_main_face_of_a_group_photo(bare_server, faces):
 
 
 @pytest.mark.e2e
+def test_verify_finds_the_face_hog_misses(bare_server, faces):
+    """celebrities/val/Ben Afflek/4.jpg has no face HOG finds (shared README): /verify's CNN
+    fallback finds it, and it is Ben Affleck, not Elton John."""
+    missed = faces / "celebrities" / "val" / "Ben Afflek" / "4.jpg"
+    same = verified(bare_server, missed, faces / "celebrities" / "train" / "Ben Afflek" / "2.jpg")
+    assert same.status_code == 200, same.text
+    assert same.json()["response"]["data"]["same"] is True
+    other = verified(bare_server, missed, faces / "celebrities" / "train" / "Elton John" / "1.jpg").json()
+    assert other["response"]["data"]["same"] is False
+
+
+@pytest.mark.e2e
 def test_verify_refuses_a_photo_without_a_face_or_a_missing_file(bare_server, faces):
     obama = faces / "samples" / "obama.jpg"
     answer = verified(bare_server, obama, faces / "samples" / "no_face_test.png")
@@ -267,7 +283,7 @@ def test_verify_constants_match_lfw(lfw):
     """/verify's threshold and confidence mapping, re-fitted on the LFW training encodings."""
     from sklearn.linear_model import LogisticRegression
 
-    from api.verify import VERIFY_CONFIDENCE, VERIFY_THRESHOLD
+    from utils.verification import VERIFY_CONFIDENCE, VERIFY_THRESHOLD
     from datastructure.model_store import ModelStore
 
     result, _, _, data_dir, _ = lfw

@@ -31,6 +31,7 @@ import numpy as np
 
 from datastructure.classifier import UNKNOWN, FaceClassifier, accepted
 from utils.plots import plot
+from utils.recognition import options_for
 from utils.samples import ProgressCallback, Sample, dataset_samples, folder_samples
 
 log = logging.getLogger(__name__)
@@ -336,7 +337,8 @@ def run(service, dataset, *, strangers=None, model_id: str | None = None, baseli
         raise ClassifierNotLoaded("no model to evaluate: train one first, or name one with --model")
     model = service.store.load(model_id)
     cache = service.paths.cache if service.config.faces.cache else None
-    options = service.predict_options
+    # the photos go through the pipeline predict would run for this model
+    options = options_for(model.classifier, service.predict_options, service.config.faces.cnn_fallback_gallery_under)
     samples = dataset_samples(dataset, service.config, options, cache, progress)
     others = folder_samples(strangers, service.config, options, cache, progress) if strangers else []
     figures = {"model": model.id, "dataset": str(dataset), "strangers_source": str(strangers) if strangers else None,

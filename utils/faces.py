@@ -41,6 +41,9 @@ class Options:
     cnn_fallback: bool = False
     cnn_size: int = 640
     max_pixels: int = 40_000_000
+    # dlib's num_jitters: the encoding averaged over this many jittered crops. dlib draws them
+    # at random, so above 1 one photo's encoding changes from call to call (bench/verify.py only)
+    jitters: int = 1
 
     @classmethod
     def from_config(cls, faces, limits, *, training: bool) -> "Options":
@@ -57,7 +60,7 @@ class Options:
     def signature(self) -> str:
         """Return a key naming everything that changes what this pipeline outputs."""
         return (f"v{PIPELINE_VERSION}-d{self.detect_size}-s{self.decode_size}-u{int(self.upsample_fallback)}"
-                f"-c{int(self.cnn_fallback)}{self.cnn_size}")
+                f"-c{int(self.cnn_fallback)}{self.cnn_size}" + (f"-j{self.jitters}" if self.jitters != 1 else ""))
 
 
 @dataclass(frozen=True)
@@ -159,18 +162,19 @@ def face_locations(array: np.ndarray, options: Options = Options()) -> list[tupl
     return boxes
 
 
-def face_encodings(array: np.ndarray, boxes) -> np.ndarray:
-    """Return one 128-d encoding per box, as an (n, 128) float64 array."""
+def face_encodings(array: np.ndarray, boxes, jitters: int = 1) -> np.ndarray:
+    """Return one 128-d encoding per box, as an (n, 128) float64 array (``jitters``: see Options)."""
     if not boxes:
         return np.empty((0, 128))
     with DLIB_LOCK:
-        return np.asarray(face_library().face_encodings(array, known_face_locations=list(boxes)))
+        return np.asarray(face_library().face_encodings(array, known_face_locations=list(boxes),
+                                                        num_jitters=jitters))
 
 
 def faces_in(image: DecodedImage, options: Options = Options()) -> list[Face]:
     """Return every face in a decoded photo, boxes in the original photo's pixels."""
     boxes = face_locations(image.array, options)
-    encodings = face_encodings(image.array, boxes)
+    encodings = face_encodings(image.array, boxes, options.jitters)
     return [Face(scaled_box(box, image.scale, (image.original_size[1], image.original_size[0])), encoding)
             for box, encoding in zip(boxes, encodings)]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -131,22 +132,34 @@ def saved_copy(copies: AnnotatedCopies | None, image: DecodedImage, reports: lis
         return "", {"saved": False, "reason": f"the annotated copy could not be written: {exc.strerror or 'I/O error'}"}
 
 
-def recognised(data: bytes, active: ActiveModel, options: Options):
+def options_for(classifier, options: Options, gallery_under: int) -> Options:
+    """Return the predict pipeline for a model: ``options``, with the CNN detection fallback
+    (run only where HOG finds no face) when the model learned from fewer than
+    ``gallery_under`` photos. A small gallery's user uploads few photos and each one lost is
+    felt; a large gallery keeps the cheap path."""
+    if len(classifier.labels_) < gallery_under:
+        return replace(options, cnn_fallback=True)
+    return options
+
+
+def recognised(data: bytes, active: ActiveModel, options: Options, gallery_under: int = 0):
     """Return (model, decoded photo, faces, one Decision per face) for one photo;
-    ClassifierNotLoaded when there is no model yet."""
+    ClassifierNotLoaded when there is no model yet. ``gallery_under``: see ``options_for``."""
     model = active.current()
+    options = options_for(model.classifier, options, gallery_under)
     image = decoded(data, options)
     faces = faces_in(image, options)
     decisions = model.classifier.decisions(np.array([face.encoding for face in faces])) if faces else []
     return model, image, faces, decisions
 
 
-def faces_and_decisions(data: bytes, active: ActiveModel, options: Options) -> list[tuple[Face, Decision | None]]:
+def faces_and_decisions(data: bytes, active: ActiveModel, options: Options,
+                        gallery_under: int = 0) -> list[tuple[Face, Decision | None]]:
     """Return every face of one photo with the active model's decision, None for every face
     while no model exists (nobody is enrolled yet: every face is unknown). The DeepStack and
     CompreFace APIs answer so before the first enrolment, where /predict answers 503."""
     try:
-        _, _, faces, decisions = recognised(data, active, options)
+        _, _, faces, decisions = recognised(data, active, options, gallery_under)
     except ClassifierNotLoaded:
         faces = faces_in(decoded(data, options), options)
         decisions = [None] * len(faces)
@@ -154,9 +167,10 @@ def faces_and_decisions(data: bytes, active: ActiveModel, options: Options) -> l
 
 
 def prediction(data: bytes, active: ActiveModel, options: Options, copies: AnnotatedCopies | None,
-               max_side: int = 1024) -> dict:
-    """Return the prediction envelope for one photo; the annotated copy goes to ``copies`` (None: no copy)."""
-    model, image, faces, decisions = recognised(data, active, options)
+               max_side: int = 1024, gallery_under: int = 0) -> dict:
+    """Return the prediction envelope for one photo; the annotated copy goes to ``copies`` (None:
+    no copy); ``gallery_under``: see ``options_for``."""
+    model, image, faces, decisions = recognised(data, active, options, gallery_under)
     if not faces:
         return envelope({}, description="no face found in the photo", error="NO_FACE_FOUND",
                         faces=[], model=model.id, annotated={"saved": False, "reason": "no face found"})

@@ -66,7 +66,7 @@ class Service:
     def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
         """Return the prediction envelope for one photo, with an annotated copy if ``save_annotated``."""
         return prediction(data, self.active, self.predict_options, self.annotated if save_annotated else None,
-                          self.config.annotated.max_side)
+                          self.config.annotated.max_side, self.config.faces.cnn_fallback_gallery_under)
 
     def free_disk(self) -> int:
         """Return the bytes free for the data folder."""
@@ -84,7 +84,8 @@ class Service:
 
     def faces_and_decisions(self, data: bytes) -> list:
         """Return every face of one photo with the active model's Decision (None before any model)."""
-        return faces_and_decisions(data, self.active, self.predict_options)
+        return faces_and_decisions(data, self.active, self.predict_options,
+                                   self.config.faces.cnn_fallback_gallery_under)
 
     def video_info(self, path: Path) -> VideoInfo:
         """Return a video's header once it is checked (format, video stream, caps): bad ones fail here."""

@@ -1,0 +1,169 @@
+"""Small galleries (issue 11): this project's rule against the plain recipe on random small galleries.
+
+Each draw is a gallery as a family or a small office makes one: 3-8 people, 5-20 photos each,
+drawn from ../shared/faces/lfw/people and celebrities (train and val together). The draw's
+test photos are the rest of its own people's photos (at most TEST_CAP each); its strangers are
+STRANGERS photos of lfw/strangers (nobody in any gallery). Both recipes decide on the very
+same detections and encodings (every photo through the predict pipeline once, main face only,
+cached by content), so the figures compare the rules alone:
+
+* ours: ``FaceClassifier`` with the shipped configuration (threshold and ratio calibrated by
+  ``fit`` on the gallery);
+* plain: face_recognition's KNN example, k = round(sqrt(n)), distance weights, 0.6.
+
+A gallery photo must hold exactly one face (as training requires). Reported per recipe: the
+median and the worst draw of recognition, wrong names and strangers accepted, the worst draw
+of ours measured against plain on the same draw, and totals over all draws.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from bench import ROOT, Row, engine_config
+
+POOLS = ("lfw/people", "celebrities/train", "celebrities/val")
+PEOPLE_RANGE = (3, 8)
+PHOTOS_RANGE = (5, 20)
+MIN_TEST = 2      # a person needs this many photos left over for testing
+TEST_CAP = 20     # test photos per person at most (George_W_Bush has 530)
+STRANGERS = 100   # stranger photos per draw: one accepted is 1%
+
+
+def pool_paths(faces: Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Return {person: photo paths} over the pools (a celebrity's train and val together) and
+    the stranger photos, in name order."""
+    people: dict[str, list[Path]] = {}
+    for pool in POOLS:
+        for folder in sorted(path for path in (faces / pool).iterdir() if path.is_dir()):
+            people.setdefault(folder.name, []).extend(sorted(p for p in folder.iterdir() if p.is_file()))
+    strangers = sorted(path for path in (faces / "lfw" / "strangers").iterdir() if path.is_file())
+    return people, strangers
+
+
+def encoded_pool(faces: Path, cache: Path | None, people_wanted=None, strangers_wanted=None,
+                 say=lambda message: None):
+    """Return ({person: [Sample]}, [stranger Sample]) through the predict pipeline, cached."""
+    from utils.faces import Options
+    from utils.samples import encoded_samples
+
+    people, strangers = pool_paths(faces)
+    if people_wanted is not None:
+        people = {name: people[name] for name in people_wanted}
+    if strangers_wanted is not None:
+        strangers = strangers[:strangers_wanted]
+    config = engine_config(ROOT)
+    options = Options.from_config(config.faces, config.limits, training=False)
+    items = [(name, path) for name, paths in people.items() for path in paths] + [(None, p) for p in strangers]
+    say(f"small galleries: encoding {len(items):,} photos (cached by content)")
+    samples = encoded_samples(((person, path.name, path.read_bytes()) for person, path in items), options,
+                              workers=int(config.faces.workers), cache_folder=cache, total=len(items))
+    by_person: dict[str, list] = {}
+    for sample in samples:
+        if sample.person is not None:
+            by_person.setdefault(sample.person, []).append(sample)
+    return by_person, [sample for sample in samples if sample.person is None]
+
+
+def drawn(rng: np.random.Generator, people: dict, strangers: list):
+    """Return one draw: (gallery encodings, labels, test samples, stranger samples)."""
+    usable = sorted(name for name, samples in people.items()
+                    if sum(s.faces == 1 for s in samples) >= PHOTOS_RANGE[0] and len(samples) >= PHOTOS_RANGE[0] + MIN_TEST)
+    chosen = rng.choice(usable, int(rng.integers(PEOPLE_RANGE[0], PEOPLE_RANGE[1] + 1)), replace=False)
+    encodings, labels, tests = [], [], []
+    for name in chosen:
+        samples = [people[name][i] for i in rng.permutation(len(people[name]))]
+        single = [s for s in samples if s.faces == 1]
+        most = min(PHOTOS_RANGE[1], len(samples) - MIN_TEST, len(single))
+        count = int(rng.integers(PHOTOS_RANGE[0], max(PHOTOS_RANGE[0], most) + 1))
+        gallery = single[:count]
+        encodings += [s.encoding for s in gallery]
+        labels += [name] * len(gallery)
+        used = {id(s) for s in gallery}
+        tests += [s for s in samples if id(s) not in used][:TEST_CAP]
+    others = [strangers[i] for i in rng.choice(len(strangers), min(STRANGERS, len(strangers)), replace=False)]
+    return np.array(encodings), np.array(labels), tests, others
+
+
+def draw_figures(encodings, labels, tests, strangers, params: dict) -> dict:
+    """Return {"ours": summary, "plain": summary, "people": n, "photos": gallery size} of one draw."""
+    from datastructure.classifier import FaceClassifier
+    from utils.evaluation import outcome_of, plain_outcome, summary
+
+    classifier = FaceClassifier(**params).fit(encodings, labels)
+    everything = list(tests) + list(strangers)
+    ours = outcome_of(classifier, everything)
+    plain = plain_outcome(encodings, labels, everything, set(labels))
+    return {"people": int(len(set(labels))), "photos": int(len(labels)),
+            "threshold": classifier.threshold_, "ratio": classifier.ratio_,
+            "ours": summary(ours.truth, ours.named, ours.found),
+            "plain": summary(plain.truth, plain.named, plain.found)}
+
+
+def small_evaluation(people: dict, strangers: list, draws: int = 50, seed: int = 0, params: dict | None = None) -> dict:
+    """Return the figures of ``draws`` random small galleries (see the module's docstring)."""
+    if params is None:
+        from utils.training import classifier_params
+
+        params = classifier_params(engine_config(ROOT))
+    rng = np.random.default_rng(seed)
+    rows = [draw_figures(*drawn(rng, people, strangers), params) for _ in range(draws)]
+
+    def side(name: str) -> dict:
+        rates = [row[name]["recognition_rate"] for row in rows]
+        strangers_rates = [row[name]["strangers_accepted_rate"] for row in rows]
+        total = {key: sum(row[name][key] for row in rows)
+                 for key in ("photos", "recognised", "wrong", "no_face", "unknown", "strangers", "strangers_accepted")}
+        return {"median_recognised": statistics.median(rates), "worst_recognised": min(rates),
+                "median_strangers_accepted": statistics.median(strangers_rates),
+                "worst_strangers_accepted": max(strangers_rates),
+                "worst_wrong": max(row[name]["wrong"] for row in rows), **total,
+                "recognition_rate": total["recognised"] / max(total["photos"], 1),
+                "strangers_accepted_rate": total["strangers_accepted"] / max(total["strangers"], 1)}
+
+    gaps = [row["ours"]["recognition_rate"] - row["plain"]["recognition_rate"] for row in rows]
+    return {"draws": draws, "seed": seed, "ours": side("ours"), "plain": side("plain"),
+            "worst_gap": min(gaps), "median_gap": statistics.median(gaps), "per_draw": rows}
+
+
+def verdicts(figures: dict) -> dict:
+    """Return each issue-11 target as met or not."""
+    ours, plain = figures["ours"], figures["plain"]
+    return {
+        "median recognised >= plain": ours["median_recognised"] >= plain["median_recognised"],
+        "worst draw >= plain - 3 points": figures["worst_gap"] >= -0.03,
+        "wrong names <= plain": ours["wrong"] <= plain["wrong"],
+        "strangers accepted <= plain": ours["strangers_accepted"] <= plain["strangers_accepted"],
+        "strangers accepted <= 1%": ours["strangers_accepted_rate"] <= 0.01,
+    }
+
+
+def small_section(faces: Path, workdir: Path, draws: int, cache: Path | None = None, say=lambda message: None):
+    """The bench section: (rows, details)."""
+    people, strangers = encoded_pool(faces, cache or workdir / "cache", say=say)
+    figures = small_evaluation(people, strangers, draws)
+    met = verdicts(figures)
+    ours, plain = figures["ours"], figures["plain"]
+
+    def pct(value):
+        return round(100 * value, 1)
+
+    rows = [
+        Row(f"small galleries ({draws} draws): median % recognised", pct(plain["median_recognised"]),
+            pct(ours["median_recognised"]), target=">= plain", met=met["median recognised >= plain"], digits=1),
+        Row("small galleries: worst draw, % recognised", pct(plain["worst_recognised"]),
+            pct(ours["worst_recognised"]), digits=1),
+        Row("small galleries: worst draw, ours - plain (points)", None, pct(figures["worst_gap"]),
+            target=">= -3", met=met["worst draw >= plain - 3 points"], digits=1),
+        Row("small galleries: wrong names, all draws", plain["wrong"], ours["wrong"], target="<= plain",
+            met=met["wrong names <= plain"]),
+        Row(f"small galleries: strangers accepted of {ours['strangers']:,}", plain["strangers_accepted"],
+            ours["strangers_accepted"], target="<= plain, <= 1%",
+            met=met["strangers accepted <= plain"] and met["strangers accepted <= 1%"]),
+    ]
+    return rows, {**{key: value for key, value in figures.items() if key != "per_draw"}, "verdicts": met,
+                  "per_draw": [{key: row[key] for key in ("people", "photos", "threshold", "ratio")}
+                               | {side: {k: row[side][k] for k in ("recognition_rate", "wrong", "strangers_accepted")}
+                                  for side in ("ours", "plain")} for row in figures["per_draw"]]}

@@ -1,0 +1,84 @@
+"""Face verification: are the main faces of two photos the same person? No model needed.
+
+    photo bytes x 2 --> decode --> faces (predict's detection, plus the CNN detector where
+                                    HOG finds nothing) --> the main face of each (the largest,
+                                    most central: utils/samples.py) --> one distance --> verdict
+
+    same        distance <= threshold (VERIFY_THRESHOLD, or the config's verify.threshold)
+    confidence  P(same person | distance) = sigmoid(a + b * distance), fitted by logistic
+                regression on LFW pairs (see VERIFY_CONFIDENCE): 0.9 means about 9 in 10
+                pairs at that distance are the same person, for an even mix of pairs;
+                ``verdict_confidence`` is the probability that ``same`` is right.
+
+Unlike /predict, a verification is two photos and one question, so it affords the CNN
+fallback for photos where HOG found no face (see bench/verify.py for what each lever buys).
+dlib's ``num_jitters`` would add half a point on LFW pairs, but its jitters are random: the
+same photo twice comes out ~0.1 apart, and an answer must not change between two requests.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from datastructure.errors import PyRecognizerError
+from utils.faces import Face, Options, decoded, faces_in
+from utils.samples import main_face_index
+
+# Fitted once on LFW (shared/faces/lfw/people, train split of its README: 20,000 same-person
+# pairs, each person as likely as any other, against as many different-person pairs, dlib
+# encodings of this pipeline); tests/test_quality.py re-fits them on the LFW model and checks.
+VERIFY_CONFIDENCE = (27.54, -44.82)     # P(same) = 0.5 at distance 0.614
+# face_recognition's tolerance. On lfw/people's train split 0.9% of different-person pairs
+# pass as the same and 98.4% of same-person pairs pass. The threshold of best accuracy on
+# bench/verify.py's calibration pairs is 0.61: 0.17 points more on its fold, but 1.2% of
+# different-person pairs through, so 0.6 stays.
+VERIFY_THRESHOLD = 0.6
+
+
+class NoFaceFound(PyRecognizerError):
+    """A photo to verify holds no face."""
+
+    code, status = "NO_FACE_FOUND", 422
+
+
+def verification_options(options: Options) -> Options:
+    """Return the pipeline verification runs: ``options`` with the CNN detection fallback."""
+    return replace(options, cnn_fallback=True)
+
+
+def central_face(faces: list[Face], image) -> Face:
+    """Return the main face of a photo's ``faces``: the largest, most central one (as the
+    evaluation picks it)."""
+    return faces[main_face_index([face.box for face in faces], image.original_size)]
+
+
+def main_face(data: bytes, options: Options, field: str) -> tuple[Face, int]:
+    """Return the main face of a photo and how many faces it holds; NoFaceFound without one."""
+    image = decoded(data, options)
+    faces = faces_in(image, options)
+    if not faces:
+        raise NoFaceFound(f"no face found in {field}", {"file": field})
+    return central_face(faces, image), len(faces)
+
+
+def face_distance(first: Face, second: Face) -> float:
+    """Return the Euclidean distance of two faces' encodings."""
+    return float(np.linalg.norm(first.encoding - second.encoding))
+
+
+def same_probability(distance: float) -> float:
+    """Return P(same person | distance) from VERIFY_CONFIDENCE."""
+    intercept, slope = VERIFY_CONFIDENCE
+    return 1.0 / (1.0 + math.exp(-(intercept + slope * distance)))
+
+
+def verdict(first: Face, second: Face, threshold: float) -> dict:
+    """Return same, distance, threshold, confidence and verdict_confidence of two faces."""
+    distance = face_distance(first, second)
+    same = distance <= threshold
+    probability = same_probability(distance)
+    return {"same": bool(same), "distance": round(distance, 4), "threshold": threshold,
+            "confidence": round(probability, 4),
+            "verdict_confidence": round(probability if same else 1 - probability, 4)}
