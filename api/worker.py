@@ -53,6 +53,7 @@ class ChunkedEnd:
         self.done = self.bad = False
 
     def feed(self, data: bytes) -> None:
+        """Follow the chunked framing over ``data``: ``done`` at the last chunk, ``bad`` on a framing error."""
         position = 0
         while position < len(data) and not (self.done or self.bad):
             if self.state == "data":
@@ -102,6 +103,7 @@ class FrontConn(TConn):
     io_timeout = 30.0
 
     def init(self):
+        """gthread's set-up of the connection, then the socket timeout."""
         # gthread's handle() makes the socket blocking, without a timeout, just before this
         super().init()
         self.sock.settimeout(self.io_timeout)
@@ -114,6 +116,7 @@ class BufferedSource:
         self.spool, self.sock = spool, sock
 
     def recv(self, size: int) -> bytes:
+        """Return up to ``size`` bytes: the buffered ones first, then the socket's."""
         if self.spool is not None:
             data = self.spool.read(size)
             if data:
@@ -147,6 +150,7 @@ class BufferingWorker(ThreadWorker):
     @classmethod
     def configured(cls, *, header_timeout: float, body_timeout: float, max_buffered: int, buffer_bytes: int,
                    max_body: int):
+        """Return this worker class with the timeouts and budgets of the configuration."""
         return type(cls.__name__, (cls,), {"header_timeout": header_timeout, "body_timeout": body_timeout,
                                           "max_buffered": max_buffered, "buffer_bytes": buffer_bytes,
                                           "max_body": max_body})
@@ -159,6 +163,7 @@ class BufferingWorker(ThreadWorker):
 
     # -- accepting -----------------------------------------------------------------------
     def set_accept_enabled(self, enabled):
+        """Accept only while a thread is free and the front has room."""
         # run() asks once per loop turn with nr_conns < worker_connections (free threads);
         # the front must have room too
         super().set_accept_enabled(enabled and self.has_room())
@@ -171,10 +176,12 @@ class BufferingWorker(ThreadWorker):
         return len(self.pending) < self.max_buffered and self.nr_conns + fresh < self.worker_connections
 
     def wait_for_and_dispatch_events(self, timeout):
+        """Wait for socket events, waking up soon enough to accept again."""
         # wake up when a fresh connection stops counting, to accept again (see has_room)
         super().wait_for_and_dispatch_events(min(timeout, FRESH_GRACE) if self.pending else timeout)
 
     def accept(self, listener):
+        """Accept a connection into the front (not to a thread): its head is read there first."""
         try:
             client_sock, client_addr = listener.accept()
         except OSError as exc:
@@ -196,6 +203,7 @@ class BufferingWorker(ThreadWorker):
             super().set_accept_enabled(False)
 
     def tls_context(self):
+        """Return the TLS context of the configuration, made once."""
         if self._tls_context is None:
             self._tls_context = gunicorn_sock.ssl_context(self.cfg)
         return self._tls_context
@@ -209,11 +217,13 @@ class BufferingWorker(ThreadWorker):
                                           time.monotonic() + self.header_timeout))
 
     def start_reading(self, pending: PendingRequest) -> None:
+        """Read the request of ``pending`` in the front, as its bytes arrive."""
         self.pending[pending.sock.fileno()] = pending
         self.poller.register(pending.sock, selectors.EVENT_READ, partial(self.on_readable, pending))
 
     # -- reading -------------------------------------------------------------------------
     def on_readable(self, pending: PendingRequest, _fileobj) -> None:
+        """Take what the socket of ``pending`` has; hand the request to a thread once whole."""
         try:
             if pending.handshaking:
                 pending.sock.do_handshake()
@@ -305,6 +315,7 @@ class BufferingWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     def forget(self, pending: PendingRequest) -> None:
+        """Stop watching ``pending`` and release its share of the buffer budget."""
         self.pending.pop(pending.sock.fileno(), None)
         self.reserved -= pending.reserved
         pending.reserved = 0
@@ -314,6 +325,7 @@ class BufferingWorker(ThreadWorker):
             pass
 
     def drop(self, pending: PendingRequest, answer: bytes = b"") -> None:
+        """Close the connection of ``pending``, after sending ``answer`` if any."""
         self.forget(pending)
         if pending.body is not None:
             pending.body.close()
@@ -327,6 +339,7 @@ class BufferingWorker(ThreadWorker):
 
     # -- timeouts (run() calls this once a second) ---------------------------------------
     def murder_keepalived(self, *args, **kwargs):
+        """gthread's keep-alive clean-up, then 408 to the requests past their deadlines."""
         super().murder_keepalived(*args, **kwargs)
         now = time.monotonic()
         for pending in list(self.pending.values()):

@@ -44,6 +44,7 @@ RELIABILITY_BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 # Decisions -> figures
 
 def rate(part: int, whole: int) -> float | None:
+    """Return part / whole to 4 places; None when there is no whole."""
     return round(part / whole, 4) if whole else None
 
 
@@ -255,6 +256,7 @@ def evaluation(classifier: FaceClassifier, samples: list[Sample], strangers: lis
 
 
 def evaluations_folder(data_dir) -> Path:
+    """Return the folder the evaluation runs of a data folder go to."""
     return Path(data_dir) / "dataset" / "evaluations"
 
 

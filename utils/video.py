@@ -55,6 +55,7 @@ class VideoLimits:
 
     @classmethod
     def from_config(cls, limits) -> "VideoLimits":
+        """Return the caps of the ``limits`` config section."""
         return cls(limits.max_video_pixels, limits.max_video_frames, limits.max_video_seconds)
 
 
@@ -70,6 +71,7 @@ class VideoOptions:
 
     @classmethod
     def from_config(cls, video) -> "VideoOptions":
+        """Return the options of the ``video`` config section."""
         return cls(sample_fps=video.sample_fps, detect_size=video.detect_size,
                    confirm_seconds=video.confirm_seconds, min_iou=video.min_iou, gap_seconds=video.gap_seconds)
 
@@ -89,6 +91,7 @@ class VideoInfo:
     """Seconds from the start of the file (as a player counts, e.g. from the audio) to the first video frame."""
 
     def as_dict(self) -> dict:
+        """Return the header as the answer's ``video`` object."""
         return {"container": self.container, "codec": self.codec, "width": self.width, "height": self.height,
                 "fps": round(self.fps, 3), "frames": self.frames, "seconds": round(self.seconds, 3),
                 "offset": round(self.offset, 3)}
@@ -228,6 +231,7 @@ class Sample:
         return (height, width) if self.quarter_turns % 2 else (width, height)
 
     def upright(self, array: np.ndarray) -> np.ndarray:
+        """Return ``array`` (pixels of this frame) turned upright."""
         return np.ascontiguousarray(np.rot90(array, self.quarter_turns)) if self.quarter_turns else array
 
     def rgb(self) -> np.ndarray:
@@ -319,6 +323,7 @@ class Track:
 
     @property
     def last_seen(self) -> float:
+        """Return the time of the track's last box."""
         return self.times[-1]
 
     def name(self) -> str:
@@ -328,6 +333,7 @@ class Track:
         return max(votes, key=lambda name: (votes[name], best[name], name != UNKNOWN))
 
     def confidence(self) -> float:
+        """Return the best confidence given with the track's voted name."""
         name = self.name()
         return max((d.confidence for d in self.decisions if d.name == name), default=0.0)
 
