@@ -1,10 +1,13 @@
-"""PyRecognizer's command line: serve, train, tune, predict, models, evaluate.
+"""PyRecognizer's command line: serve, train, tune, predict, models, people, enrol, forget, evaluate.
 
     python main.py serve [--host H] [--port P] [--dev]     (the default command)
     python main.py train PATH [--tune]                      PATH: a zip or a folder of person folders
     python main.py tune PATH
     python main.py predict IMAGE... [--annotate]            one JSON envelope per image, per line
     python main.py models
+    python main.py people [NAME]                            the active model's people, or one person's photos
+    python main.py enrol NAME PHOTO...                      add photos (or a zip of them) of a person
+    python main.py forget NAME                              erase a person from every model, cache and log
     python main.py evaluate DATASET [--strangers DIR] [--model ID] [--baseline]
 
 Every command prints JSON envelopes on stdout (the same as the REST API); it logs to
@@ -88,6 +91,45 @@ def command_models(args, config: Config) -> int:
     return 0
 
 
+def command_people(args, config: Config) -> int:
+    from utils.service import build_service
+
+    people = build_service(config, console_log=False).people
+    if args.name:
+        found = people.person(args.name)
+        print_envelope(envelope(found, description=f"{len(found['photos'])} photos", model=found["model"]))
+    else:
+        found = people.listing()
+        print_envelope(envelope(found["people"], description=f"{len(found['people'])} people", model=found["model"]))
+    return 0
+
+
+def command_enrol(args, config: Config) -> int:
+    from utils.people import Upload
+    from utils.service import build_service
+
+    people = build_service(config, console_log=False).people
+    uploads = []
+    for name in args.photos:
+        try:
+            uploads.append(Upload(Path(name).name, Path(name).read_bytes()))
+        except OSError as exc:
+            print_envelope(envelope(None, description=f"{name}: {exc.strerror}", error="MISSING_FILE", status="KO"))
+            return 1
+    result = people.enrol(args.name, uploads)
+    print_envelope(envelope(result, description=f"{len(result['added'])} photos added, {len(result['skipped'])} skipped",
+                            model=result["model"]))
+    return 0
+
+
+def command_forget(args, config: Config) -> int:
+    from utils.service import build_service
+
+    result = build_service(config, console_log=False).people.forget(args.name)
+    print_envelope(envelope(result, description="forgotten everywhere", model=result["erased"]["new_model"]))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="main.py", description="PyRecognizer: face recognition service and CLI")
     root.add_argument("--config", help="a JSON configuration file (default: conf/conf.json; $PYRECOGNIZER_CONFIG)")
@@ -109,6 +151,13 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--annotate", action="store_true",
                          help="also write an annotated copy under uploads/ (kept as annotated.keep/max_age say)")
     commands.add_parser("models", help="list the models")
+    people = commands.add_parser("people", help="the active model's people, or one person's photos")
+    people.add_argument("name", nargs="?")
+    enrol = commands.add_parser("enrol", help="add photos of a person (created if new) to a new active model")
+    enrol.add_argument("name")
+    enrol.add_argument("photos", nargs="+", help="photos, or zips of that person's photos")
+    forget = commands.add_parser("forget", help="erase a person from every stored model, the cache, jobs and logs")
+    forget.add_argument("name")
     evaluate = commands.add_parser("evaluate", help="measure a model on test photos and strangers")
     evaluate.add_argument("dataset", help="a zip or a folder of person folders (the training layout)")
     evaluate.add_argument("--strangers", help="a folder of photos of people the model does not know")
@@ -132,6 +181,7 @@ def overrides(args) -> dict:
 
 COMMANDS = {"serve": command_serve, "train": command_train, "tune": command_train,
             "predict": command_predict, "models": command_models,
+            "people": command_people, "enrol": command_enrol, "forget": command_forget,
             "evaluate": lambda args, config: __import__("utils.evaluation").evaluation.command(args, config)}
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFProtect
 
-from api import auth, pages, rest, verify
+from api import auth, pages, people, rest, verify
 from api.context import install_service
 from api.dashboard import init_dashboard
 from api.dashboard_assets import serve_dashboard_assets_locally
@@ -62,7 +62,7 @@ def create_app(config: Config | None = None) -> Flask:
             csrf.protect(apply_exemptions=True)
 
     limiter.init_app(app)
-    for blueprint in (rest.blueprint, pages.blueprint, auth.blueprint, verify.blueprint):
+    for blueprint in (rest.blueprint, people.blueprint, pages.blueprint, auth.blueprint, verify.blueprint):
         app.register_blueprint(blueprint)
     negotiate(app, pages.PAGES)
     register_error_handlers(app)

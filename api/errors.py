@@ -47,7 +47,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(PyRecognizerError)
     def typed_error(exc: PyRecognizerError):
-        return error_answer(exc.code, exc.description, exc.status, exc.data)
+        # a change refused because another holds the store says when to come back
+        retry_after = getattr(exc, "retry_after", None)
+        headers = [("Retry-After", str(retry_after))] if retry_after else []
+        return error_answer(exc.code, exc.description, exc.status, exc.data, headers=headers)
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):

@@ -36,7 +36,10 @@ FACE = {"type": "object", "required": ["name", "confidence", "box"],
             "runner_up": {"type": ["string", "null"]}, "runner_up_distance": {"type": ["number", "null"]},
             "box": {"type": "object",
                     "properties": {side: {"type": "integer"} for side in ("top", "right", "bottom", "left")}}}}
-MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d{8}_\d{6}$"}}
+MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d{8}_\d{6}(_[1-9]\d{0,5})?$"}}
+NAME = {"name": "name", "in": "path", "required": True, "description": "a person's name (any case)",
+        "schema": {"type": "string", "maxLength": 100}}
+PHOTO_ID = {"name": "photo_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 
 
@@ -80,6 +83,33 @@ def specification() -> dict:
             "/encode": {"post": {"summary": "The 128-d encoding and box of every face", "operationId": "encode",
                                  "requestBody": _upload("a photo"),
                                  "responses": {"200": _answer("faces with encodings"), **_errors(400, 413)}}},
+            "/people": {"get": {"summary": "The active model's people with photo counts", "operationId": "people",
+                                "responses": {"200": _answer("people"), **_errors(401)}}},
+            "/people/{name}": {
+                "get": {"summary": "A person's photos (ids, source names, added dates)", "operationId": "person",
+                        "parameters": [NAME], "responses": {"200": _answer("the person"), **_errors(401, 404)}},
+                "delete": {"summary": "Remove a person from the active model (a new model version)", "operationId": "removePerson",
+                           "parameters": [NAME], "responses": {"200": _answer("the new model"), **_errors(401, 404, 409)}},
+                "patch": {"summary": "Rename a person", "operationId": "renamePerson", "parameters": [NAME],
+                          "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                              "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}},
+                          "responses": {"200": _answer("the new model"), **_errors(401, 404, 409, 422)}}},
+            "/people/{name}/photos": {"post": {
+                "summary": "Enrol photos of a person (created if new); each must show exactly one face",
+                "operationId": "enrol", "parameters": [NAME],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"], "properties": {"file": {
+                        "type": "array", "items": {"type": "string", "format": "binary"},
+                        "description": "one or more photos, or a zip of that person's photos"}}}}}},
+                "responses": {"201": _answer("the new model, photos added and skipped"),
+                              **_errors(400, 401, 409, 413, 422)}}},
+            "/people/{name}/photos/{photo_id}": {"delete": {
+                "summary": "Remove one photo of a person", "operationId": "removePhoto", "parameters": [NAME, PHOTO_ID],
+                "responses": {"200": _answer("the new model"), **_errors(401, 404, 409)}}},
+            "/people/{name}/forget": {"post": {
+                "summary": "Erase a person from every stored model, the encoding cache, job records, annotated copies and logs",
+                "operationId": "forget", "parameters": [NAME],
+                "responses": {"200": _answer("what was erased"), **_errors(401, 404, 409)}}},
             "/health": {"get": {"summary": "Liveness and the loaded model", "operationId": "health", "responses": {"200": _answer("up")}}},
         },
         "components": {"schemas": {"Envelope": _envelope()}},

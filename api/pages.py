@@ -49,6 +49,11 @@ MESSAGES = {
                           "per photo."),
     "TRAINING_IN_PROGRESS": ("A training is already running",
                              "Only one training runs at a time: its progress is shown below."),
+    "MODELS_BUSY": ("The models are being changed", "Another change or a training is running: try again in a moment."),
+    "MODEL_ACTIVE": ("This model is active", "Activate another model first, then delete this one."),
+    "NAME_NOT_VALID": ("This name cannot be used",
+                       "Use a plain name of at most 100 characters, not 'unknown', not the name of someone else."),
+    "TOO_MANY_PHOTOS": ("Too many photos at once", "Add up to the limit at a time, or train a model from a zip."),
     "JOB_INTERRUPTED": ("The training was interrupted",
                         "The service stopped while it ran: upload the zip again."),
     "MODEL_NOT_VALID": ("This model cannot be used", ""),
@@ -220,6 +225,22 @@ def models_changed(answer: dict):
     return redirect(url_for("rest.models"), 303)
 
 
+def people_page(answer: dict):
+    """GET /people for a browser: the people are shown on the models page."""
+    return redirect(url_for("rest.models") + "#people", 303)
+
+
+def person_page(answer: dict):
+    """GET /people/<name> for a browser: that person's photos, each removable."""
+    return render_page("person.html", person=answer["response"]["data"])
+
+
+def people_changed(answer: dict):
+    """After a change to the people with a plain form: the models page, with a message."""
+    flash(answer["response"]["description"])
+    return redirect(url_for("rest.models") + "#people", 303)
+
+
 # What a browser gets instead of the envelope of these REST endpoints (see api.negotiation).
 PAGES = {
     "rest.predict": prediction_page,
@@ -228,4 +249,11 @@ PAGES = {
     "rest.models": models_page,
     "rest.activate": models_changed,
     "rest.delete": models_changed,
+    "people.listing": people_page,
+    "people.person": person_page,
+    "people.enrol": people_changed,
+    "people.remove_photo": people_changed,
+    "people.remove": people_changed,
+    "people.forget": people_changed,
+    "people.rename": people_changed,
 }

@@ -83,6 +83,7 @@ class Limits:
     max_entries: int = setting(min=1)
     max_ratio: float = setting(min=1)
     min_free_disk: int = setting(min=0)  # bytes free in the data folder under which /health warns and training is refused
+    max_enrol_photos: int = setting(min=1)  # photos of one enrolment; more: 413 pointing to /train
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,16 @@ class Classifier:
     threshold: float | None = setting(min=0)
     ratio: float | None = setting(min=0)
     test_size: float = setting(min=0, max=0.9)
+
+
+@dataclass(frozen=True)
+class Models:
+    """Model versions: how many are kept, when a changed gallery is calibrated again, how long a
+    change waits for another."""
+
+    keep: int = setting(min=0)  # newest versions kept after each change (0: all); active and previous always
+    recalibrate_share: float = setting(min=0, max=1)  # changes since the last calibration, as a share of its gallery
+    busy_wait: float = setting(min=0)  # seconds a change waits for another (or a training) before MODELS_BUSY
 
 
 @dataclass(frozen=True)
@@ -205,6 +216,7 @@ class Config:
     faces: Faces
     cluster: Cluster
     classifier: Classifier
+    models: Models
     tune: Tune
     annotated: Annotated
     verify: Verify

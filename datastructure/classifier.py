@@ -144,6 +144,43 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         self.confidence_coef_ = tuple(self.calibration_["confidence"])
         return self
 
+    def refitted(self, X, y, *, changed: int, recalibrate_share: float) -> "FaceClassifier":
+        """Return a new classifier with these parameters fitted on (X, y), a gallery that differs
+        from this one's by ``changed`` photos (added, removed or renamed).
+
+        Calibration is O(n^2) in the gallery (capped at MAX_CALIBRATION_QUERIES queries), so
+        a gallery changed by a few photos keeps this one's threshold, ratio and confidence:
+        the changes since the last calibration are counted, and the gallery is calibrated
+        again once they exceed ``recalibrate_share`` of the gallery it was calibrated on, or
+        when this one was never calibrated (small galleries, where calibrating is cheap).
+        The vote index and each person's spread are always rebuilt; they cost O(n).
+        """
+        calibration = dict(getattr(self, "calibration_", {}) or {})
+        gallery = int(calibration.get("gallery") or len(self.labels_))
+        since = int(calibration.get("changed_since", 0)) + int(changed)
+        fresh = type(self)(**self.get_params())
+        if not calibration.get("calibrated") or since > recalibrate_share * gallery:
+            fresh.fit(X, y)
+            fresh.calibration_ = {**fresh.calibration_, "gallery": int(len(fresh.labels_)), "changed_since": 0}
+            return fresh
+        fresh._index(X, y)
+        fresh.spread_, spread_figures = fresh._spreads()
+        fresh.scale_ = fresh._scales(fresh.spread_, spread_figures["typical"])
+        fresh.threshold_, fresh.ratio_ = self.threshold_, self.ratio_
+        fresh.confidence_coef_ = tuple(self.confidence_coef_)
+        fresh.calibration_ = {**calibration, "spread": spread_figures, "gallery": gallery, "changed_since": since}
+        return fresh
+
+    def stranger_rate(self) -> dict:
+        """Return what the current (threshold, ratio) do on this gallery's leave-one-out pairs:
+        the share of simulated strangers accepted and of photos recognised (O(n^2); for checks)."""
+        pairs = self._leave_one_out_pairs()
+        if pairs is None:
+            return {"strangers_accepted": None, "recognised": None}
+        (g_distance, g_runner, g_right, g_scale), (s_distance, s_runner, s_scale) = pairs
+        return {"strangers_accepted": round(float(np.mean(accepted(s_distance, s_runner, self.threshold_ * s_scale, self.ratio_))), 4),
+                "recognised": round(float(np.mean(accepted(g_distance, g_runner, self.threshold_ * g_scale, self.ratio_) & g_right)), 4)}
+
     def _index(self, X, y) -> None:
         """Keep the encodings sorted by person and fit the KNN vote on them."""
         X = np.asarray(X, dtype=np.float64)

@@ -93,3 +93,33 @@ class InsufficientStorage(PyRecognizerError):
     """The data folder has less free space than ``limits.min_free_disk``: nothing new is written."""
 
     code, status = "INSUFFICIENT_STORAGE", 507
+
+
+class NameNotValid(PyRecognizerError):
+    """A person name that is empty, reserved, holds control or bidi characters, is too long,
+    or collides with another once normalised (``data`` lists the problems)."""
+
+    code, status = "NAME_NOT_VALID", 422
+
+
+class ModelsBusy(PyRecognizerError):
+    """Another change of the models (a training, an enrolment, an activation...) holds the
+    store: the change was not made; retry after ``retry_after`` seconds."""
+
+    code, status = "MODELS_BUSY", 409
+
+    def __init__(self, description: str, data=None, retry_after: int = 2):
+        super().__init__(description, data)
+        self.retry_after = retry_after
+
+
+class ModelActive(PyRecognizerError):
+    """The active model cannot be deleted: activate another one first."""
+
+    code, status = "MODEL_ACTIVE", 409
+
+
+class TooManyPhotos(PyRecognizerError):
+    """More photos in one enrolment than ``limits.max_enrol_photos``: train from a zip instead."""
+
+    code, status = "TOO_MANY_PHOTOS", 413

@@ -9,9 +9,18 @@ Nothing is ever unpickled: the KNN is rebuilt from the arrays, which takes milli
 A model is written into a staging folder and renamed into place, so a crash never leaves a
 half model, and the active model is named by the ``ACTIVE`` file, replaced atomically, so
 every process sharing the folder sees one model or the other, never a mix.
+
+Every change of the models (a training's save and activation, an activation, a deletion,
+an enrolment, a removal, a rename, a forget) runs inside ``changing()``: a file lock in the
+model folder, so one writer at a time across threads, worker processes and nodes sharing the
+folder. A change that cannot get it within ``wait`` seconds is refused with ModelsBusy (and
+a Retry-After), never queued out of sight or lost. Ids are ``%Y%m%d_%H%M%S``, with ``_2``,
+``_3``... when changes land in the same second. After each activation the store keeps the
+newest ``keep`` versions, and always the active one and the one active before it.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -19,22 +28,32 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from datastructure.classifier import FaceClassifier
-from datastructure.errors import ModelNotValid, NotFound
+from datastructure.errors import ModelActive, ModelNotValid, ModelsBusy, NotFound
 from datastructure.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-MODEL_ID = re.compile(r"^\d{8}_\d{6}$")
+MODEL_ID = re.compile(r"^\d{8}_\d{6}(?:_[1-9]\d{0,5})?$")
 FILES = ("model.dat", "model.clf", "model.json")
 STAGING_PREFIX = ".staging-"
+LOCK_NAME = ".changes.lock"
+PREVIOUS_NAME = "PREVIOUS"
+
+
+def id_order(model_id: str) -> tuple[str, int]:
+    """Sort key of model ids: by time, then suffix (``_2`` before ``_10``, the bare id first)."""
+    stamp, suffix = model_id[:15], model_id[16:]
+    return stamp, int(suffix) if suffix else 1
 
 
 @dataclass(frozen=True)
@@ -66,21 +85,87 @@ def reason(exc: Exception) -> str:
 class ModelStore:
     """The model folders under one directory, and which of them is active."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, keep: int = 10, wait: float = 5.0):
         self.folder = Path(folder)
         self.pointer = self.folder / "ACTIVE"
+        self.previous_pointer = self.folder / PREVIOUS_NAME
+        self.keep = keep  # versions kept after each activation (0: all); active and previous always
+        self.wait = wait  # seconds a change waits for another to finish before ModelsBusy
+        self._held = threading.local()
+
+    # -- one writer at a time ------------------------------------------------------------
+    @contextmanager
+    def changing(self, wait: float | None = None):
+        """Hold the store's change lock for the block: one change at a time, across processes.
+
+        Re-entrant within a thread (a training's save and activate inside one change); other
+        threads and processes wait up to ``wait`` seconds, then get ModelsBusy.
+        """
+        if getattr(self._held, "depth", 0):
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(self.folder / LOCK_NAME, "a+")
+        deadline = time.monotonic() + (self.wait if wait is None else wait)
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise ModelsBusy("another change of the models is in progress; retry shortly",
+                                         retry_after=max(1, round(self.wait))) from None
+                    time.sleep(0.02)
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
+        finally:
+            handle.close()  # closing the file releases the lock, and a killed process's too
 
     # -- writing -------------------------------------------------------------------------
-    def save(self, classifier: FaceClassifier, encodings, labels, files, metadata: dict) -> str:
-        """Write a new model folder and return its id; it is complete or absent, never half."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        model_id = self._new_id()
+    def save(self, classifier: FaceClassifier, encodings, labels, files, metadata: dict,
+             *, columns: dict | None = None) -> str:
+        """Write a new model folder and return its id; it is complete or absent, never half.
+
+        ``columns``: more per-photo arrays kept in model.dat (e.g. photo ids, added dates).
+        """
+        with self.changing():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            model_id = self._new_id()
+            self._write(model_id, classifier, encodings, labels, files, metadata, columns)
+        return model_id
+
+    def rewrite(self, model_id: str, classifier: FaceClassifier, encodings, labels, files, metadata: dict,
+                *, columns: dict | None = None) -> None:
+        """Replace an inactive model's content, keeping its id (forgetting someone everywhere)."""
+        with self.changing():
+            self._folder_of(model_id)
+            if model_id == self.active_id():
+                raise ModelActive(f"model {model_id} is active: save a new version instead")
+            trash = self.folder / f"{STAGING_PREFIX}rewritten-{model_id}-{os.getpid()}"
+            os.rename(self.folder / model_id, trash)
+            try:
+                self._write(model_id, classifier, encodings, labels, files, metadata, columns)
+            except BaseException:
+                os.rename(trash, self.folder / model_id)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def _write(self, model_id, classifier, encodings, labels, files, metadata, columns) -> None:
         staging = self.folder / f"{STAGING_PREFIX}{model_id}-{os.getpid()}"
         staging.mkdir()
         try:
             buffer = io.BytesIO()
-            np.savez(buffer, encodings=np.asarray(encodings, dtype=np.float64),
-                     labels=np.asarray(labels, dtype=str), files=np.asarray(files, dtype=str))
+            extra = {f"column_{name}": np.asarray(values) for name, values in (columns or {}).items()}
+            np.savez(buffer, encodings=np.asarray(encodings, dtype=np.float64).reshape(-1, 128),
+                     labels=np.asarray(labels, dtype=str), files=np.asarray(files, dtype=str), **extra)
             contents = {
                 "model.dat": buffer.getvalue(),
                 "model.clf": json.dumps(classifier.state(), indent=2).encode(),
@@ -94,32 +179,71 @@ class ModelStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return model_id
 
     def _new_id(self) -> str:
-        """Return a timestamp id not used yet (two trainings can finish in one second)."""
-        moment = datetime.now()
-        while True:
-            model_id = moment.strftime("%Y%m%d_%H%M%S")
-            if not (self.folder / model_id).exists():
-                return model_id
-            moment += timedelta(seconds=1)
+        """Return a timestamp id not used yet: ``_2``, ``_3``... when one second holds several
+        changes (the caller holds the change lock, so no other writer picks the same one)."""
+        stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        # after the newest id of this second, never a gap left by a deleted one: ids sort by age
+        taken = [id_order(path.name)[1] for path in self.folder.glob(f"{stamp}*") if MODEL_ID.match(path.name)]
+        suffix = max(taken, default=0) + 1
+        return stamp if suffix == 1 else f"{stamp}_{suffix}"
 
     def activate(self, model_id: str) -> Model:
         """Make ``model_id`` the active model after checking that it loads; return it."""
-        model = self.load(model_id)
-        atomic_write(self.pointer, model_id.encode())
-        log.info("model %s is now active", model_id)
+        with self.changing():
+            model = self.load(model_id)
+            previous = self.active_id()
+            if previous and previous != model_id:
+                atomic_write(self.previous_pointer, previous.encode())
+            atomic_write(self.pointer, model_id.encode())
+            log.info("model %s is now active", model_id)
+            self.prune()
         return model
 
     def delete(self, model_id: str) -> None:
-        """Delete a model folder; the active one cannot be deleted."""
-        self._folder_of(model_id)
-        if model_id == self.active_id():
-            raise ModelNotValid(f"model {model_id} is active: activate another one first")
+        """Delete a model folder; the active one cannot be deleted (ModelActive)."""
+        with self.changing():
+            self._folder_of(model_id)
+            if model_id == self.active_id():
+                raise ModelActive(f"model {model_id} is active: activate another one first", {"active": model_id})
+            self._remove(model_id)
+
+    def deactivate_and_delete(self, model_id: str) -> None:
+        """Delete ``model_id`` even when active (a model left with no one): no model is active after."""
+        with self.changing():
+            self._folder_of(model_id)
+            if model_id == self.active_id():
+                self.pointer.unlink(missing_ok=True)
+            self._remove(model_id)
+
+    def _remove(self, model_id: str) -> None:
         trash = self.folder / f"{STAGING_PREFIX}deleted-{model_id}-{os.getpid()}"
         os.rename(self.folder / model_id, trash)  # vanishes from listings at once
         shutil.rmtree(trash, ignore_errors=True)
+
+    def previous_id(self) -> str | None:
+        """Return the model that was active before the active one, if it still exists."""
+        try:
+            model_id = self.previous_pointer.read_text().strip()
+        except OSError:
+            return None
+        return model_id if MODEL_ID.match(model_id) and (self.folder / model_id).is_dir() else None
+
+    def prune(self) -> list[str]:
+        """Delete the versions beyond the newest ``keep``, never the active or previous one;
+        return the ids deleted (``keep`` 0 keeps everything)."""
+        if self.keep <= 0:
+            return []
+        with self.changing():
+            ids = self.ids()
+            kept = set(ids[-self.keep:]) | {self.active_id(), self.previous_id()}
+            pruned = [model_id for model_id in ids if model_id not in kept]
+            for model_id in pruned:
+                self._remove(model_id)
+        if pruned:
+            log.info("pruned %d old model versions (models.keep = %d)", len(pruned), self.keep)
+        return pruned
 
     def clean_staging(self, older_than: float = 0.0) -> list[str]:
         """Remove staging folders left by a crash; return their names."""
@@ -142,8 +266,8 @@ class ModelStore:
         """Return the ids of complete model folders, oldest first."""
         if not self.folder.is_dir():
             return []
-        return sorted(path.name for path in self.folder.iterdir()
-                      if MODEL_ID.match(path.name) and (path / "manifest.json").is_file())
+        return sorted((path.name for path in self.folder.iterdir()
+                       if MODEL_ID.match(path.name) and (path / "manifest.json").is_file()), key=id_order)
 
     def metadata(self, model_id: str) -> dict:
         """Return a model's model.json (unverified: for listings only)."""
@@ -181,22 +305,32 @@ class ModelStore:
 
     def load(self, model_id: str) -> Model:
         """Return the verified model ``model_id``; ModelNotValid when any file fails its manifest."""
+        arrays, state, metadata = self.contents(model_id)
+        try:
+            classifier = FaceClassifier.restored(state, arrays["encodings"], arrays["labels"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelNotValid(f"model {model_id} cannot be loaded: {exc}") from None
+        return Model(model_id, classifier, metadata)
+
+    def contents(self, model_id: str) -> tuple[dict, dict, dict]:
+        """Return a verified model's (arrays, classifier state, metadata); ``arrays`` holds
+        encodings, labels, files and the extra columns saved with it (without "column_")."""
         folder = self._folder_of(model_id)
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
             for name in FILES:
                 if sha256_of(folder / name) != manifest.get(name):
                     raise ModelNotValid(f"model {model_id}: {name} does not match its manifest")
-            with np.load(folder / "model.dat", allow_pickle=False) as arrays:
-                encodings, labels = arrays["encodings"], arrays["labels"]
+            with np.load(folder / "model.dat", allow_pickle=False) as stored:
+                arrays = {name.removeprefix("column_"): stored[name] for name in stored.files}
             state = json.loads((folder / "model.clf").read_text())
             metadata = json.loads((folder / "model.json").read_text())
-            classifier = FaceClassifier.restored(state, encodings, labels)
+            arrays["encodings"], arrays["labels"]  # noqa: B018 - a model without them is not valid
         except ModelNotValid:
             raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelNotValid(f"model {model_id} cannot be loaded: {reason(exc)}") from None
-        return Model(model_id, classifier, metadata)
+        return arrays, state, metadata
 
     def load_active(self) -> Model | None:
         """Return the active model, falling back to the newest one that verifies; None if none."""

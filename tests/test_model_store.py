@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from datastructure.classifier import FaceClassifier
-from datastructure.errors import ModelNotValid, NotFound
+from datastructure.errors import ModelActive, ModelNotValid, NotFound
 from datastructure.model_store import MODEL_ID, ModelStore
 
 
@@ -88,7 +88,7 @@ def test_leftover_staging_folders_are_cleaned_and_never_listed(tmp_path):
 def test_the_active_model_cannot_be_deleted_others_can(tmp_path):
     store = ModelStore(tmp_path)
     first, second = saved_model(store), saved_model(store, seed=1)
-    with pytest.raises(ModelNotValid):
+    with pytest.raises(ModelActive):
         store.delete(second)
     store.delete(first)
     assert store.ids() == [second]

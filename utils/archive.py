@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from datastructure.errors import ArchiveNotValid, ArchiveTooLarge, DatasetNotValid
+from datastructure.names import names_problems, person_name, shown
 
 Source = str | os.PathLike[str] | BinaryIO
 
@@ -94,7 +95,7 @@ class Photo:
     """One photo of one person, read into memory; its content is not checked here."""
 
     person: str
-    """The person folder's name, the label, exactly as written."""
+    """The person folder's name in its normal form (NFC, trimmed: ``datastructure.names``), the label."""
     name: str
     """The path inside the archive or folder, e.g. "Ben Afflek/1.jpg"."""
     data: bytes
@@ -134,6 +135,22 @@ def iter_folder_photos(root: Path) -> Iterator[Photo]:
     names = _folder_photo_names(root)
     for person, name in zip(_people(names), names):
         yield Photo(person, name, (root / name).read_bytes())
+
+
+def iter_person_photos(source: Source, limits: ArchiveLimits = _DEFAULT_LIMITS) -> Iterator[Photo]:
+    """The photos of a zip of ONE person's photos (enrolment), checked as ``iter_photos``
+    checks a training zip; they may sit at its root or in one folder. ``person`` is empty:
+    the caller names the person."""
+    with _opened_zip(source) as (archive, stream):
+        photos = _checked_entries(archive, stream, limits)
+        if not photos:
+            raise DatasetNotValid("no photos found in the zip")
+        deep = [info.filename for info in photos if info.filename.count("/") > 1]
+        if deep:
+            raise DatasetNotValid(f"photos must sit at the zip's root or in one folder; deeper: {_some(deep)}",
+                                  data=deep)
+        for info in photos:
+            yield Photo("", info.filename, _entry_bytes(archive, info))
 
 
 def photo_source(
@@ -184,6 +201,15 @@ def _checked_photos(
     archive: zipfile.ZipFile, stream: BinaryIO, limits: ArchiveLimits
 ) -> list[tuple[str, zipfile.ZipInfo]]:
     """(person, entry) for each photo, once every check has passed; reads heads only."""
+    photos = _checked_entries(archive, stream, limits)
+    people = _people([info.filename for info in photos])
+    return list(zip(people, photos))
+
+
+def _checked_entries(
+    archive: zipfile.ZipFile, stream: BinaryIO, limits: ArchiveLimits
+) -> list[zipfile.ZipInfo]:
+    """The photo entries, once every check but the layout has passed; reads heads only."""
     entries = archive.infolist()
     _check_entry_count(entries, limits)
     _check_no_overlap(entries, stream, archive.start_dir)
@@ -192,10 +218,9 @@ def _checked_photos(
     for info in photos:
         _check_photo_entry(info, limits)
     _check_total_size(photos, limits)
-    people = _people([info.filename for info in photos])
     for info in photos:
         _check_entry_data(archive, info)
-    return list(zip(people, photos))
+    return photos
 
 
 def _check_entry_count(entries: Sequence[zipfile.ZipInfo], limits: ArchiveLimits) -> None:
@@ -347,7 +372,12 @@ def _people(names: Sequence[str]) -> list[str]:
             f"photos must sit directly in their person's folder; deeper: {_some(too_deep)}",
             data=too_deep,
         )
-    return [path[0] for path in paths]
+    refused = names_problems(path[0] for path in paths)
+    if refused:
+        reasons = {shown(raw): problems for raw, problems in refused.items()}
+        listed = "; ".join(f"{name!r}: {', '.join(problems)}" for name, problems in list(reasons.items())[:5])
+        raise DatasetNotValid(f"these folder names cannot name a person: {listed}", data={"names": reasons})
+    return [person_name(path[0]) for path in paths]
 
 
 def _has_wrapper_folder(paths: Sequence[Sequence[str]]) -> bool:

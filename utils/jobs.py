@@ -186,6 +186,10 @@ class JobRunner:
             removed.append(path.name)
         return removed
 
+    def running(self) -> bool:
+        """Whether a training or tuning job runs now, in this process or another."""
+        return self._someone_holds_lock()
+
     def _someone_holds_lock(self) -> bool:
         with open(self._lock_path, "a+") as handle:
             try:

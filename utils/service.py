@@ -19,6 +19,7 @@ from datastructure.model_store import ModelStore
 from utils.faces import Options, face_library
 from utils.images import configure_pillow
 from utils.jobs import JobRunner
+from utils.people import People
 from utils.recognition import ActiveModel, prediction
 from utils.training import train_model
 
@@ -51,6 +52,11 @@ class Service:
     jobs: JobRunner
     predict_options: Options
     annotated: AnnotatedCopies
+
+    @property
+    def people(self) -> People:
+        """The people engine over this service's store (enrol, remove, rename, forget)."""
+        return People(self.store, self.config, self.paths, training_running=self.jobs.running)
 
     def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
         """Return the prediction envelope for one photo, with an annotated copy if ``save_annotated``."""
@@ -95,7 +101,7 @@ def build_service(config: Config, *, console_log: bool = True) -> Service:
     face_library()  # load dlib's models now, before a server forks its workers
     log_dlib_build()
     configure_pillow(int(config.limits.max_image_pixels))
-    store = ModelStore(paths.models)
+    store = ModelStore(paths.models, keep=int(config.models.keep), wait=float(config.models.busy_wait))
     for name in store.clean_staging():
         log.warning("removed %s, left by an interrupted training", name)
     jobs = JobRunner(paths.jobs)

@@ -151,8 +151,9 @@ def train_model(source, config: Config, store: ModelStore, *, tune: bool = False
         "pipeline": Options.from_config(config.faces, config.limits, training=True).signature(),
         "versions": library_versions(), "seconds": round(time.time() - started, 1),
     }
-    model_id = store.save(classifier, encodings, labels, files, metadata)
-    store.activate(model_id)
+    with store.changing():  # one writer at a time: enrolments and activations wait for this
+        model_id = store.save(classifier, encodings, labels, files, metadata)
+        store.activate(model_id)
     log.info("model %s trained on %d photos of %d people (%d skipped), held-out accuracy %s",
              model_id, len(files), len(metadata["people"]), len(dataset.skipped), metrics["accuracy"])
     return {"model": model_id, "people": metadata["people"], "photos": metadata["photos"],

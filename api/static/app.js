@@ -632,6 +632,58 @@
     }));
   }
 
+  // -- people of the active model (models page and person page) -------------------------------
+  function confirmForget(dialog, person) {
+    if (!dialog || typeof dialog.showModal !== "function") {
+      return Promise.resolve(window.confirm(`Forget ${person} everywhere? This cannot be undone.`));
+    }
+    dialog.querySelector("[data-confirm-person]").textContent = person;
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "forget"), {once: true});
+      dialog.showModal();
+    });
+  }
+
+  const PEOPLE_DONE = {
+    enrol: (person, data) => ({level: "ok", title: `${plural((data.added || []).length, "photo", "photos")} of ${person} added`,
+                               text: (data.skipped || []).length ? "Some photos were skipped:" : "",
+                               list: (data.skipped || []).map((item) => `${item.file}: ${item.reason}`)}),
+    remove: (person) => ({level: "ok", title: `${person} was removed from the active model`}),
+    forget: (person) => ({level: "ok", title: `${person} was forgotten everywhere`}),
+    "remove-photo": (person) => ({level: "ok", title: `A photo of ${person} was removed`}),
+  };
+
+  function setUpPeople(forms) {
+    const dialog = document.getElementById("confirm-forget");
+    forms.forEach((form) => {
+      const action = form.dataset.peopleAction;
+      const person = form.dataset.person;
+      const send = async (button) => {
+        if (action === "forget" && !(await confirmForget(dialog, person))) {
+          if (button) button.focus();
+          return;
+        }
+        setBusy(button, true);
+        const payload = action === "enrol" ? new FormData(form) : null;
+        const {answer} = await request("POST", form.action, {body: payload});
+        if (answer.status === "OK") {
+          flash(PEOPLE_DONE[action](person, answer.data || {}));
+          window.location.reload();
+          return;
+        }
+        setBusy(button, false);
+        showMessage({...described(answer), scroll: true});
+      };
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        send(form.querySelector("button"));
+      });
+      const input = form.querySelector("input[type=file]");
+      if (input) input.addEventListener("change", () => { if (input.files.length) send(null); });
+    });
+  }
+
   // -- start ----------------------------------------------------------------------------------
   showFlash();
   wirePageDrops();
@@ -648,4 +700,6 @@
   }
   const modelForms = document.querySelectorAll("form[data-action]");
   if (modelForms.length) setUpModels(modelForms);
+  const peopleForms = document.querySelectorAll("form[data-people-action]");
+  if (peopleForms.length) setUpPeople(peopleForms);
 })();

@@ -1,0 +1,92 @@
+"""The people endpoints: enrol, list, remove, rename and forget people of the active model.
+
+Each view reads the request, calls the engine (``utils.people.People``), returns the
+envelope; every change answers with the new model's id. Browsers get the models page back
+(see ``api.pages.PAGES``).
+"""
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from api.auth import login_required
+from api.context import current_service
+from datastructure.errors import MissingFile, NameNotValid
+from datastructure.names import shown
+from datastructure.response import envelope
+from utils.people import Upload
+
+blueprint = Blueprint("people", __name__)
+
+
+def uploads() -> list[Upload]:
+    """Every file sent in the multipart field ``file`` (one or more); MissingFile if none."""
+    files = [Upload(upload.filename or "photo", upload.read()) for upload in request.files.getlist("file")]
+    files = [upload for upload in files if upload.data]
+    if not files:
+        raise MissingFile("send one or more photos, or a zip of them, as multipart/form-data in the field 'file'")
+    return files
+
+
+@blueprint.get("/people")
+@login_required
+def listing():
+    """The active model's people, with their photo counts."""
+    found = current_service().people.listing()
+    return envelope(found["people"], description=f"{len(found['people'])} people", model=found["model"])
+
+
+@blueprint.get("/people/<name>")
+@login_required
+def person(name: str):
+    """One person: their photos' ids, source names and added dates."""
+    found = current_service().people.person(name)
+    return envelope(found, description=f"{len(found['photos'])} photos", model=found["model"])
+
+
+@blueprint.post("/people/<name>/photos")
+@login_required
+def enrol(name: str):
+    """Add photos of a person (created if new): 201 with the new model, added and skipped photos."""
+    result = current_service().people.enrol(name, uploads())
+    description = f"{len(result['added'])} photos added, {len(result['skipped'])} skipped"
+    return envelope(result, description=description, model=result["model"]), 201
+
+
+@blueprint.delete("/people/<name>/photos/<photo_id>")
+@blueprint.post("/people/<name>/photos/<photo_id>/delete")  # HTML forms cannot send DELETE
+@login_required
+def remove_photo(name: str, photo_id: str):
+    """Remove one photo of a person from the active model."""
+    result = current_service().people.remove_photo(name, photo_id)
+    return envelope(result, description="photo removed", model=result["model"])
+
+
+@blueprint.delete("/people/<name>")
+@blueprint.post("/people/<name>/delete")
+@login_required
+def remove(name: str):
+    """Remove a person from the active model (earlier models keep them; see forget)."""
+    result = current_service().people.remove(name)
+    return envelope(result, description="removed from the active model", model=result["model"])
+
+
+@blueprint.post("/people/<name>/forget")
+@login_required
+def forget(name: str):
+    """Erase a person from every stored model and everything else that names them."""
+    result = current_service().people.forget(name)
+    return envelope(result, description="forgotten everywhere", model=result["erased"]["new_model"])
+
+
+@blueprint.patch("/people/<name>")
+@blueprint.post("/people/<name>/rename")
+@login_required
+def rename(name: str):
+    """Rename a person: JSON ``{"name": "..."}`` (or a form field ``name``)."""
+    body = request.get_json(silent=True) if request.is_json else request.form
+    new_name = (body or {}).get("name")
+    if not isinstance(new_name, str):
+        raise NameNotValid("send the new name as JSON {\"name\": \"...\"}",
+                           {"name": shown(str(new_name)), "problems": ["no new name sent"]})
+    result = current_service().people.rename(name, new_name)
+    return envelope(result, description="renamed", model=result["model"])

@@ -1,0 +1,86 @@
+"""Person names: one normal form, and the reasons a name is refused.
+
+A name is a label in every model, every answer and every page, so it is normalised once
+(Unicode NFC, surrounding white space trimmed) and refused when it would mislead: empty,
+the reserved ``unknown`` label, control or format characters (newlines, ANSI escapes, bidi
+overrides that reorder what a reader sees), longer than ``MAX_NAME_LENGTH``, or the same
+person as another name once case and normalisation are ignored (``Madonna``/``madonna``,
+``José`` in NFC and NFD).
+"""
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+
+from datastructure.errors import NameNotValid
+
+UNKNOWN = "unknown"  # the label of a face nobody matches (datastructure.classifier.UNKNOWN)
+MAX_NAME_LENGTH = 100
+# Cf holds the bidi controls (U+202A-U+202E, U+2066-U+2069), zero-width characters and the
+# BOM; Cc the C0/C1 controls (newline, ESC of ANSI sequences). Both are refused; a name is text.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def person_name(raw: str) -> str:
+    """Return ``raw`` in the one form a name is stored in: NFC, surrounding spaces trimmed."""
+    return unicodedata.normalize("NFC", str(raw)).strip()
+
+
+def name_key(name: str) -> str:
+    """Return the key two names collide on: normalised, case-folded (``Madonna`` = ``madonna``)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFKD", person_name(name)).casefold())
+
+
+def name_problems(name: str) -> list[str]:
+    """Return why ``name`` (already normalised by ``person_name``) cannot name a person; [] if it can."""
+    problems = []
+    if not name:
+        problems.append("the name is empty")
+    if name_key(name) == UNKNOWN:
+        problems.append(f"{UNKNOWN!r} is reserved for faces nobody matches")
+    bad = sorted({f"U+{ord(char):04X}" for char in name if unicodedata.category(char) in REFUSED_CATEGORIES})
+    if bad:
+        problems.append(f"the name holds control or invisible formatting characters ({', '.join(bad[:5])})")
+    if "/" in name or "\\" in name:
+        problems.append("the name holds a slash, which paths and URLs would split")
+    if len(name) > MAX_NAME_LENGTH:
+        problems.append(f"the name has {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
+    return problems
+
+
+def shown(raw: str, limit: int = 40) -> str:
+    """Return a name safe to echo in an answer: escaped, and cut to ``limit`` characters."""
+    text = repr(str(raw))[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def checked_name(raw: str) -> str:
+    """Return the normal form of ``raw``; NameNotValid (422) with the reasons when it is refused."""
+    name = person_name(raw)
+    problems = name_problems(name)
+    if problems:
+        raise NameNotValid(f"the name {shown(raw)!r} cannot be used: {'; '.join(problems)}",
+                           {"name": shown(raw), "problems": problems})
+    return name
+
+
+def names_problems(raw_names: Iterable[str]) -> dict[str, list[str]]:
+    """Return, for each raw name of a set that has a problem, its problems, collisions included.
+
+    Two raw names whose normal forms differ but whose keys match are one person spelled
+    twice: both are reported, so the user renames one of them.
+    """
+    problems: dict[str, list[str]] = {}
+    by_key: dict[str, list[str]] = {}
+    for raw in dict.fromkeys(raw_names):
+        name = person_name(raw)
+        found = name_problems(name)
+        if found:
+            problems[raw] = found
+        by_key.setdefault(name_key(name), []).append(raw)
+    for spellings in by_key.values():
+        if len(spellings) > 1:
+            for raw in spellings:
+                others = ", ".join(repr(shown(other)) for other in spellings if other != raw)
+                problems.setdefault(raw, []).append(f"the same person as {others} once case and accents' encoding are ignored")
+    return problems

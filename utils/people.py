@@ -1,0 +1,540 @@
+"""People, one at a time: enrol a person from a few photos, remove a photo or a person,
+rename, and forget a person everywhere the service keeps something of them.
+
+Every change makes a new model version from the active model's encodings plus the change,
+saved and activated atomically under the store's change lock (``ModelStore.changing``), so
+history, rollback and several nodes sharing the store keep working as after a training. The
+classifier is refitted with ``FaceClassifier.refitted``: a gallery changed by a small share
+keeps its calibration, a larger change is calibrated again (``models.recalibrate_share``).
+
+A photo's id is the first 16 hex digits of the SHA-256 of its encoding: it is stable across
+versions without being stored, and the same for models trained from zips.
+
+Forgetting is erasure: the person's rows leave every stored model (a model left with no one
+is deleted), their encodings leave the encoding cache, their name leaves job records,
+evaluations, the service log and the dashboard's database, and annotated copies showing
+their face are deleted. The engine never logs a name it may have to forget without being
+able to find it again: names logged are removed from the log by ``forget``.
+
+No Flask here: the REST blueprint, the pages and the CLI are thin adapters over ``People``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sqlite3
+import time
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import quote
+
+import numpy as np
+
+from conf.config import Config, Paths
+from datastructure.classifier import FaceClassifier
+from datastructure.errors import DatasetNotValid, ModelsBusy, NameNotValid, NotFound, PyRecognizerError, TooManyPhotos
+from datastructure.files import atomic_write
+from datastructure.model_store import ModelStore
+from datastructure.names import checked_name, name_key, person_name, shown
+from utils import archive
+from utils.encoding import encoded_photos
+from utils.faces import Options, decoded, faces_in
+
+log = logging.getLogger(__name__)
+
+ERASED = "[erased]"
+ZIP_MAGIC = b"PK\x03\x04"
+ANNOTATED_TOLERANCE = 0.6  # a face in an annotated copy this close to the person's is theirs
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its name as sent, and its bytes (a photo or a zip of photos)."""
+
+    name: str
+    data: bytes
+
+
+def photo_id(encoding) -> str:
+    """Return a photo's id: the first 16 hex digits of the SHA-256 of its float64 encoding."""
+    return hashlib.sha256(np.asarray(encoding, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
+class Gallery:
+    """The rows of one model version: encodings with their person, source, id and added date."""
+
+    def __init__(self, encodings, labels, files, added):
+        self.encodings = np.asarray(encodings, dtype=np.float64).reshape(-1, 128)
+        self.labels = np.asarray(labels, dtype=str)
+        self.files = np.asarray(files, dtype=str)
+        self.added = np.asarray(added, dtype=str)
+        self.ids = np.array([photo_id(row) for row in self.encodings], dtype=str)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def empty(cls) -> "Gallery":
+        return cls(np.zeros((0, 128)), [], [], [])
+
+    @classmethod
+    def of(cls, arrays: dict, metadata: dict) -> "Gallery":
+        """The gallery of a stored model; models trained from zips have no added dates: their creation."""
+        count = len(arrays["labels"])
+        added = arrays.get("added")
+        if added is None or len(added) != count:
+            added = np.full(count, str(metadata.get("created") or ""))
+        files = arrays.get("files")
+        if files is None or len(files) != count:
+            files = np.full(count, "")
+        return cls(arrays["encodings"], arrays["labels"], files, added)
+
+    def where(self, keep: np.ndarray) -> "Gallery":
+        return Gallery(self.encodings[keep], self.labels[keep], self.files[keep], self.added[keep])
+
+    def plus(self, encodings, labels, files, added) -> "Gallery":
+        return Gallery(np.vstack([self.encodings, np.asarray(encodings).reshape(-1, 128)]),
+                       np.concatenate([self.labels, np.asarray(labels, dtype=str)]),
+                       np.concatenate([self.files, np.asarray(files, dtype=str)]),
+                       np.concatenate([self.added, np.asarray(added, dtype=str)]))
+
+    def label_of(self, name: str) -> str | None:
+        """The stored label that ``name`` designates (same key), or None."""
+        key = name_key(name)
+        for label in dict.fromkeys(self.labels.tolist()):
+            if name_key(label) == key:
+                return label
+        return None
+
+    def counts(self) -> dict[str, int]:
+        people, counts = np.unique(self.labels, return_counts=True)
+        return {str(person): int(count) for person, count in zip(people, counts)}
+
+    def matching(self, ids) -> np.ndarray:
+        """Mask of the rows whose photo id is one of ``ids`` (the same photo, under any name)."""
+        return np.isin(self.ids, np.asarray(list(ids), dtype=str))
+
+
+class People:
+    """The people of the active model, and every change to them (see the module's docstring)."""
+
+    def __init__(self, store: ModelStore, config: Config, paths: Paths | None = None, *,
+                 training_running: Callable[[], bool] = lambda: False):
+        self.store = store
+        self.config = config
+        self.paths = paths
+        self.training_running = training_running  # a training job replaces the gallery: changes wait for it
+        self.options = Options.from_config(config.faces, config.limits, training=True)
+
+    # -- reading -------------------------------------------------------------------------
+    def listing(self) -> dict:
+        """Return the active model's id and its people with their photo counts."""
+        model_id, gallery = self._active_gallery()
+        return {"model": model_id,
+                "people": [{"name": name, "photos": count} for name, count in gallery.counts().items()]}
+
+    def person(self, name: str) -> dict:
+        """Return one person of the active model: their photos' ids, source names and added dates."""
+        model_id, gallery = self._active_gallery()
+        label = self._label(gallery, name)
+        rows = np.flatnonzero(gallery.labels == label)
+        return {"model": model_id, "name": label, "photos": [
+            {"id": str(gallery.ids[row]), "source": str(gallery.files[row]), "added": str(gallery.added[row])}
+            for row in rows]}
+
+    # -- changes -------------------------------------------------------------------------
+    def enrol(self, name: str, uploads: Iterable[Upload]) -> dict:
+        """Add photos of ``name`` (created if new); each must show exactly one face.
+
+        Photos are encoded before the change lock is taken (the slow part), so other changes
+        wait only for the save. Returns the new model, the photos added and those skipped.
+        """
+        name = checked_name(name)
+        photos = self._photos(uploads)
+        limit = int(self.config.limits.max_enrol_photos)
+        if len(photos) > limit:
+            raise TooManyPhotos(f"{len(photos)} photos in one enrolment; the limit is {limit}: "
+                                "train from a zip of person folders instead (POST /train)",
+                                {"photos": len(photos), "limit": limit, "train_url": "/train"})
+        encodings, sources, skipped = [], [], []
+        for (source, _), result in zip(photos, encoded_photos(
+                (data for _, data in photos), self.options, workers=1, cache_folder=None)):
+            if result.reason is not None or len(result.faces) != 1:
+                reason = result.reason or ("no face found" if not result.faces
+                                           else f"{len(result.faces)} faces found, expected one")
+                skipped.append({"file": source, "reason": reason})
+            else:
+                encodings.append(result.faces[0].encoding)
+                sources.append(source)
+        with self._change():
+            parent, gallery, previous = self._active()
+            label = gallery.label_of(name) or name
+            added, seen = [], {}
+            for encoding, source in zip(encodings, sources):
+                identity = photo_id(encoding)
+                owner = gallery.labels[gallery.ids == identity]
+                if len(owner) or identity in seen:
+                    same = (len(owner) and owner[0] == label) or identity in seen
+                    skipped.append({"file": source, "reason": "already enrolled" if same
+                                    else "already enrolled as another person"})
+                    continue
+                seen[identity] = True
+                added.append((encoding, source, identity))
+            if not added:
+                raise DatasetNotValid("no photo could be enrolled: each must show exactly one face",
+                                      {"name": label, "skipped": skipped})
+            now = datetime.now().isoformat(timespec="seconds")
+            changed = gallery.plus([row[0] for row in added], [label] * len(added),
+                                   [row[1] for row in added], [now] * len(added))
+            model_id = self._saved(changed, previous, parent, "enrol", len(added))
+        log.info("enrolled %d photos into model %s (%d skipped)", len(added), model_id, len(skipped))
+        return {"model": model_id, "name": label, "created": label not in gallery.labels,
+                "added": [{"id": identity, "source": source} for _, source, identity in added],
+                "skipped": skipped}
+
+    def remove_photo(self, name: str, photo: str) -> dict:
+        """Remove one photo of a person from the active model (the person goes with their last)."""
+        with self._change():
+            parent, gallery, previous = self._active()
+            label = self._label(gallery, name)
+            rows = (gallery.labels == label) & (gallery.ids == str(photo))
+            if not rows.any():
+                raise NotFound(f"no photo {shown(photo)!r} of {shown(label)!r} in the active model")
+            model_id = self._changed(gallery.where(~rows), previous, parent, "remove photo", int(rows.sum()))
+        return {"model": model_id, "name": label, "removed": [str(photo)]}
+
+    def remove(self, name: str) -> dict:
+        """Remove a person from the active model (earlier versions keep them: see ``forget``)."""
+        with self._change():
+            parent, gallery, previous = self._active()
+            label = self._label(gallery, name)
+            rows = gallery.labels == label
+            model_id = self._changed(gallery.where(~rows), previous, parent, "remove person", int(rows.sum()))
+        return {"model": model_id, "name": label, "photos_removed": int(rows.sum())}
+
+    def rename(self, name: str, new_name: str) -> dict:
+        """Rename a person of the active model; the new name must not be someone else's."""
+        new_name = checked_name(new_name)
+        with self._change():
+            parent, gallery, previous = self._active()
+            label = self._label(gallery, name)
+            other = gallery.label_of(new_name)
+            if other is not None and other != label:
+                raise NameNotValid(f"{shown(new_name)!r} is already the name of a person of the model",
+                                   {"name": shown(new_name), "problems": ["the name is taken"]})
+            labels = np.where(gallery.labels == label, new_name, gallery.labels)
+            renamed = Gallery(gallery.encodings, labels, gallery.files, gallery.added)
+            model_id = self._saved(renamed, previous, parent, "rename", 0)
+        return {"model": model_id, "name": new_name, "previous_name": label}
+
+    def forget(self, name: str) -> dict:
+        """Erase a person from everything the service keeps; return what was erased.
+
+        Their rows (by name, and by encoding, so a renamed copy goes too) leave every stored
+        model; the active model gets a new version without them and older versions are
+        rewritten in place, a model left with no one being deleted. Then the encoding cache,
+        job records, evaluations, annotated copies, the log and the dashboard's database.
+        """
+        key = name_key(person_name(name))
+        erased = {"new_model": None, "models_rewritten": [], "models_deleted": [], "photos": 0}
+        with self._change():
+            models = {model_id: self.store.contents(model_id) for model_id in self.store.ids()}
+            galleries = {model_id: Gallery.of(arrays, metadata) for model_id, (arrays, _, metadata) in models.items()}
+            labels = {label for gallery in galleries.values() for label in gallery.labels.tolist() if name_key(label) == key}
+            if not labels:
+                raise NotFound(f"nobody named {shown(name)!r} in any stored model")
+            theirs = np.vstack([gallery.encodings[np.isin(gallery.labels, list(labels))] for gallery in galleries.values()])
+            their_ids = {photo_id(row) for row in theirs}
+            match = Matcher(labels | {person_name(name)})
+            active = self.store.active_id()
+            for model_id, gallery in galleries.items():
+                rows = np.isin(gallery.labels, list(labels)) | gallery.matching(their_ids)
+                arrays, state, metadata = models[model_id]
+                mentioned = match.found(json.dumps(metadata, ensure_ascii=False)) or match.found(json.dumps(state, ensure_ascii=False))
+                if not rows.any() and not mentioned:
+                    continue
+                erased["photos"] = max(erased["photos"], int(rows.sum()))
+                kept = gallery.where(~rows)
+                if model_id == active:
+                    if len(kept):
+                        previous = self.store.load(model_id).classifier
+                        erased["new_model"] = self._changed(kept, previous, model_id, "forget", int(rows.sum()),
+                                                            metadata_of=match.scrubbed(metadata))
+                    else:
+                        self.store.deactivate_and_delete(model_id)
+                        erased["models_deleted"].append(model_id)
+                    active = self.store.active_id()
+            for model_id, gallery in galleries.items():  # then every other version, the old active one included
+                if model_id == active or model_id not in self.store.ids():
+                    continue  # the new version, or one deleted or pruned meanwhile
+                arrays, state, metadata = models[model_id]
+                rows = np.isin(gallery.labels, list(labels)) | gallery.matching(their_ids)
+                if not rows.any() and not match.found(json.dumps(metadata, ensure_ascii=False)) \
+                        and not match.found(json.dumps(state, ensure_ascii=False)):
+                    continue
+                kept = gallery.where(~rows)
+                if not len(kept):
+                    self.store.deactivate_and_delete(model_id)
+                    erased["models_deleted"].append(model_id)
+                    continue
+                restored = FaceClassifier.restored(match.scrubbed(state), gallery.encodings, gallery.labels)
+                classifier = restored.refitted(kept.encodings, kept.labels, changed=int(rows.sum()),
+                                               recalibrate_share=float(self.config.models.recalibrate_share))
+                self.store.rewrite(model_id, classifier, kept.encodings, kept.labels, kept.files,
+                                   self._metadata(kept, classifier, match.scrubbed(metadata)),
+                                   columns={"added": kept.added})
+                erased["models_rewritten"].append(model_id)
+            erased.update(self._erased_elsewhere(match, theirs, their_ids))
+        log.info("forgot a person: %d photos, %d models rewritten, %d deleted", erased["photos"],
+                 len(erased["models_rewritten"]), len(erased["models_deleted"]))
+        return {"forgotten": True, "erased": erased}
+
+    # -- the parts -----------------------------------------------------------------------
+    def _change(self):
+        """The change lock, after waiting briefly for a running training job (ModelsBusy)."""
+        deadline = time.monotonic() + self.store.wait
+        while self.training_running():
+            if time.monotonic() >= deadline:
+                raise ModelsBusy("a training job is running and will replace the model; retry when it ends",
+                                 retry_after=10)
+            time.sleep(0.1)
+        return self.store.changing()
+
+    def _active_gallery(self) -> tuple[str | None, Gallery]:
+        model_id = self.store.active_id()
+        if model_id is None:
+            return None, Gallery.empty()
+        arrays, _, metadata = self.store.contents(model_id)
+        return model_id, Gallery.of(arrays, metadata)
+
+    def _active(self) -> tuple[str | None, Gallery, FaceClassifier | None]:
+        """(id, gallery, classifier) of the active model; (None, empty, None) before the first."""
+        model_id = self.store.active_id()
+        if model_id is None:
+            return None, Gallery.empty(), None
+        arrays, state, metadata = self.store.contents(model_id)
+        return model_id, Gallery.of(arrays, metadata), FaceClassifier.restored(state, arrays["encodings"], arrays["labels"])
+
+    @staticmethod
+    def _label(gallery: Gallery, name: str) -> str:
+        label = gallery.label_of(person_name(name))
+        if label is None:
+            raise NotFound(f"nobody named {shown(name)!r} in the active model")
+        return label
+
+    def _changed(self, gallery: Gallery, previous, parent, kind: str, changed: int, **extra) -> str | None:
+        """Save ``gallery`` as the new active version, or, left with no one, delete the model."""
+        if len(gallery.labels) == 0:
+            self.store.deactivate_and_delete(parent)
+            return None
+        return self._saved(gallery, previous, parent, kind, changed, **extra)
+
+    def _saved(self, gallery: Gallery, previous: FaceClassifier | None, parent: str | None, kind: str,
+               changed: int, metadata_of: dict | None = None) -> str:
+        """Fit, save and activate ``gallery`` as a new version (the caller holds the change lock)."""
+        started = time.time()
+        if previous is None:
+            from utils.training import classifier_params  # training imports heavy modules: only here
+
+            classifier = FaceClassifier(**classifier_params(self.config)).fit(gallery.encodings, gallery.labels)
+            classifier.calibration_ = {**classifier.calibration_, "gallery": len(gallery.labels), "changed_since": 0}
+        else:
+            classifier = previous.refitted(gallery.encodings, gallery.labels, changed=changed,
+                                           recalibrate_share=float(self.config.models.recalibrate_share))
+        base = metadata_of if metadata_of is not None else (self.store.metadata(parent) if parent else {})
+        metadata = self._metadata(gallery, classifier, base)
+        metadata.update({"kind": kind, "created": datetime.now().isoformat(timespec="seconds"),
+                         "parent": parent, "source": f"{kind} from {parent}" if parent else kind,
+                         "seconds": round(time.time() - started, 2),
+                         "metrics": {"accuracy": None, "test_photos": 0,
+                                     "note": "changed by hand: held-out figures are those of a training"}})
+        model_id = self.store.save(classifier, gallery.encodings, gallery.labels, gallery.files, metadata,
+                                   columns={"added": gallery.added})
+        self.store.activate(model_id)
+        return model_id
+
+    def _metadata(self, gallery: Gallery, classifier: FaceClassifier, base: dict) -> dict:
+        """``base`` with the people, counts and classifier figures of ``gallery``."""
+        from utils.training import library_versions
+
+        people = gallery.counts()
+        skipped = [entry for entry in base.get("skipped") or []
+                   if not isinstance(entry, dict) or entry.get("person") is None or entry.get("person") in people]
+        return {**{key: value for key, value in base.items() if key != "id"},
+                "people": people, "photos": int(len(gallery.labels)), "skipped": skipped,
+                "params": classifier.get_params(), "threshold": classifier.threshold_, "ratio": classifier.ratio_,
+                "calibration": classifier.calibration_, "pipeline": self.options.signature(),
+                "versions": base.get("versions") or library_versions()}
+
+    def _photos(self, uploads: Iterable[Upload]) -> list[tuple[str, bytes]]:
+        """(source name, bytes) of every photo uploaded, zips of one person's photos opened."""
+        limits = archive.limits_from(self.config.limits)
+        photos = []
+        for upload in uploads:
+            if upload.data.startswith(ZIP_MAGIC) or upload.name.lower().endswith(".zip"):
+                import io
+
+                photos += [(f"{upload.name}/{photo.name}", photo.data)
+                           for photo in archive.iter_person_photos(io.BytesIO(upload.data), limits)]
+            else:
+                photos.append((upload.name, upload.data))
+        return photos
+
+    # -- erasure outside the models ----------------------------------------------------------
+    def _erased_elsewhere(self, match: "Matcher", theirs: np.ndarray, their_ids: set[str]) -> dict:
+        """Erase the person from the cache, jobs, evaluations, annotated copies, log and dashboard."""
+        if self.paths is None:
+            return {}
+        evaluations = self.paths.root / "dataset" / "evaluations"  # utils.evaluation.evaluations_folder (it imports the service)
+        return {
+            "cache_entries": erased_cache_entries(self.paths.cache, their_ids),
+            "job_records": scrubbed_json_files(self.paths.jobs.glob("*.json"), match),
+            "evaluations": scrubbed_json_files(evaluations.glob("*/*.json"), match),
+            "annotated_copies": erased_annotated_copies(
+                self.paths.annotated, theirs, Options.from_config(self.config.faces, self.config.limits, training=False)),
+            "log_lines": erased_log_lines(self.paths.log.glob("*.log*"), match),
+            "dashboard_rows": erased_dashboard_rows(self.paths.dashboard_db, match),
+        }
+
+
+class Matcher:
+    """Finds one person's names in text: as stored, NFD, URL-quoted, JSON-escaped, any case."""
+
+    def __init__(self, names: Iterable[str]):
+        forms = set()
+        for name in names:
+            for form in (name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)):
+                forms.update({form, quote(form, safe=""), quote(form), json.dumps(form)[1:-1]})
+        self.forms = sorted({form.casefold() for form in forms if form}, key=len, reverse=True)
+        self.keys = {name_key(name) for name in names}
+        self.words = re.compile("|".join(rf"(?<!\w){re.escape(form)}(?!\w)" for form in self.forms), re.IGNORECASE)
+
+    def found(self, text: str) -> bool:
+        """Whether ``text`` holds one of the names as a whole word (``Al`` is not in ``Alan``)."""
+        return bool(self.words.search(text))
+
+    def is_name(self, text: str) -> bool:
+        """Whether ``text`` is the name, or a path whose first part is (``Name/1.jpg``)."""
+        return name_key(text) in self.keys or name_key(text.split("/", 1)[0]) in self.keys
+
+    def scrubbed(self, value):
+        """Return a JSON value without the person: keys naming them and list items about them
+        dropped, other strings mentioning them replaced by ERASED."""
+        if isinstance(value, dict):
+            return {key: self.scrubbed(item) for key, item in value.items() if not self.is_name(str(key))}
+        if isinstance(value, list):
+            return [self.scrubbed(item) for item in value if not self._about(item)]
+        if isinstance(value, str) and self.found(value):
+            return ERASED
+        return value
+
+    def _about(self, item) -> bool:
+        if isinstance(item, str):
+            return self.is_name(item)
+        if isinstance(item, dict):
+            return any(isinstance(value, str) and (self.is_name(value) or self.found(value)) for value in item.values())
+        return False
+
+
+def erased_cache_entries(cache: Path, their_ids: set[str]) -> int:
+    """Delete the cached photo results holding one of the person's encodings (by photo id:
+    the cache keeps the very float64 encodings the models hold); return how many."""
+    removed = 0
+    if not their_ids or not cache.is_dir():
+        return 0
+    for path in cache.rglob("*.npz"):
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                encodings = stored["encodings"].reshape(-1, 128)
+        except (OSError, ValueError, KeyError):
+            continue
+        if any(photo_id(row) in their_ids for row in encodings):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def scrubbed_json_files(paths: Iterable[Path], match: Matcher) -> int:
+    """Rewrite the JSON files that mention the person without them; return how many changed."""
+    changed = 0
+    for path in paths:
+        try:
+            text = path.read_text()
+            if not match.found(text) and not match.found(json.dumps(json.loads(text), ensure_ascii=False)):
+                continue
+            atomic_write(path, json.dumps(match.scrubbed(json.loads(text))).encode())
+            changed += 1
+        except (OSError, ValueError):
+            continue
+    return changed
+
+
+def erased_annotated_copies(folder: Path, theirs: np.ndarray, options: Options) -> int:
+    """Delete the annotated copies showing a face close to one of ``theirs``; return how many.
+
+    A copy holds the name only as drawn pixels, so the faces in it are what tells."""
+    removed = 0
+    if len(theirs) == 0 or not folder.is_dir():
+        return 0
+    for path in folder.glob("*.jpg"):
+        try:
+            faces = faces_in(decoded(path.read_bytes(), options), options)
+        except (OSError, PyRecognizerError):
+            continue
+        for face in faces:
+            if np.min(np.linalg.norm(theirs - face.encoding, axis=1)) <= ANNOTATED_TOLERANCE:
+                path.unlink(missing_ok=True)
+                removed += 1
+                break
+    return removed
+
+
+def erased_log_lines(paths: Iterable[Path], match: Matcher) -> int:
+    """Remove the lines naming the person from the log files, in place (other processes keep
+    appending to the same files); return how many lines went."""
+    removed = 0
+    for path in paths:
+        try:
+            with open(path, "r+b") as handle:
+                lines = handle.read().splitlines(keepends=True)
+                kept = [line for line in lines if not match.found(line.decode("utf-8", "replace"))]
+                if len(kept) == len(lines):
+                    continue
+                handle.seek(0)
+                handle.write(b"".join(kept))
+                handle.truncate()
+                removed += len(lines) - len(kept)
+        except OSError:
+            continue
+    return removed
+
+
+def erased_dashboard_rows(database: Path, match: Matcher) -> int:
+    """Delete the dashboard's rows with a text field naming the person, then rebuild the file
+    so that no freed page still holds the name; return how many rows went."""
+    if not database.is_file():
+        return 0
+    removed = 0
+    connection = sqlite3.connect(database, timeout=10)
+    connection.create_function("names_person", 1, lambda text: int(text is not None and match.found(str(text))))
+    try:
+        connection.execute("PRAGMA secure_delete = ON")
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            columns = [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')
+                       if (row[2] or "").upper() in ("", "TEXT", "VARCHAR", "STRING", "CLOB") or "CHAR" in (row[2] or "").upper()]
+            if not columns:
+                continue
+            where = " OR ".join(f'names_person("{column}")' for column in columns)
+            removed += connection.execute(f'DELETE FROM "{table}" WHERE {where}').rowcount
+        connection.commit()
+        if removed:
+            connection.execute("VACUUM")
+    finally:
+        connection.close()
+    return removed
