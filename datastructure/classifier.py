@@ -170,7 +170,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             fresh.fit(X, y)
             fresh.calibration_ = {**fresh.calibration_, "gallery": int(len(fresh.labels_)), "changed_since": 0}
             return fresh
-        fresh._index(X, y)
+        fresh._index(X, y, cells=self.gallery_.index)  # the index's cells are kept too
         fresh.spread_, spread_figures = fresh._spreads()
         fresh.scale_ = fresh._scales(fresh.spread_, spread_figures["typical"])
         fresh.threshold_, fresh.ratio_ = self.threshold_, self.ratio_
@@ -188,7 +188,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         return {"strangers_accepted": round(float(np.mean(accepted(s_distance, s_runner, self.threshold_ * s_scale, self.ratio_))), 4),
                 "recognised": round(float(np.mean(accepted(g_distance, g_runner, self.threshold_ * g_scale, self.ratio_) & g_right)), 4)}
 
-    def _index(self, X, y) -> None:
+    def _index(self, X, y, cells: EncodingIndex | None = None) -> None:
         """Keep the encodings sorted by person, in float32 (dlib's are good to ~1e-7 of
         their spread), and index them; a metric other than euclidean votes with scikit-learn."""
         X = np.asarray(X, dtype=np.float32)
@@ -197,7 +197,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         self.encodings_, self.labels_ = X[order], y[order]
         self.classes_, self.starts_ = np.unique(self.labels_, return_index=True)
         self.counts_ = np.diff(np.append(self.starts_, len(self.labels_)))
-        index = EncodingIndex(min_size=self.index_min, nprobe=self.nprobe).fit(self.encodings_)
+        index = EncodingIndex(min_size=self.index_min, nprobe=self.nprobe).fit(self.encodings_, cells)
         self._searched(Gallery(self.encodings_, self.starts_, self.counts_, index))
 
     def _searched(self, gallery: Gallery) -> None:

@@ -39,6 +39,18 @@ def cells_for(size: int) -> int:
     return int(min(4096, max(16, round(math.sqrt(size)))))
 
 
+def empty_like(trained):
+    """A new, empty IVF index with ``trained``'s cells and scalar-quantizer ranges (faiss cannot
+    clone a memory-mapped one, so the trained parts are copied)."""
+    faiss = faiss_module()
+    quantizer = faiss.IndexFlatL2(trained.d)
+    quantizer.add(trained.quantizer.reconstruct_n(0, trained.nlist))
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, trained.d, trained.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
+    faiss.copy_array_to_vector(faiss.vector_to_array(trained.sq.trained), ivf.sq.trained)
+    ivf.is_trained = True
+    return ivf
+
+
 class EncodingIndex:
     """Approximate search over float32 encodings; rows are numbered in the order they were added.
 
@@ -50,7 +62,9 @@ class EncodingIndex:
         self.min_size = min_size
         self.nprobe = nprobe
 
-    def fit(self, encodings: np.ndarray) -> "EncodingIndex":
+    def fit(self, encodings: np.ndarray, cells: "EncodingIndex | None" = None) -> "EncodingIndex":
+        """Index ``encodings``. ``cells``: an index whose trained k-means cells and 8-bit ranges
+        are kept (a gallery changed by a few photos), so only the photos are assigned again."""
         encodings = np.ascontiguousarray(encodings, dtype=np.float32)
         self.size_ = len(encodings)
         self.ivf_ = None
@@ -58,6 +72,10 @@ class EncodingIndex:
             return self
         faiss = faiss_module()
         faiss.omp_set_num_threads(os.cpu_count() or 1)
+        if cells is not None and cells.approximate:
+            self.ivf_ = empty_like(cells.ivf_)
+            self.ivf_.add_with_ids(encodings, np.arange(self.size_, dtype=np.int64))
+            return self
         cells = cells_for(self.size_)
         quantizer = faiss.IndexFlatL2(encodings.shape[1])
         ivf = faiss.IndexIVFScalarQuantizer(quantizer, encodings.shape[1], cells,

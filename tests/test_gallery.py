@@ -148,3 +148,15 @@ def test_a_20000_encoding_import_through_the_cli_then_predict_over_http(trained,
     refused = server.post("/models/import", files={"file": ("bad.npz", npz_bytes(encodings=X4, names=Y4[:1]))})
     assert refused.status_code == 422 and refused.json()["response"]["error"] == "GALLERY_NOT_VALID"
     assert server.get("/models").json()["response"]["active"] == job["result"]["model"]
+
+
+def test_a_gallery_changed_by_a_few_photos_keeps_its_index_cells():
+    X, y = synthetic(300, 10)
+    fitted = FaceClassifier(index_min=1000).fit(X, y)
+    extra, _ = synthetic(1, 3, seed=5)
+    grown = fitted.refitted(np.vstack([X, extra]), np.concatenate([y, ["newcomer"] * 3]), changed=3,
+                            recalibrate_share=0.02)
+    old, new = fitted.gallery_.index.ivf_, grown.gallery_.index.ivf_
+    assert new.ntotal == len(X) + 3
+    assert np.array_equal(old.quantizer.reconstruct_n(0, old.nlist), new.quantizer.reconstruct_n(0, new.nlist))
+    assert [d.name for d in grown.decisions(extra + 0.01)] == ["newcomer"] * 3
