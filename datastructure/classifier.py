@@ -129,7 +129,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, n_neighbors=1, weights="distance", metric="euclidean", algorithm="auto",
-                 threshold=None, ratio=None, max_strangers=0.01, index_min=10_000, nprobe=16):
+                 threshold=None, ratio=None, max_strangers=0.01, index_min=30_000, nprobe=16):
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.metric = metric

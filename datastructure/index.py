@@ -12,7 +12,8 @@ query took 0.43 ms at the same recall of the nearest photo (100% of 200 queries)
 is added to its cell without touching the rest (a graph relinks neighbours), and a saved
 index is read memory-mapped (``IO_FLAG_MMAP``), so every worker shares one copy of the codes.
 
-Below ``min_size`` the exact search is as fast and needs no index at all.
+Below ``min_size`` (30,000 by default: on this machine idle, an exhaustive query took 0.19 ms
+at 10^4 encodings and 3.4 ms at 10^5, the index 1.7 and 1.5 ms) the exact search is as fast.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class EncodingIndex:
     ``nprobe``: cells searched per query (more: slower, fewer misses).
     """
 
-    def __init__(self, min_size: int = 10_000, nprobe: int = 16):
+    def __init__(self, min_size: int = 30_000, nprobe: int = 16):
         self.min_size = min_size
         self.nprobe = nprobe
 

@@ -118,7 +118,10 @@ def test_a_20000_encoding_import_through_the_cli_then_predict_over_http(trained,
     gallery = tmp_path / "gallery.npz"
     gallery.write_bytes(npz_bytes(encodings=X, names=names, files=np.array([f"f{i}" for i in range(len(names))])))
     data_dir = tmp_path / "data"
-    done = subprocess.run([sys.executable, "main.py", "--data-dir", str(data_dir), "import", str(gallery)],
+    config = tmp_path / "conf.json"  # the index from 10,000 encodings (30,000 by default): searched over HTTP
+    config.write_text(json.dumps({"classifier": {"index_min": 10_000}}))
+    done = subprocess.run([sys.executable, "main.py", "--config", str(config), "--data-dir", str(data_dir),
+                           "import", str(gallery)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])["response"]["data"]
