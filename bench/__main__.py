@@ -4,6 +4,7 @@
     python -m bench --quick                 ~1 min: 1 round, 600 lfw photos, fewer requests
     python -m bench --only predict,serve    some sections only
     python -m bench --photos 1000           training figures on a stratified 1,000 photos
+    python -m bench --only people           enrolment into 3,000 / 30,000 photos, storage, stranger budget
     python -m bench --only gallery          galleries of 10^3..10^6 encodings (issue 16; not in the
                                             default run: ~15 min, 10^6 needs ~6 GB; --gallery-sizes)
 
@@ -26,8 +27,8 @@ from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
 
-SECTIONS = ("predict", "train", "serve", "gallery")
-DEFAULT_SECTIONS = ("predict", "train", "serve")
+SECTIONS = ("predict", "train", "serve", "people", "gallery")
+DEFAULT_SECTIONS = ("predict", "train", "serve", "people")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
 PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200), "plain_photos": (150, 60),
@@ -37,7 +38,7 @@ PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200),
 def arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~1-minute run with smaller counts")
-    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS), help="comma-separated: predict,train,serve,gallery")
+    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS), help="comma-separated: predict,train,serve,people,gallery")
     parser.add_argument("--gallery-sizes", default="1000,10000,100000,1000000", help="the gallery section's sizes")
     parser.add_argument("--gallery-requests", type=int, default=40, help="POST /predict per gallery size")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
@@ -177,6 +178,10 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.train import train_section
 
         return train_section(faces, workdir, args.photos, args.single_photos, args.plain_photos, say=say)
+    if name == "people":
+        from bench.people import people_section
+
+        return people_section(faces, workdir, args.quick, say=say)
     if name == "gallery":
         from bench.gallery import gallery_section
 

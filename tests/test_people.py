@@ -5,6 +5,8 @@ are in tests/test_people_server.py."""
 from __future__ import annotations
 
 import io
+import json
+import sqlite3
 import threading
 import unicodedata
 import zipfile
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from datastructure.classifier import FaceClassifier
-from datastructure.errors import ModelActive, ModelsBusy
+from datastructure.errors import ModelActive, ModelsBusy, NotFound
 from datastructure.model_store import MODEL_ID, ModelStore, id_order
 from datastructure.names import checked_name, name_key, name_problems, names_problems, person_name
 from tests.support import TEST_CREDENTIALS, envelope_of
@@ -172,6 +174,9 @@ def test_enrol_list_rename_remove_through_the_contract(client, faces):
     envelope_of(client.delete("/people/Louise Ciccone", headers=TOKEN), 200)
     assert envelope_of(client.get("/people", headers=TOKEN))["data"] == [{"name": "Ben Afflek", "photos": 1}]
     envelope_of(client.get("/people/Nobody", headers=TOKEN), 404, "NOT_FOUND")
+    last = envelope_of(client.delete("/people/Ben Afflek", headers=TOKEN), 422, "DATASET_NOT_VALID")
+    assert "forget" in last["description"]  # an empty model cannot serve; forget erases everywhere
+    assert envelope_of(client.get("/people", headers=TOKEN))["data"] == [{"name": "Ben Afflek", "photos": 1}]
 
 
 @pytest.mark.parametrize("raw", ["unknown", "Unknown", "Ma%0Adonna", "%1B%5B31mRed", "Evil%E2%80%AEgnp", "x" * 101, "%20"])
@@ -210,3 +215,45 @@ def test_deleting_the_active_model_answers_model_active(client, faces):
     model = envelope_of(client.post("/people/Madonna/photos", headers=TOKEN, data={"file": photo(faces, "Madonna")}), 201)["model"]
     body = envelope_of(client.delete(f"/models/{model}", headers=TOKEN), 409, "MODEL_ACTIVE")
     assert body["data"] == {"active": model}
+
+
+def test_forget_when_the_active_model_held_only_them_scrubs_the_model_that_serves_next(app, faces):
+    from utils.people import Upload
+
+    service = app.extensions["pyrecognizer"]
+    people = service.people
+
+    def enrol(person, name="1.jpg"):
+        return people.enrol(person, [Upload(name, (faces / "celebrities" / "train" / person / name).read_bytes())])["model"]
+
+    only_her = enrol("Madonna")
+    both = enrol("Ben Afflek")
+    service.store.activate(only_her)
+    erased = people.forget("madonna")["erased"]
+    assert erased["models_deleted"] == [only_her] and erased["models_rewritten"] == [both]
+    assert service.store.active_id() == erased["new_model"]  # not the old version that knew her
+    assert [p["name"] for p in people.listing()["people"]] == ["Ben Afflek"]
+    for model_id in service.store.ids():
+        arrays, _, metadata = service.store.contents(model_id)
+        assert list(arrays["labels"]) == ["Ben Afflek"] and "Madonna" not in json.dumps(metadata)
+
+
+def test_forget_reports_a_place_it_could_not_erase_and_erases_the_others(app, faces, tmp_path):
+    from utils.people import Upload
+
+    service = app.extensions["pyrecognizer"]
+    for person in ("Madonna", "Ben Afflek"):
+        service.people.enrol(person, [Upload("1.jpg", (faces / "celebrities" / "train" / person / "1.jpg").read_bytes())])
+    service.paths.dashboard_db.write_bytes(b"not a database, but it names Madonna")
+    erased = service.people.forget("Madonna")["erased"]
+    assert set(erased["failed"]) == {"dashboard_rows"} and "log_lines" in erased and erased["new_model"]
+    assert [p["name"] for p in service.people.listing()["people"]] == ["Ben Afflek"]
+    service.paths.dashboard_db.unlink()  # the problem fixed, a retry erases what is left
+    with sqlite3.connect(service.paths.dashboard_db) as database:
+        database.execute("CREATE TABLE Outlier (id INTEGER PRIMARY KEY, request_url TEXT)")
+        database.executemany("INSERT INTO Outlier (request_url) VALUES (?)", [("/people/Madonna/photos",), ("/predict",)])
+    again = service.people.forget("Madonna")
+    assert again["forgotten"] is True and again["erased"]["dashboard_rows"] == 1
+    assert b"madonna" not in service.paths.dashboard_db.read_bytes().lower()
+    with pytest.raises(NotFound):
+        service.people.forget("Madonna")  # nothing left anywhere

@@ -20,7 +20,9 @@ No Flask here: the REST blueprint, the pages and the CLI are thin adapters over 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import logging
 import re
@@ -73,7 +75,15 @@ class Gallery:
         self.labels = np.asarray(labels, dtype=str)
         self.files = np.asarray(files, dtype=str)
         self.added = np.asarray(added, dtype=str)
-        self.ids = np.array([photo_id(row) for row in self.encodings], dtype=str)
+
+    @functools.cached_property
+    def ids(self) -> np.ndarray:
+        """Each row's photo id (hashing every row costs ~10 us: only when asked)."""
+        return np.array([photo_id(row) for row in self.encodings], dtype=str)
+
+    def rows_equal_to(self, encoding) -> np.ndarray:
+        """Indices of the rows holding exactly ``encoding`` (the same photo), without hashing all."""
+        return np.flatnonzero((self.encodings == np.asarray(encoding, dtype=np.float64)).all(axis=1))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -161,23 +171,20 @@ class People:
             raise TooManyPhotos(f"{len(photos)} photos in one enrolment; the limit is {limit}: "
                                 "train from a zip of person folders instead (POST /train)",
                                 {"photos": len(photos), "limit": limit, "train_url": "/train"})
-        encodings, sources, skipped = [], [], []
-        for (source, _), result in zip(photos, encoded_photos(
-                (data for _, data in photos), self.options, workers=1, cache_folder=None)):
-            if result.reason is not None or len(result.faces) != 1:
-                reason = result.reason or ("no face found" if not result.faces
-                                           else f"{len(result.faces)} faces found, expected one")
-                skipped.append({"file": source, "reason": reason})
-            else:
-                encodings.append(result.faces[0].encoding)
-                sources.append(source)
+        encodings, sources, skipped = self._encoded(photos)
+        return self.enrol_encodings(name, encodings, sources, skipped=skipped)
+
+    def enrol_encodings(self, name: str, encodings, sources: list[str], *, skipped: list[dict] = ()) -> dict:
+        """Add already computed 128-d encodings of ``name`` (one per photo, named by ``sources``):
+        ``enrol`` without the photos (adapters that receive embeddings, the bench)."""
+        name, skipped = checked_name(name), list(skipped)
         with self._change():
             parent, gallery, previous = self._active()
             label = gallery.label_of(name) or name
             added, seen = [], {}
-            for encoding, source in zip(encodings, sources):
+            for encoding, source in zip(np.asarray(encodings, dtype=np.float64).reshape(-1, 128), sources):
                 identity = photo_id(encoding)
-                owner = gallery.labels[gallery.ids == identity]
+                owner = gallery.labels[gallery.rows_equal_to(encoding)]
                 if len(owner) or identity in seen:
                     same = (len(owner) and owner[0] == label) or identity in seen
                     skipped.append({"file": source, "reason": "already enrolled" if same
@@ -196,6 +203,20 @@ class People:
         return {"model": model_id, "name": label, "created": label not in gallery.labels,
                 "added": [{"id": identity, "source": source} for _, source, identity in added],
                 "skipped": skipped}
+
+    def _encoded(self, photos: list[tuple[str, bytes]]) -> tuple[list, list[str], list[dict]]:
+        """(encodings, sources, skipped) of photos that must each show exactly one face."""
+        encodings, sources, skipped = [], [], []
+        for (source, _), result in zip(photos, encoded_photos(
+                (data for _, data in photos), self.options, workers=1, cache_folder=None)):
+            if result.reason is not None or len(result.faces) != 1:
+                reason = result.reason or ("no face found" if not result.faces
+                                           else f"{len(result.faces)} faces found, expected one")
+                skipped.append({"file": source, "reason": reason})
+            else:
+                encodings.append(result.faces[0].encoding)
+                sources.append(source)
+        return encodings, sources, skipped
 
     def remove_photo(self, name: str, photo: str) -> dict:
         """Remove one photo of a person from the active model (the person goes with their last)."""
@@ -246,43 +267,35 @@ class People:
             models = {model_id: self.store.contents(model_id) for model_id in self.store.ids()}
             galleries = {model_id: Gallery.of(arrays, metadata) for model_id, (arrays, _, metadata) in models.items()}
             labels = {label for gallery in galleries.values() for label in gallery.labels.tolist() if name_key(label) == key}
-            if not labels:
-                raise NotFound(f"nobody named {shown(name)!r} in any stored model")
+            if not labels:  # a retry after a partial erasure: what still names them, by name
+                rest = self._erased_elsewhere(Matcher({person_name(name)}), np.zeros((0, 128)), set())
+                if not rest.get("failed") and not any(rest.values()):
+                    raise NotFound(f"nobody named {shown(name)!r} in any stored model")
+                return {"forgotten": not rest.get("failed"), "erased": {**erased, **rest}}
             theirs = np.vstack([gallery.encodings[np.isin(gallery.labels, list(labels))] for gallery in galleries.values()])
             their_ids = {photo_id(row) for row in theirs}
             match = Matcher(labels | {person_name(name)})
             active = self.store.active_id()
-            for model_id, gallery in galleries.items():
-                rows = np.isin(gallery.labels, list(labels)) | gallery.matching(their_ids)
-                arrays, state, metadata = models[model_id]
-                mentioned = match.found(json.dumps(metadata, ensure_ascii=False)) or match.found(json.dumps(state, ensure_ascii=False))
-                if not rows.any() and not mentioned:
-                    continue
-                erased["photos"] = max(erased["photos"], int(rows.sum()))
-                kept = gallery.where(~rows)
-                if model_id == active:
-                    if len(kept):
-                        previous = self.store.load(model_id).classifier
-                        erased["new_model"] = self._changed(kept, previous, model_id, "forget", int(rows.sum()),
-                                                            metadata_of=match.scrubbed(metadata))
-                    else:
-                        self.store.deactivate_and_delete(model_id)
-                        erased["models_deleted"].append(model_id)
-                    active = self.store.active_id()
-            for model_id, gallery in galleries.items():  # then every other version, the old active one included
-                if model_id == active or model_id not in self.store.ids():
+            # the active model first, then newest to oldest: when the active one is left with
+            # no one and deleted, the newest remaining model serves, and is the next one here
+            for model_id in [active] + [i for i in reversed(self.store.ids()) if i != active]:
+                if model_id not in galleries or model_id not in self.store.ids():
                     continue  # the new version, or one deleted or pruned meanwhile
-                arrays, state, metadata = models[model_id]
+                gallery, (_, state, metadata) = galleries[model_id], models[model_id]
                 rows = np.isin(gallery.labels, list(labels)) | gallery.matching(their_ids)
                 if not rows.any() and not match.found(json.dumps(metadata, ensure_ascii=False)) \
                         and not match.found(json.dumps(state, ensure_ascii=False)):
                     continue
+                erased["photos"] = max(erased["photos"], int(rows.sum()))
                 kept = gallery.where(~rows)
                 if not len(kept):
                     self.store.deactivate_and_delete(model_id)
                     erased["models_deleted"].append(model_id)
                     continue
                 restored = FaceClassifier.restored(match.scrubbed(state), gallery.encodings, gallery.labels)
+                if model_id == self.store.active_id():  # a new active version first; this one is then rewritten
+                    erased["new_model"] = self._changed(kept, restored, model_id, "forget", int(rows.sum()),
+                                                        metadata_of=match.scrubbed(metadata))
                 classifier = restored.refitted(kept.encodings, kept.labels, changed=int(rows.sum()),
                                                recalibrate_share=float(self.config.models.recalibrate_share))
                 self.store.rewrite(model_id, classifier, kept.encodings, kept.labels, kept.files,
@@ -292,7 +305,7 @@ class People:
             erased.update(self._erased_elsewhere(match, theirs, their_ids))
         log.info("forgot a person: %d photos, %d models rewritten, %d deleted", erased["photos"],
                  len(erased["models_rewritten"]), len(erased["models_deleted"]))
-        return {"forgotten": True, "erased": erased}
+        return {"forgotten": "failed" not in erased, "erased": erased}
 
     # -- the parts -----------------------------------------------------------------------
     def _change(self):
@@ -329,8 +342,16 @@ class People:
         return label
 
     def _changed(self, gallery: Gallery, previous, parent, kind: str, changed: int, **extra) -> str | None:
-        """Save ``gallery`` as the new active version, or, left with no one, delete the model."""
+        """Save ``gallery`` as the new active version, or, left with no one by a forget, delete the model.
+
+        Removing the last person is refused instead: with no active model the newest stored
+        one would serve, and it may know the very people just removed (``forget`` erases them
+        from every version first)."""
         if len(gallery.labels) == 0:
+            if kind != "forget":
+                raise DatasetNotValid("the active model would be left with no one: forget the person "
+                                      "(POST /people/<name>/forget), or activate another model",
+                                      {"model": parent})
             self.store.deactivate_and_delete(parent)
             return None
         return self._saved(gallery, previous, parent, kind, changed, **extra)
@@ -356,7 +377,7 @@ class People:
                                      "note": "changed by hand: held-out figures are those of a training"}})
         model_id = self.store.save(classifier, gallery.encodings, gallery.labels, gallery.files, metadata,
                                    columns={"added": gallery.added})
-        self.store.activate(model_id)
+        self.store.activate(model_id, verify=False)  # written and fsynced just now, under this lock
         return model_id
 
     def _metadata(self, gallery: Gallery, classifier: FaceClassifier, base: dict) -> dict:
@@ -378,8 +399,6 @@ class People:
         photos = []
         for upload in uploads:
             if upload.data.startswith(ZIP_MAGIC) or upload.name.lower().endswith(".zip"):
-                import io
-
                 photos += [(f"{upload.name}/{photo.name}", photo.data)
                            for photo in archive.iter_person_photos(io.BytesIO(upload.data), limits)]
             else:
@@ -392,15 +411,25 @@ class People:
         if self.paths is None:
             return {}
         evaluations = self.paths.root / "dataset" / "evaluations"  # utils.evaluation.evaluations_folder (it imports the service)
-        return {
-            "cache_entries": erased_cache_entries(self.paths.cache, their_ids),
-            "job_records": scrubbed_json_files(self.paths.jobs.glob("*.json"), match),
-            "evaluations": scrubbed_json_files(evaluations.glob("*/*.json"), match),
-            "annotated_copies": erased_annotated_copies(
-                self.paths.annotated, theirs, Options.from_config(self.config.faces, self.config.limits, training=False)),
-            "log_lines": erased_log_lines(self.paths.log.glob("*.log*"), match),
-            "dashboard_rows": erased_dashboard_rows(self.paths.dashboard_db, match),
+        options = Options.from_config(self.config.faces, self.config.limits, training=False)
+        erasers = {
+            "cache_entries": lambda: erased_cache_entries(self.paths.cache, their_ids),
+            "job_records": lambda: scrubbed_json_files(self.paths.jobs.glob("*.json"), match),
+            "evaluations": lambda: scrubbed_json_files(evaluations.glob("*/*.json"), match),
+            "annotated_copies": lambda: erased_annotated_copies(self.paths.annotated, theirs, options),
+            "log_lines": lambda: erased_log_lines(self.paths.log.glob("*.log*"), match),
+            "dashboard_rows": lambda: erased_dashboard_rows(self.paths.dashboard_db, match),
         }
+        erased, failed = {}, {}
+        for place, erase in erasers.items():
+            try:
+                erased[place] = erase()
+            except (OSError, sqlite3.Error) as exc:  # say so and go on: the others must still go
+                failed[place] = str(exc)
+                log.error("forget: %s could not be erased: %s", place, exc)
+        if failed:  # the models are already scrubbed; the answer says what is left, to retry
+            erased["failed"] = failed
+        return erased
 
 
 class Matcher:
