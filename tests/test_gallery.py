@@ -163,3 +163,14 @@ def test_a_gallery_changed_by_a_few_photos_keeps_its_index_cells():
     assert new.ntotal == len(X) + 3
     assert np.array_equal(old.quantizer.reconstruct_n(0, old.nlist), new.quantizer.reconstruct_n(0, new.nlist))
     assert [d.name for d in grown.decisions(extra + 0.01)] == ["newcomer"] * 3
+
+
+@pytest.mark.parametrize("weights", ["distance", "uniform"])
+def test_the_vote_is_scikit_learns(weights):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = synthetic(40, 6)
+    queries = synthetic(60, 1, seed=3)[0] * 0.5 + X[::4][:60] * 0.5  # between people: votes that matter
+    ours = FaceClassifier(n_neighbors=5, weights=weights).fit(X, y)
+    theirs = KNeighborsClassifier(n_neighbors=5, weights=weights).fit(X.astype(np.float32), y)
+    assert [d.candidate for d in ours.decisions(queries)] == list(theirs.predict(queries.astype(np.float32)))
