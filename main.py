@@ -1,8 +1,9 @@
-"""PyRecognizer's command line: serve, train, tune, predict, models, people, enrol, forget, evaluate.
+"""PyRecognizer's command line: serve, train, tune, import, predict, models, people, enrol, forget, evaluate.
 
     python main.py serve [--host H] [--port P] [--dev]     (the default command)
     python main.py train PATH [--tune]                      PATH: a zip or a folder of person folders
     python main.py tune PATH
+    python main.py import FILE                              a gallery of encodings (.npz or JSON) as a model
     python main.py predict FILE... [--annotate]             one JSON envelope per photo or video, per line
     python main.py models
     python main.py people [NAME]                            the active model's people, or one person's photos
@@ -55,6 +56,30 @@ def command_train(args, config: Config) -> int:
         job = service.jobs.run_here("tune" if args.tune else "train",
                                     lambda job_progress: service.train(source, tune=args.tune, progress=lambda *a: (
                                         progress(*a), job_progress(*a))))
+    if job["state"] == "done":
+        result = job["result"]
+        print_envelope(envelope(result, description=f"model {result['model']} is active"))
+        return 0
+    error = job["error"]
+    print_envelope(envelope(error["data"], description=error["description"], error=error["code"], status="KO"))
+    return 1
+
+
+def command_import(args, config: Config) -> int:
+    from utils.importing import checked_gallery
+    from utils.progress import progress_bar
+    from utils.service import build_service
+
+    service = build_service(config, console_log=False)
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        print_envelope(envelope(None, description=f"{args.file}: {exc.strerror}", error="MISSING_FILE", status="KO"))
+        return 1
+    gallery = checked_gallery(data)
+    with progress_bar() as progress:
+        job = service.jobs.run_here("import", lambda job_progress: service.import_gallery(
+            gallery, source_name=Path(args.file).name, progress=lambda *a: (progress(*a), job_progress(*a))))
     if job["state"] == "done":
         result = job["result"]
         print_envelope(envelope(result, description=f"model {result['model']} is active"))
@@ -180,6 +205,8 @@ def parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="the same as train --tune")
     tune.add_argument("path")
     tune.set_defaults(tune=True)
+    imports = commands.add_parser("import", help="make the active model of a gallery of encodings (.npz or JSON)")
+    imports.add_argument("file", help=".npz with encodings (n x 128), names (n), optional files (n); or the same as JSON")
     predict = commands.add_parser("predict", help="recognise the faces in photos, or who appears when in videos")
     predict.add_argument("images", nargs="+", metavar="FILE", help="photos, or videos (mp4, mov, mkv, webm, avi)")
     predict.add_argument("--annotate", action="store_true",
@@ -213,7 +240,7 @@ def overrides(args) -> dict:
     return result
 
 
-COMMANDS = {"serve": command_serve, "train": command_train, "tune": command_train,
+COMMANDS = {"serve": command_serve, "train": command_train, "tune": command_train, "import": command_import,
             "predict": command_predict, "models": command_models,
             "people": command_people, "enrol": command_enrol, "forget": command_forget,
             "evaluate": command_evaluate}

@@ -162,6 +162,13 @@ def specification() -> dict:
             "/jobs/{job_id}": {"get": {"summary": "A job's state and progress", "operationId": "job", "parameters": [JOB_ID],
                                        "responses": {"200": _answer("the job"), **_errors(404)}}},
             "/models": {"get": {"summary": "List models", "operationId": "models", "responses": {"200": _answer("models")}}},
+            "/models/import": {"post": {
+                "summary": "Import a gallery of precomputed encodings as a new active model",
+                "description": "An .npz (numpy.savez: encodings n x 128, names n, optional files n; never unpickled) "
+                               "or the same as a JSON object. Checked at once (422 GALLERY_NOT_VALID lists every "
+                               "problem: shape, NaN, names), then fitted in a background job like /train.",
+                "operationId": "importGallery", "requestBody": _upload("the gallery: .npz or JSON"),
+                "responses": {"202": _answer("the job"), **_errors(401, 409, 413, 422, 507)}}},
             "/models/{model_id}": {
                 "get": {"summary": "A model's metadata", "operationId": "model", "parameters": [MODEL_ID],
                         "responses": {"200": _answer("model.json"), **_errors(404, 409)}},

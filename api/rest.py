@@ -16,6 +16,7 @@ from api.openapi import specification
 from datastructure.errors import InsufficientStorage, MissingFile, NotFound
 from datastructure.response import envelope
 from utils import archive
+from utils.importing import checked_gallery
 from utils.recognition import public_answer
 
 blueprint = Blueprint("rest", __name__)
@@ -96,6 +97,21 @@ def train():
 def tune():
     """The same, with a cross-validated parameter search."""
     return start_training(tune=True)
+
+
+@blueprint.post("/models/import")
+@login_required
+@limit("train")
+def import_models():
+    """Import a gallery of encodings (.npz or JSON, utils/importing.py): checked now (422 with
+    the reasons), fitted in the background like a training (202, and the job to follow)."""
+    service = current_service()
+    upload = uploaded_file()
+    service.require_free_disk("to import a gallery")
+    gallery = checked_gallery(upload.read())
+    name = upload.filename or "import"
+    job = service.jobs.start("import", lambda progress: service.import_gallery(gallery, source_name=name, progress=progress))
+    return envelope(job, description=f"import job {job['id']} started", job_url=url_for("rest.job", job_id=job["id"])), 202
 
 
 @blueprint.get("/jobs")

@@ -7,6 +7,8 @@
     python -m bench --only people           enrolment into 3,000 / 30,000 photos, storage, stranger budget
     python -m bench --only small --draws 50 small galleries: our rule against the plain recipe
     python -m bench --only verify           /verify's pipeline against the old one on LFW-style pairs
+    python -m bench --only gallery          galleries of 10^3..10^6 encodings (issue 16; not in the
+                                            default run: ~15 min, 10^6 needs ~6 GB; --gallery-sizes)
 
 Progress goes to stderr; stdout holds the header and the table. The exit status is 1 when a
 section could not run, 0 otherwise (a missed target is a figure, not a failure).
@@ -27,7 +29,8 @@ from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
 
-SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify")
+SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery")
+DEFAULT_SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
 PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200), "plain_photos": (150, 60),
@@ -37,7 +40,9 @@ PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200),
 def arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~1-minute run with smaller counts")
-    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: predict,train,serve,people,video,small,verify")
+    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS), help="comma-separated: " + ",".join(SECTIONS))
+    parser.add_argument("--gallery-sizes", default="1000,10000,100000,1000000", help="the gallery section's sizes")
+    parser.add_argument("--gallery-requests", type=int, default=40, help="POST /predict per gallery size")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
     parser.add_argument("--single-photos", type=int, help="photos for the 1-worker run (default 400; quick 200)")
     parser.add_argument("--plain-photos", type=int, help="photos for the plain recipe's CPU/photo (150; quick 60)")
@@ -195,6 +200,12 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.verify import verify_section
 
         return verify_section(faces, workdir, cache=ROOT / "dataset" / "cache", say=say)
+
+    if name == "gallery":
+        from bench.gallery import gallery_section
+
+        sizes = [int(float(size)) for size in args.gallery_sizes.split(",")]
+        return gallery_section(faces, workdir, sizes, args.gallery_requests, say=say)
     from bench.serve import serve_section
 
     return serve_section(faces, workdir, args.requests, args.requests_one, args.server_threads, say=say)

@@ -126,6 +126,8 @@ class Classifier:
     threshold: float | None = setting(min=0)
     ratio: float | None = setting(min=0)
     test_size: float = setting(min=0, max=0.9)
+    index_min: int = setting(min=2)  # galleries this large or larger are searched through a faiss index
+    nprobe: int = setting(min=1)     # index cells searched per face (more: slower, fewer misses)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ from threadpoolctl import ThreadpoolController
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import KNeighborsClassifier
 
+from datastructure.gallery import Gallery, voted
+from datastructure.index import EncodingIndex
+
 UNKNOWN = "unknown"
 # Without calibration pairs (one person, or one photo each) confidence falls through 0.5 at
 # the classic 0.6 distance: sigmoid(7.2 - 12 * distance).
@@ -140,10 +143,12 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
 
     ``threshold`` and ``ratio`` left as None are calibrated by ``fit``; numbers pin them.
     ``max_strangers`` is the share of simulated strangers calibration may let through.
+    ``index_min``: galleries of this many encodings or more are searched through an index
+    (datastructure/gallery.py), smaller ones exhaustively; ``nprobe``: the index's cells per query.
     """
 
     def __init__(self, n_neighbors=1, weights="distance", metric="euclidean", algorithm="auto",
-                 threshold=None, ratio=None, max_strangers=0.01):
+                 threshold=None, ratio=None, max_strangers=0.01, index_min=30_000, nprobe=16):
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.metric = metric
@@ -151,6 +156,8 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         self.threshold = threshold
         self.ratio = ratio
         self.max_strangers = max_strangers
+        self.index_min = index_min
+        self.nprobe = nprobe
 
     # -- learning --------------------------------------------------------------------
     def fit(self, X, y):
@@ -188,7 +195,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             fresh.fit(X, y)
             fresh.calibration_ = {**fresh.calibration_, "gallery": int(len(fresh.labels_)), "changed_since": 0}
             return fresh
-        fresh._index(X, y)
+        fresh._index(X, y, cells=self.gallery_.index)  # the index's cells are kept too
         fresh.spread_, spread_figures = fresh._spreads(reuse=self)
         fresh.scale_ = fresh._scales(fresh.spread_, spread_figures["typical"])
         fresh.threshold_, fresh.ratio_ = self.threshold_, self.ratio_
@@ -207,18 +214,34 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
                 "strangers_accepted": round(float(np.mean(accepted(s_distance, s_runner, self.threshold_ * s_scale, self.ratio_))), 4),
                 "recognised": round(float(np.mean(accepted(g_distance, g_runner, self.threshold_ * g_scale, self.ratio_) & g_right)), 4)}
 
-    def _index(self, X, y) -> None:
-        """Keep the encodings sorted by person and fit the KNN vote on them."""
-        X = np.asarray(X, dtype=np.float64)
+    def _index(self, X, y, cells: EncodingIndex | None = None) -> None:
+        """Keep the encodings sorted by person, in float32 (dlib's are good to ~1e-7 of
+        their spread), and index them; a metric other than euclidean votes with scikit-learn."""
+        X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y).astype(str)
         order = np.argsort(y, kind="stable")
         self.encodings_, self.labels_ = X[order], y[order]
         self.classes_, self.starts_ = np.unique(self.labels_, return_index=True)
         self.counts_ = np.diff(np.append(self.starts_, len(self.labels_)))
-        self.norms_ = np.einsum("ij,ij->i", self.encodings_, self.encodings_)
-        self.knn_ = KNeighborsClassifier(
-            n_neighbors=min(self.n_neighbors, len(X)), weights=self.weights,
-            metric=self.metric, algorithm=self.algorithm).fit(self.encodings_, self.labels_)
+        index = EncodingIndex(min_size=self.index_min, nprobe=self.nprobe).fit(self.encodings_, cells)
+        self._searched(Gallery(self.encodings_, self.starts_, self.counts_, index))
+
+    def _searched(self, gallery: Gallery) -> None:
+        self.gallery_ = gallery
+        self.norms_ = gallery.norms
+        self.knn_ = None
+        if self.metric != "euclidean":
+            self.knn_ = KNeighborsClassifier(
+                n_neighbors=min(self.n_neighbors, len(gallery)), weights=self.weights,
+                metric=self.metric, algorithm=self.algorithm).fit(gallery.encodings, self.labels_)
+
+    def __getattr__(self, name):
+        # a gallery restored from its files has no per-photo label array (10^6 strings would
+        # cost each worker ~100 MB); the few callers that want one get it made on first use
+        if name == "labels_" and "classes_" in self.__dict__ and "counts_" in self.__dict__:
+            self.labels_ = np.repeat(self.classes_, self.counts_)
+            return self.labels_
+        raise AttributeError(name)
 
     def _spreads(self, reuse: "FaceClassifier | None" = None) -> tuple[np.ndarray, dict]:
         """Return each person's spread and the figures behind it.
@@ -363,6 +386,8 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         if len(queries) > MAX_CALIBRATION_QUERIES:
             queries = np.sort(rng.choice(queries, MAX_CALIBRATION_QUERIES, replace=False))
         own = np.searchsorted(self.starts_, queries, side="right") - 1
+        if self.gallery_.index.approximate:
+            return self._indexed_pairs(queries, own)
         genuine, strangers = [], []
         # float32 halves the work of the one heavy product; distances stay good to ~1e-4
         encodings = self.encodings_.astype(np.float32)
@@ -382,6 +407,25 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             strangers.append((s1, s2, self.scale_[nearest]))
         genuine = tuple(np.concatenate(parts) for parts in zip(*genuine))
         strangers = tuple(np.concatenate(parts) for parts in zip(*strangers))
+        return genuine, strangers
+
+    def _indexed_pairs(self, queries: np.ndarray, own: np.ndarray):
+        """``_leave_one_out_pairs`` through the index: each query against the people among its
+        candidates, exactly (an exhaustive pass over 10^6 photos per query would take minutes)."""
+        gallery, counts = self.gallery_, self.counts_
+        found = gallery.index.search(gallery.encodings[queries], gallery.candidates)
+        genuine, strangers = [], []
+        for query, cls, rows in zip(queries, own, found):
+            encoding = gallery.encodings[query]
+            if counts[cls] > 1:
+                near = gallery.nearest_people(encoding, skip_row=query, rows=rows)
+                (first, d1, d2) = two_nearest(near.distances[None, :])
+                genuine.append((d1[0], d2[0], near.classes[first[0]] == cls, self.scale_[near.classes[first[0]]]))
+            near = gallery.nearest_people(encoding, skip_row=query, skip_class=cls, rows=rows)
+            (first, s1, s2) = two_nearest(near.distances[None, :])
+            strangers.append((s1[0], s2[0], self.scale_[near.classes[first[0]]]))
+        genuine = tuple(np.array(column) for column in zip(*genuine))
+        strangers = tuple(np.array(column) for column in zip(*strangers))
         return genuine, strangers
 
     @staticmethod
@@ -418,23 +462,33 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
 
     def decisions(self, X) -> list[Decision]:
         """Return a Decision per encoding: name or unknown, confidence, distances."""
-        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        X = np.atleast_2d(np.asarray(X, dtype=np.float32))
         if len(X) == 0:
             return []
-        # One face is a tiny search: scikit-learn's OpenMP threads would cost more than the
-        # search and fight the server's worker processes for the cores.
-        with thread_pools().limit(limits=1, user_api="openmp"):
-            votes = self.knn_.predict(X)
-        distances = nearest_per_class(squared_distances(X, self.encodings_, self.norms_), self.starts_)
+        gallery = self.gallery_
+        votes = found = None
+        if self.knn_ is not None:
+            # One face is a tiny search: scikit-learn's OpenMP threads would cost more than the
+            # search and fight the server's worker processes for the cores.
+            with thread_pools().limit(limits=1, user_api="openmp"):
+                votes = np.searchsorted(self.classes_, self.knn_.predict(X))
+        elif gallery.index.approximate:
+            found = gallery.index.search(X, gallery.candidates)
         result = []
-        for row, vote in zip(distances, votes):
-            chosen = int(np.searchsorted(self.classes_, vote))
+        for number, query in enumerate(X):
+            near = gallery.nearest_people(query, rows=None if found is None else found[number],
+                                          want=len(self.classes_) if votes is not None else 2)
+            chosen_class = int(votes[number]) if votes is not None else voted(
+                gallery.class_of(near.rows), near.row_distances, self.n_neighbors, self.weights)
+            chosen = int(np.flatnonzero(near.classes == chosen_class)[0])
+            vote = self.classes_[chosen_class]
+            row, others_classes = near.distances, np.delete(near.classes, chosen)
             distance = float(row[chosen])
             others = np.delete(row, chosen)
             runner = int(np.argmin(others)) if len(others) else None
             runner_distance = float(others[runner]) if runner is not None else math.inf
-            runner_name = None if runner is None else str(np.delete(self.classes_, chosen)[runner])
-            scale = float(self.scale_[chosen])
+            runner_name = None if runner is None else str(self.classes_[others_classes[runner]])
+            scale = float(self.scale_[chosen_class])
             known = bool(accepted(distance, runner_distance, self.threshold_ * scale, self.ratio_))
             confidence = self.confidence(distance, runner_distance, scale) if known else 0.0
             result.append(Decision(
@@ -458,13 +512,24 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         return {"params": self.get_params(), "threshold_": self.threshold_, "ratio_": self.ratio_,
                 "confidence_coef_": list(self.confidence_coef_), "calibration_": self.calibration_,
                 "spread_": {str(name): float(value) for name, value in zip(self.classes_, self.spread_)},
-                "scale_": {str(name): float(value) for name, value in zip(self.classes_, self.scale_)}}
+                "scale_": {str(name): float(value) for name, value in zip(self.classes_, self.scale_)},
+                "gallery": {"classes": [str(name) for name in self.classes_], "counts": [int(c) for c in self.counts_]}}
 
     @classmethod
-    def restored(cls, state: dict, encodings: np.ndarray, labels: np.ndarray) -> "FaceClassifier":
-        """Rebuild a fitted classifier from ``state`` and its encodings, without calibrating again."""
+    def restored(cls, state: dict, encodings: np.ndarray | None, labels: np.ndarray | None,
+                 gallery_folder=None) -> "FaceClassifier":
+        """Rebuild a fitted classifier from ``state`` and its encodings, without calibrating again;
+        from ``gallery_folder`` (a model folder's saved gallery, memory-mapped) when given."""
         model = cls(**state["params"])
-        model._index(encodings, labels)
+        if gallery_folder is not None:
+            saved = state["gallery"]
+            model.classes_ = np.asarray(saved["classes"], dtype=str)
+            model.counts_ = np.asarray(saved["counts"], dtype=np.int64)
+            gallery = Gallery.loaded(gallery_folder, model.counts_, min_size=model.index_min, nprobe=model.nprobe)
+            model.starts_, model.encodings_ = gallery.starts, gallery.encodings
+            model._searched(gallery)
+        else:
+            model._index(encodings, labels)
         model.threshold_, model.ratio_ = float(state["threshold_"]), float(state["ratio_"])
         model.confidence_coef_ = tuple(state["confidence_coef_"])
         model.calibration_ = state.get("calibration_", {})

@@ -53,6 +53,13 @@ class DatasetNotValid(PyRecognizerError):
     code, status = "DATASET_NOT_VALID", 422
 
 
+class GalleryNotValid(PyRecognizerError):
+    """An imported gallery of encodings that cannot make a model (shape, NaN, names...);
+    ``data["problems"]`` says each reason."""
+
+    code, status = "GALLERY_NOT_VALID", 422
+
+
 class ClassifierNotLoaded(PyRecognizerError):
     """No model to predict with: none trained yet, or none that loads."""
 

@@ -3,7 +3,9 @@
 * model.dat  - encodings, labels and source file names (``.npz``, read with allow_pickle=False)
 * model.clf  - the classifier's parameters and calibrated scalars (JSON)
 * model.json - what a person wants to know: people, counts, skipped photos, metrics, versions
-* manifest.json - sha256 of the three, checked before a model is used
+* gallery.npy, gallery.faiss - the encodings the classifier searches, float32 sorted by person,
+  and their index when the gallery is large (datastructure/gallery.py); read memory-mapped
+* manifest.json - sha256 of each file, checked before a model is used
 
 Nothing is ever unpickled: the KNN is rebuilt from the arrays, which takes milliseconds.
 A model is written into a staging folder and renamed into place, so a crash never leaves a
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 MODEL_ID = re.compile(r"^\d{8}_\d{6}(?:_[1-9]\d{0,5})?$")
 FILES = ("model.dat", "model.clf", "model.json")
+GALLERY_FILE = "gallery.npy"  # present (in the manifest) in models saved with their gallery
 STAGING_PREFIX = ".staging-"
 LOCK_NAME = ".changes.lock"
 PREVIOUS_NAME = "PREVIOUS"
@@ -174,6 +177,7 @@ class ModelStore:
             for name, data in contents.items():
                 atomic_write(staging / name, data)
             manifest = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+            manifest.update({name: sha256_of(staging / name) for name in classifier.gallery_.save(staging)})
             atomic_write(staging / "manifest.json", json.dumps(manifest, indent=2).encode())
             os.rename(staging, self.folder / model_id)
         except BaseException:
@@ -310,12 +314,37 @@ class ModelStore:
         return ids[-1] if ids else None
 
     def load(self, model_id: str) -> Model:
-        """Return the verified model ``model_id``; ModelNotValid when any file fails its manifest."""
+        """Return the verified model ``model_id``; ModelNotValid when any file fails its manifest.
+
+        A model with a saved gallery is served from it, memory-mapped and without rebuilding
+        anything: model.dat (the float64 encodings and file names, for the people engine and
+        history) is then neither read nor hashed here."""
+        folder = self._folder_of(model_id)
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelNotValid(f"model {model_id} has no readable manifest: {reason(exc)}") from None
+        if GALLERY_FILE in manifest:
+            return self._served(model_id, folder, manifest)
         arrays, state, metadata = self.contents(model_id)
         try:
             classifier = FaceClassifier.restored(state, arrays["encodings"], arrays["labels"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelNotValid(f"model {model_id} cannot be loaded: {exc}") from None
+        return Model(model_id, classifier, metadata)
+
+    def _served(self, model_id: str, folder: Path, manifest: dict) -> Model:
+        try:
+            for name in [name for name in manifest if name != "model.dat"]:
+                if sha256_of(folder / name) != manifest.get(name):
+                    raise ModelNotValid(f"model {model_id}: {name} does not match its manifest")
+            state = json.loads((folder / "model.clf").read_text())
+            metadata = json.loads((folder / "model.json").read_text())
+            classifier = FaceClassifier.restored(state, None, None, gallery_folder=folder)
+        except ModelNotValid:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ModelNotValid(f"model {model_id} cannot be loaded: {reason(exc)}") from None
         return Model(model_id, classifier, metadata)
 
     def contents(self, model_id: str) -> tuple[dict, dict, dict]:

@@ -19,12 +19,13 @@ def saved_model(store: ModelStore, people: int = 3, seed: int = 0) -> str:
     return store.save(classifier, X, y, files, {"people": {f"p{i}": 4 for i in range(people)}, "photos": len(y)})
 
 
-def test_save_writes_the_three_files_and_a_manifest(tmp_path):
+def test_save_writes_the_three_files_the_gallery_and_a_manifest(tmp_path):
     store = ModelStore(tmp_path / "model")
     model_id = saved_model(store)
     assert MODEL_ID.match(model_id)
     folder = tmp_path / "model" / model_id
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.clf", "model.dat", "model.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["gallery.npy", "manifest.json", "model.clf", "model.dat", "model.json"]
+    assert sorted(json.loads((folder / "manifest.json").read_text())) == ["gallery.npy", "model.clf", "model.dat", "model.json"]
     assert json.loads((folder / "model.json").read_text())["id"] == model_id
     assert not list((tmp_path / "model").glob(".staging-*"))
 
@@ -63,18 +64,19 @@ def test_tampered_model_is_refused_and_the_previous_stays(tmp_path):
     assert store.load_active().id == good
 
 
-def test_a_pickle_in_model_dat_is_never_loaded(tmp_path):
+@pytest.mark.parametrize("name", ["model.dat", "gallery.npy"])
+def test_a_pickle_in_model_dat_or_the_gallery_is_never_loaded(tmp_path, name):
     store = ModelStore(tmp_path)
     model_id = saved_model(store)
     folder = tmp_path / model_id
-    (folder / "model.dat").write_bytes(pickle.dumps({"encodings": np.zeros((1, 128))}))
+    (folder / name).write_bytes(pickle.dumps({"encodings": np.zeros((1, 128))}))
     manifest = json.loads((folder / "manifest.json").read_text())
     from datastructure.model_store import sha256_of
 
-    manifest["model.dat"] = sha256_of(folder / "model.dat")  # even with a matching manifest
+    manifest[name] = sha256_of(folder / name)  # even with a matching manifest
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelNotValid):
-        store.load(model_id)
+        store.contents(model_id) if name == "model.dat" else store.load(model_id)
 
 
 def test_leftover_staging_folders_are_cleaned_and_never_listed(tmp_path):

@@ -40,17 +40,23 @@ def val_photos(faces: Path) -> list[tuple[str, Path]]:
 
 
 def stored_encodings(data_dir: Path) -> np.ndarray:
-    """Every encoding kept under the data folder: models' model.dat and the encoding cache."""
+    """Every encoding kept under the data folder: models' model.dat and gallery.npy (float32),
+    and the encoding cache."""
     found = [np.zeros((0, 128))]
     for path in data_dir.rglob("*"):
         if not path.is_file():
             continue
         try:
-            with np.load(path, allow_pickle=False) as arrays:
-                if "encodings" in arrays.files:
-                    found.append(arrays["encodings"].reshape(-1, 128))
+            loaded = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError):
             continue  # not a NumPy file
+        if isinstance(loaded, np.ndarray):  # a .npy: the served gallery
+            if loaded.ndim == 2 and loaded.shape[1] == 128:
+                found.append(loaded.astype(np.float64))
+            continue
+        with loaded as arrays:
+            if "encodings" in arrays.files:
+                found.append(arrays["encodings"].reshape(-1, 128))
     return np.vstack(found)
 
 

@@ -333,8 +333,9 @@ class People:
         model_id = self.store.active_id()
         if model_id is None:
             return None, Gallery.empty(), None
-        arrays, state, metadata = self.store.contents(model_id)
-        return model_id, Gallery.of(arrays, metadata), FaceClassifier.restored(state, arrays["encodings"], arrays["labels"])
+        arrays, _, metadata = self.store.contents(model_id)
+        # the served model: its saved gallery and index memory-mapped, nothing rebuilt
+        return model_id, Gallery.of(arrays, metadata), self.store.load(model_id).classifier
 
     @staticmethod
     def _label(gallery: Gallery, name: str) -> str:

@@ -17,6 +17,7 @@ from datastructure.annotated import AnnotatedCopies
 from datastructure.errors import InsufficientStorage, PyRecognizerError, VideoInProgress
 from datastructure.model_store import ModelStore
 from utils.faces import Options, face_library
+from utils.importing import ImportedGallery, import_gallery
 from utils.images import configure_pillow
 from utils.jobs import JobRunner
 from utils.people import People
@@ -114,6 +115,10 @@ class Service:
         """Train or tune on a zip or folder, save the model and make it active."""
         return train_model(source, self.config, self.store, tune=tune, cache_folder=self.paths.cache,
                            progress=progress, source_name=source_name)
+
+    def import_gallery(self, gallery: ImportedGallery, *, source_name: str, progress=lambda *_: None) -> dict:
+        """Make a calibrated, active model of precomputed encodings (utils/importing.py)."""
+        return import_gallery(gallery, self.config, self.store, source_name=source_name, progress=progress)
 
 
 def log_dlib_build() -> None:

@@ -31,7 +31,8 @@ ProgressCallback = Callable[[int, int, str], None]
 def classifier_params(config: Config) -> dict:
     """Return the FaceClassifier parameters named by the ``classifier`` config section."""
     section = config.classifier
-    return {key: getattr(section, key) for key in ("n_neighbors", "weights", "metric", "algorithm", "threshold", "ratio")}
+    return {key: getattr(section, key) for key in ("n_neighbors", "weights", "metric", "algorithm", "threshold", "ratio",
+                                                "index_min", "nprobe")}
 
 
 def encoded_dataset(source, config: Config, cache_folder: Path | None, progress: ProgressCallback) -> Dataset:
