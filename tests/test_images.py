@@ -391,3 +391,13 @@ def test_fuzz_random_bytes(data):
 @given(data=mutated(SEEDS))
 def test_fuzz_mutated_images(data):
     decodes_or_raises_typed(data)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 100), (100, 1), (3, 3)])
+def test_photos_too_small_for_a_face_find_none_even_with_the_cnn_fallback(size):
+    """dlib's CNN detector raises on images a few pixels wide: the pipeline must answer "no face"."""
+    from utils.faces import Options, decoded, faces_in
+
+    options = Options(cnn_fallback=True)
+    data = encoded(Image.new("RGB", size, (128, 128, 128)), "PNG")
+    assert faces_in(decoded(data, options), options) == []

@@ -136,6 +136,11 @@ def may_hide_smaller_faces(boxes, longest: int, detect_size: int) -> bool:
     return narrowest < NEAR_WINDOW and seen / narrowest >= ROOM_FOR_MORE
 
 
+# dlib's CNN detector raises on images under 4 px a side (its filters must fit the padded
+# image), and finds no face under ~20 px anyway (its window is ~40 px, upsampled once here).
+CNN_MIN_SIDE = 20
+
+
 def face_locations(array: np.ndarray, options: Options = Options()) -> list[tuple[int, int, int, int]]:
     """Return the boxes (top, right, bottom, left) of the faces in ``array``, in its pixels.
 
@@ -153,7 +158,7 @@ def face_locations(array: np.ndarray, options: Options = Options()) -> list[tupl
                  else hog_boxes(array, options.detect_size, 1))
         if len(finer) > len(boxes):
             boxes = finer
-    if not boxes and options.cnn_fallback:
+    if not boxes and options.cnn_fallback and min(array.shape[:2]) >= CNN_MIN_SIDE:
         tiny, factor = resized(array, options.cnn_size)
         with DLIB_LOCK:
             found = face_library().face_locations(tiny, number_of_times_to_upsample=int(max(tiny.shape[:2]) < 400),
