@@ -276,7 +276,9 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             medians[index] = np.median(np.sqrt(np.maximum(squared.min(axis=1), 0.0)))
             measured[index] = len(queries)
         known = ~np.isnan(medians)
-        typical = float(np.median(medians[known])) if known.any() else 0.0
+        # nobody with two photos (one reference photo each): large galleries' typical spread, so
+        # that every scale is 1 and the threshold stays the calibrated (or fallback) one
+        typical = float(np.median(medians[known])) if known.any() else PRIOR_SPREAD
         if reuse is not None:
             typical = float(reuse.calibration_.get("spread", {}).get("typical", typical))
         self.spread_medians_ = medians  # kept in memory only: a later refit reuses them

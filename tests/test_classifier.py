@@ -154,3 +154,19 @@ def test_calibration_stays_fast_on_large_galleries():
     model = FaceClassifier().fit(X, np.array([f"p{i}" for i in who]))
     assert time.perf_counter() - started < 30
     assert model.calibration_["genuine_pairs"] <= 4000
+
+
+def test_one_reference_photo_each_keeps_face_recognitions_tolerance():
+    """Nobody has two photos, so no spread can be measured: every scale is 1 and a face at 0.58
+    from its person's one photo is named, as face_recognition's 0.6 names it (the video clip's
+    Lin-Manuel Miranda at 3-4 s)."""
+    rng = np.random.default_rng(1)
+    photos = rng.normal(size=(2, 128))
+    photos *= 2.0 / np.linalg.norm(photos, axis=1, keepdims=True)  # the two people ~2.8 apart
+    clf = FaceClassifier().fit(photos, np.array(["ada", "bob"]))
+    assert np.allclose(clf.scale_, 1.0) and clf.threshold_ == pytest.approx(0.6)
+    step = rng.normal(size=128)
+    face = photos[0] + 0.58 * step / np.linalg.norm(step)
+    assert clf.predict(face[None])[0] == "ada"
+    far = photos[0] + 0.62 * step / np.linalg.norm(step)
+    assert clf.predict(far[None])[0] == UNKNOWN
