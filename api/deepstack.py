@@ -134,7 +134,8 @@ def recognize():
         known = decision is not None and decision.name != UNKNOWN and decision.confidence >= floor
         predictions.append({"confidence": decision.confidence if known else 0,
                             "userid": decision.name if known else UNKNOWN, **corners(face.box)})
-    return answer({"predictions": predictions, "count": len(predictions), "duration": 0})
+    message = "A face was recognised" if any(p["userid"] != UNKNOWN for p in predictions) else "No known faces"
+    return answer({"predictions": predictions, "count": len(predictions), "message": message, "duration": 0})
 
 
 @blueprint.post("/face")
