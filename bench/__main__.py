@@ -4,6 +4,7 @@
     python -m bench --quick                 ~1 min: 1 round, 600 lfw photos, fewer requests
     python -m bench --only predict,serve    some sections only
     python -m bench --photos 1000           training figures on a stratified 1,000 photos
+    python -m bench --only people           enrolment into 3,000 / 30,000 photos, storage, stranger budget
 
 Progress goes to stderr; stdout holds the header and the table. The exit status is 1 when a
 section could not run, 0 otherwise (a missed target is a figure, not a failure).
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
 
-SECTIONS = ("predict", "train", "serve")
+SECTIONS = ("predict", "train", "serve", "people")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
 PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200), "plain_photos": (150, 60),
@@ -34,7 +35,7 @@ PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200),
 def arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~1-minute run with smaller counts")
-    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: predict,train,serve")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: predict,train,serve,people")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
     parser.add_argument("--single-photos", type=int, help="photos for the 1-worker run (default 400; quick 200)")
     parser.add_argument("--plain-photos", type=int, help="photos for the plain recipe's CPU/photo (150; quick 60)")
@@ -172,6 +173,10 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.train import train_section
 
         return train_section(faces, workdir, args.photos, args.single_photos, args.plain_photos, say=say)
+    if name == "people":
+        from bench.people import people_section
+
+        return people_section(faces, workdir, args.quick, say=say)
     from bench.serve import serve_section
 
     return serve_section(faces, workdir, args.requests, args.requests_one, args.server_threads, say=say)

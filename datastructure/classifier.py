@@ -164,7 +164,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             fresh.calibration_ = {**fresh.calibration_, "gallery": int(len(fresh.labels_)), "changed_since": 0}
             return fresh
         fresh._index(X, y)
-        fresh.spread_, spread_figures = fresh._spreads()
+        fresh.spread_, spread_figures = fresh._spreads(reuse=self)
         fresh.scale_ = fresh._scales(fresh.spread_, spread_figures["typical"])
         fresh.threshold_, fresh.ratio_ = self.threshold_, self.ratio_
         fresh.confidence_coef_ = tuple(self.confidence_coef_)
@@ -176,9 +176,10 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         the share of simulated strangers accepted and of photos recognised (O(n^2); for checks)."""
         pairs = self._leave_one_out_pairs()
         if pairs is None:
-            return {"strangers_accepted": None, "recognised": None}
+            return {"stranger_pairs": 0, "strangers_accepted": None, "recognised": None}
         (g_distance, g_runner, g_right, g_scale), (s_distance, s_runner, s_scale) = pairs
-        return {"strangers_accepted": round(float(np.mean(accepted(s_distance, s_runner, self.threshold_ * s_scale, self.ratio_))), 4),
+        return {"stranger_pairs": int(len(s_distance)),
+                "strangers_accepted": round(float(np.mean(accepted(s_distance, s_runner, self.threshold_ * s_scale, self.ratio_))), 4),
                 "recognised": round(float(np.mean(accepted(g_distance, g_runner, self.threshold_ * g_scale, self.ratio_) & g_right)), 4)}
 
     def _index(self, X, y) -> None:
@@ -194,18 +195,28 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             n_neighbors=min(self.n_neighbors, len(X)), weights=self.weights,
             metric=self.metric, algorithm=self.algorithm).fit(self.encodings_, self.labels_)
 
-    def _spreads(self) -> tuple[np.ndarray, dict]:
+    def _spreads(self, reuse: "FaceClassifier | None" = None) -> tuple[np.ndarray, dict]:
         """Return each person's spread and the figures behind it.
 
         A person's spread is the median distance from one of their photos to the nearest other
         photo of them (measured on up to SPREAD_QUERIES photos), shrunk towards the typical
         person's (the median over people) as if SPREAD_SHRINKAGE more photos had the typical
         spread; a person with one photo has the typical spread.
+
+        ``reuse``: a fitted classifier whose calibration is kept (``refitted``): people whose
+        photos are unchanged keep their measured spread, the others are measured, and the
+        typical spread stays the calibrated one, so a small change costs O(its people).
         """
         rng = np.random.default_rng(0)
         medians = np.full(len(self.classes_), np.nan)
         measured = np.zeros(len(self.classes_), int)
+        known_before = reuse._measured_spreads() if reuse is not None else {}
+        fingerprints = self._fingerprints()
         for index, (start, count) in enumerate(zip(self.starts_, self.counts_)):
+            before = known_before.get((str(self.classes_[index]), fingerprints[index]))
+            if before is not None:
+                medians[index], measured[index] = before
+                continue
             if count < 2:
                 continue
             photos = self.encodings_[start:start + count]
@@ -218,6 +229,9 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             measured[index] = len(queries)
         known = ~np.isnan(medians)
         typical = float(np.median(medians[known])) if known.any() else 0.0
+        if reuse is not None:
+            typical = float(reuse.calibration_.get("spread", {}).get("typical", typical))
+        self.spread_medians_ = medians  # kept in memory only: a later refit reuses them
         spread = np.where(known, (measured * np.nan_to_num(medians) + SPREAD_SHRINKAGE * typical)
                           / (measured + SPREAD_SHRINKAGE), typical)
         figures = {"typical": round(typical, 4), "people_measured": int(known.sum()),
@@ -226,6 +240,24 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             scales = self._scales(spread, typical)
             figures.update({"scale_min": round(float(scales.min()), 4), "scale_max": round(float(scales.max()), 4)})
         return spread, figures
+
+    def _fingerprints(self) -> np.ndarray:
+        """One number per person that changes when any of their photos does (sum of encodings)."""
+        return np.add.reduceat(self.encodings_.sum(axis=1), self.starts_) if len(self.starts_) else np.zeros(0)
+
+    def _measured_spreads(self) -> dict:
+        """{(person, fingerprint): (median, photos measured)} of this fitted classifier's people."""
+        measured = np.minimum(self.counts_, SPREAD_QUERIES)
+        medians = getattr(self, "spread_medians_", None)
+        if medians is None:  # restored from disk: undo the shrinkage of the saved spreads
+            typical = float(self.calibration_.get("spread", {}).get("typical", math.nan))
+            if math.isnan(typical) or np.isnan(self.spread_).any():
+                return {}
+            with np.errstate(divide="ignore", invalid="ignore"):
+                medians = np.where(self.counts_ >= 2, (self.spread_ * (measured + SPREAD_SHRINKAGE)
+                                                       - SPREAD_SHRINKAGE * typical) / measured, np.nan)
+        return {(str(name), fingerprint): (median, count if not np.isnan(median) else 0)
+                for name, fingerprint, median, count in zip(self.classes_, self._fingerprints(), medians, measured)}
 
     @staticmethod
     def _scales(spread: np.ndarray, typical: float) -> np.ndarray:

@@ -181,10 +181,16 @@ class ModelStore:
         suffix = max(taken, default=0) + 1
         return stamp if suffix == 1 else f"{stamp}_{suffix}"
 
-    def activate(self, model_id: str) -> Model:
-        """Make ``model_id`` the active model after checking that it loads; return it."""
+    def activate(self, model_id: str, *, verify: bool = True) -> Model | None:
+        """Make ``model_id`` the active model after checking that it loads; return it.
+
+        ``verify=False``: the caller has just saved it under the same change lock (every file
+        fsynced and in the manifest), so loading it again would only cost time; None is returned.
+        """
         with self.changing():
-            model = self.load(model_id)
+            model = self.load(model_id) if verify else None
+            if not verify:
+                self._folder_of(model_id)
             previous = self.active_id()
             if previous and previous != model_id:
                 atomic_write(self.previous_pointer, previous.encode())

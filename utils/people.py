@@ -20,6 +20,7 @@ No Flask here: the REST blueprint, the pages and the CLI are thin adapters over 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -72,7 +73,15 @@ class Gallery:
         self.labels = np.asarray(labels, dtype=str)
         self.files = np.asarray(files, dtype=str)
         self.added = np.asarray(added, dtype=str)
-        self.ids = np.array([photo_id(row) for row in self.encodings], dtype=str)
+
+    @functools.cached_property
+    def ids(self) -> np.ndarray:
+        """Each row's photo id (hashing every row costs ~10 us: only when asked)."""
+        return np.array([photo_id(row) for row in self.encodings], dtype=str)
+
+    def rows_equal_to(self, encoding) -> np.ndarray:
+        """Indices of the rows holding exactly ``encoding`` (the same photo), without hashing all."""
+        return np.flatnonzero((self.encodings == np.asarray(encoding, dtype=np.float64)).all(axis=1))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -160,23 +169,20 @@ class People:
             raise TooManyPhotos(f"{len(photos)} photos in one enrolment; the limit is {limit}: "
                                 "train from a zip of person folders instead (POST /train)",
                                 {"photos": len(photos), "limit": limit, "train_url": "/train"})
-        encodings, sources, skipped = [], [], []
-        for (source, _), result in zip(photos, encoded_photos(
-                (data for _, data in photos), self.options, workers=1, cache_folder=None)):
-            if result.reason is not None or len(result.faces) != 1:
-                reason = result.reason or ("no face found" if not result.faces
-                                           else f"{len(result.faces)} faces found, expected one")
-                skipped.append({"file": source, "reason": reason})
-            else:
-                encodings.append(result.faces[0].encoding)
-                sources.append(source)
+        encodings, sources, skipped = self._encoded(photos)
+        return self.enrol_encodings(name, encodings, sources, skipped=skipped)
+
+    def enrol_encodings(self, name: str, encodings, sources: list[str], *, skipped: list[dict] = ()) -> dict:
+        """Add already computed 128-d encodings of ``name`` (one per photo, named by ``sources``):
+        ``enrol`` without the photos (adapters that receive embeddings, the bench)."""
+        name, skipped = checked_name(name), list(skipped)
         with self._change():
             parent, gallery, previous = self._active()
             label = gallery.label_of(name) or name
             added, seen = [], {}
-            for encoding, source in zip(encodings, sources):
+            for encoding, source in zip(np.asarray(encodings, dtype=np.float64).reshape(-1, 128), sources):
                 identity = photo_id(encoding)
-                owner = gallery.labels[gallery.ids == identity]
+                owner = gallery.labels[gallery.rows_equal_to(encoding)]
                 if len(owner) or identity in seen:
                     same = (len(owner) and owner[0] == label) or identity in seen
                     skipped.append({"file": source, "reason": "already enrolled" if same
@@ -195,6 +201,20 @@ class People:
         return {"model": model_id, "name": label, "created": label not in gallery.labels,
                 "added": [{"id": identity, "source": source} for _, source, identity in added],
                 "skipped": skipped}
+
+    def _encoded(self, photos: list[tuple[str, bytes]]) -> tuple[list, list[str], list[dict]]:
+        """(encodings, sources, skipped) of photos that must each show exactly one face."""
+        encodings, sources, skipped = [], [], []
+        for (source, _), result in zip(photos, encoded_photos(
+                (data for _, data in photos), self.options, workers=1, cache_folder=None)):
+            if result.reason is not None or len(result.faces) != 1:
+                reason = result.reason or ("no face found" if not result.faces
+                                           else f"{len(result.faces)} faces found, expected one")
+                skipped.append({"file": source, "reason": reason})
+            else:
+                encodings.append(result.faces[0].encoding)
+                sources.append(source)
+        return encodings, sources, skipped
 
     def remove_photo(self, name: str, photo: str) -> dict:
         """Remove one photo of a person from the active model (the person goes with their last)."""
@@ -354,7 +374,7 @@ class People:
                                      "note": "changed by hand: held-out figures are those of a training"}})
         model_id = self.store.save(classifier, gallery.encodings, gallery.labels, gallery.files, metadata,
                                    columns={"added": gallery.added})
-        self.store.activate(model_id)
+        self.store.activate(model_id, verify=False)  # written and fsynced just now, under this lock
         return model_id
 
     def _metadata(self, gallery: Gallery, classifier: FaceClassifier, base: dict) -> dict:
