@@ -45,7 +45,7 @@ def client_output(*args) -> dict:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_compreface_sdk_adds_recognises_verifies_and_deletes(server, faces):
-    out = client_output("compreface", "compreface_sdk.py", "http://127.0.0.1", server.port, server.token, faces, 4)
+    out = client_output("compreface", "compreface_sdk.py", "http://127.0.0.1", server.port, server.token, faces, 5)
 
     assert out["subjects_before"] == {"subjects": []}
     assert out["subject_added"] == [{"subject": name} for name in PEOPLE]
@@ -106,7 +106,7 @@ def test_deepstack_python_registers_recognises_lists_and_deletes(server, faces):
             assert {"userid", "confidence", "x_min", "y_min", "x_max", "y_max"} <= set(prediction)
         best = max(item["predictions"], key=lambda p: p["confidence"], default={"userid": None})
         right += best["userid"] == item["expected"]
-    assert right >= 22, [(i["expected"], i["predictions"]) for i in out["recognized"]]
+    assert right >= 23, [(i["expected"], i["predictions"]) for i in out["recognized"]]
     assert out["detected"] and out["detected"][0]["confidence"] == 1.0
     assert out["wrong_key"] != "accepted"
     assert out["delete"] == {"status": 200, "body": {"success": True, "duration": 0}}
