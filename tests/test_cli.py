@@ -65,3 +65,14 @@ def test_training_a_folder_without_faces_fails_clearly(faces, tmp_path):
     (answer,) = envelopes(result.stdout)
     assert result.returncode == 1 and answer["error"] == "DATASET_NOT_VALID"
     assert answer["data"]["skipped"][0]["reason"] == "no face found"
+
+
+def test_people_enrol_list_and_forget_from_the_shell(faces, tmp_path):
+    train = faces / "knn" / "train"
+    (enrolled,) = envelopes(cli(tmp_path, "enrol", "obama", train / "obama" / "obama.jpg", train / "obama" / "obama2.jpg").stdout)
+    assert enrolled["status"] == "OK" and len(enrolled["data"]["added"]) == 2 and enrolled["model"]
+    (obama,) = envelopes(cli(tmp_path, "people", "OBAMA").stdout)
+    assert [photo["source"] for photo in obama["data"]["photos"]] == ["obama.jpg", "obama2.jpg"]
+    (forgotten,) = envelopes(cli(tmp_path, "forget", "obama").stdout)  # the only person: the model goes too
+    assert forgotten["data"]["erased"]["photos"] == 2 and forgotten["data"]["erased"]["models_deleted"] == [enrolled["model"]]
+    assert not list((tmp_path / "dataset" / "model").glob("2*"))
