@@ -172,6 +172,9 @@ def test_enrol_list_rename_remove_through_the_contract(client, faces):
     envelope_of(client.delete("/people/Louise Ciccone", headers=TOKEN), 200)
     assert envelope_of(client.get("/people", headers=TOKEN))["data"] == [{"name": "Ben Afflek", "photos": 1}]
     envelope_of(client.get("/people/Nobody", headers=TOKEN), 404, "NOT_FOUND")
+    last = envelope_of(client.delete("/people/Ben Afflek", headers=TOKEN), 422, "DATASET_NOT_VALID")
+    assert "forget" in last["description"]  # an empty model cannot serve; forget erases everywhere
+    assert envelope_of(client.get("/people", headers=TOKEN))["data"] == [{"name": "Ben Afflek", "photos": 1}]
 
 
 @pytest.mark.parametrize("raw", ["unknown", "Unknown", "Ma%0Adonna", "%1B%5B31mRed", "Evil%E2%80%AEgnp", "x" * 101, "%20"])

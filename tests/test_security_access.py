@@ -90,6 +90,9 @@ PROTECTED = [
     ("POST", "/train"), ("POST", "/tune"), ("GET", "/jobs"), ("GET", f"/jobs/{JOB_ID}"),
     ("GET", "/models"), ("GET", "/models/{model}"), ("POST", "/models/{model}/activate"),
     ("DELETE", "/models/{model}"),
+    ("GET", "/people"), ("GET", "/people/Madonna"), ("POST", "/people/Madonna/photos"),
+    ("DELETE", "/people/Madonna/photos/0123456789abcdef"), ("DELETE", "/people/Madonna"),
+    ("POST", "/people/Madonna/forget"), ("PATCH", "/people/Madonna"),
 ]
 WRONG = {
     "no header": None,
@@ -123,7 +126,7 @@ def test_the_token_opens_what_it_protects(main, hostile_models):
     assert [model["id"] for model in envelope_of(main.get("/models", headers={"Accept": "application/json"}), 200)["data"]] == [model_b, model_a]
     assert envelope_of(main.get(f"/models/{model_a}"), 200)["data"]["id"] == model_a
     envelope_of(main.get(f"/jobs/{JOB_ID}"), 404, "NOT_FOUND")
-    envelope_of(main.delete(f"/models/{model_b}"), 409, "MODEL_NOT_VALID")  # the active one
+    envelope_of(main.delete(f"/models/{model_b}"), 409, "MODEL_ACTIVE")  # the active one
 
 
 def test_predict_is_open_by_default(main):

@@ -347,8 +347,16 @@ class People:
         return label
 
     def _changed(self, gallery: Gallery, previous, parent, kind: str, changed: int, **extra) -> str | None:
-        """Save ``gallery`` as the new active version, or, left with no one, delete the model."""
+        """Save ``gallery`` as the new active version, or, left with no one by a forget, delete the model.
+
+        Removing the last person is refused instead: with no active model the newest stored
+        one would serve, and it may know the very people just removed (``forget`` erases them
+        from every version first)."""
         if len(gallery.labels) == 0:
+            if kind != "forget":
+                raise DatasetNotValid("the active model would be left with no one: forget the person "
+                                      "(POST /people/<name>/forget), or activate another model",
+                                      {"model": parent})
             self.store.deactivate_and_delete(parent)
             return None
         return self._saved(gallery, previous, parent, kind, changed, **extra)

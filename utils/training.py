@@ -150,7 +150,9 @@ def train_model(source, config: Config, store: ModelStore, *, tune: bool = False
         "pipeline": Options.from_config(config.faces, config.limits, training=True).signature(),
         "versions": library_versions(), "seconds": round(time.time() - started, 1),
     }
-    with store.changing():  # one writer at a time: enrolments and activations wait for this
+    # one writer at a time; an enrolment holds the store for a second at most, and a long
+    # training must not fail at its very end for having met one
+    with store.changing(wait=max(60.0, store.wait)):
         model_id = store.save(classifier, encodings, labels, files, metadata)
         store.activate(model_id)
     log.info("model %s trained on %d photos of %d people (%d skipped), held-out accuracy %s",
