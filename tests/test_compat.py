@@ -294,3 +294,24 @@ def test_compreface_pages_filters_and_bulk_deletes_examples(client, faces):
                        {"image_id": ids["Elton John"][1], "subject": "Elton John"}]
     assert client.get("/api/v1/recognition/faces", headers=key).get_json()["total_elements"] == 3
     assert client.get("/api/v1/recognition/subjects", headers=key).get_json() == {"subjects": ["Elton John", "Madonna"]}
+
+
+PROTECTED = [
+    ("POST", "/v1/vision/face/register"), ("POST", "/v1/vision/face/list"), ("POST", "/v1/vision/face/delete"),
+    ("POST", "/api/v1/recognition/faces?subject=Madonna"), ("GET", "/api/v1/recognition/faces"),
+    ("DELETE", "/api/v1/recognition/faces?subject=Madonna"), ("DELETE", "/api/v1/recognition/faces/0123456789abcdef"),
+    ("POST", "/api/v1/recognition/faces/delete"), ("GET", "/api/v1/recognition/subjects"),
+    ("POST", "/api/v1/recognition/subjects"), ("DELETE", "/api/v1/recognition/subjects"),
+    ("PUT", "/api/v1/recognition/subjects/Madonna"), ("DELETE", "/api/v1/recognition/subjects/Madonna"),
+]
+
+
+def test_enrolment_and_removal_need_the_token_in_both_dialects(client):
+    for method, path in PROTECTED:
+        answer = client.open(path, method=method, data={"userid": "Madonna"} if path.startswith("/v1/") else None)
+        body = answer.get_json()
+        assert answer.status_code == 401, (method, path, body)
+        if path.startswith("/v1/"):
+            assert body["success"] is False and body["error"], (method, path, body)
+        else:
+            assert set(body) == {"message", "code"} and body["code"] == 20, (method, path, body)
