@@ -5,6 +5,7 @@ are in tests/test_people_server.py."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import unicodedata
 import zipfile
@@ -213,3 +214,24 @@ def test_deleting_the_active_model_answers_model_active(client, faces):
     model = envelope_of(client.post("/people/Madonna/photos", headers=TOKEN, data={"file": photo(faces, "Madonna")}), 201)["model"]
     body = envelope_of(client.delete(f"/models/{model}", headers=TOKEN), 409, "MODEL_ACTIVE")
     assert body["data"] == {"active": model}
+
+
+def test_forget_when_the_active_model_held_only_them_scrubs_the_model_that_serves_next(app, faces):
+    from utils.people import Upload
+
+    service = app.extensions["pyrecognizer"]
+    people = service.people
+
+    def enrol(person, name="1.jpg"):
+        return people.enrol(person, [Upload(name, (faces / "celebrities" / "train" / person / name).read_bytes())])["model"]
+
+    only_her = enrol("Madonna")
+    both = enrol("Ben Afflek")
+    service.store.activate(only_her)
+    erased = people.forget("madonna")["erased"]
+    assert erased["models_deleted"] == [only_her] and erased["models_rewritten"] == [both]
+    assert service.store.active_id() == erased["new_model"]  # not the old version that knew her
+    assert [p["name"] for p in people.listing()["people"]] == ["Ben Afflek"]
+    for model_id in service.store.ids():
+        arrays, _, metadata = service.store.contents(model_id)
+        assert list(arrays["labels"]) == ["Ben Afflek"] and "Madonna" not in json.dumps(metadata)

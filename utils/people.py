@@ -271,37 +271,26 @@ class People:
             their_ids = {photo_id(row) for row in theirs}
             match = Matcher(labels | {person_name(name)})
             active = self.store.active_id()
-            for model_id, gallery in galleries.items():
-                rows = np.isin(gallery.labels, list(labels)) | gallery.matching(their_ids)
-                arrays, state, metadata = models[model_id]
-                mentioned = match.found(json.dumps(metadata, ensure_ascii=False)) or match.found(json.dumps(state, ensure_ascii=False))
-                if not rows.any() and not mentioned:
-                    continue
-                erased["photos"] = max(erased["photos"], int(rows.sum()))
-                kept = gallery.where(~rows)
-                if model_id == active:
-                    if len(kept):
-                        previous = self.store.load(model_id).classifier
-                        erased["new_model"] = self._changed(kept, previous, model_id, "forget", int(rows.sum()),
-                                                            metadata_of=match.scrubbed(metadata))
-                    else:
-                        self.store.deactivate_and_delete(model_id)
-                        erased["models_deleted"].append(model_id)
-                    active = self.store.active_id()
-            for model_id, gallery in galleries.items():  # then every other version, the old active one included
-                if model_id == active or model_id not in self.store.ids():
+            # the active model first, then newest to oldest: when the active one is left with
+            # no one and deleted, the newest remaining model serves, and is the next one here
+            for model_id in [active] + [i for i in reversed(self.store.ids()) if i != active]:
+                if model_id not in galleries or model_id not in self.store.ids():
                     continue  # the new version, or one deleted or pruned meanwhile
-                arrays, state, metadata = models[model_id]
+                gallery, (_, state, metadata) = galleries[model_id], models[model_id]
                 rows = np.isin(gallery.labels, list(labels)) | gallery.matching(their_ids)
                 if not rows.any() and not match.found(json.dumps(metadata, ensure_ascii=False)) \
                         and not match.found(json.dumps(state, ensure_ascii=False)):
                     continue
+                erased["photos"] = max(erased["photos"], int(rows.sum()))
                 kept = gallery.where(~rows)
                 if not len(kept):
                     self.store.deactivate_and_delete(model_id)
                     erased["models_deleted"].append(model_id)
                     continue
                 restored = FaceClassifier.restored(match.scrubbed(state), gallery.encodings, gallery.labels)
+                if model_id == self.store.active_id():  # a new active version first; this one is then rewritten
+                    erased["new_model"] = self._changed(kept, restored, model_id, "forget", int(rows.sum()),
+                                                        metadata_of=match.scrubbed(metadata))
                 classifier = restored.refitted(kept.encodings, kept.labels, changed=int(rows.sum()),
                                                recalibrate_share=float(self.config.models.recalibrate_share))
                 self.store.rewrite(model_id, classifier, kept.encodings, kept.labels, kept.files,
