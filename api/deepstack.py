@@ -203,12 +203,14 @@ def face_list():
 @blueprint.post("/face/delete")
 @api_key_checked(required=True)
 def delete():
-    """Remove ``userid`` from the active model; success too when nobody has that name, as DeepStack."""
+    """Erase ``userid`` everywhere (``People.forget``): DeepStack keeps no versions, a face it
+    deletes is gone, so an older model version must not bring it back. Success too when nobody
+    has that name, as DeepStack answers."""
     userid = request.form.get("userid", "").strip()
     if not userid:
         raise DeepStackError("userid not specified")
     try:
-        current_service().people.remove(userid)
+        current_service().people.forget(userid)
     except NotFound:
         pass
     return answer({"duration": 0})
