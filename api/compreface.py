@@ -28,7 +28,9 @@ given, so ``subjects[0]`` always exists once someone is enrolled), and /verify's
 when verifying. The detector answers yes or no: ``box.probability`` is 1.0. Known
 ``face_plugins`` are accepted; ``calculator`` adds the 128-d ``embedding``, the others
 (age, gender, mask, landmarks, pose) have no model here and add nothing; unknown names are
-ignored, as CompreFace does. Image ids are the people engine's photo ids.
+ignored, as CompreFace does. Image ids are the people engine's photo ids. Deleting a subject
+forgets it (``People.forget``: CompreFace keeps no versions, a deleted subject is gone);
+deleting one example removes that photo from the active model.
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ that is sent and wrong is refused everywhere, as DeepStack does. ``confidence`` 
 recognised face is the calibrated confidence of /predict; ``min_confidence`` only makes a
 name with less confidence ``unknown``. Detection confidence is 1.0: dlib's detector says
 yes or no. ``match`` answers /verify's confidence as ``similarity``. People are the people
-engine's (``utils/people.py``); no recognition happens in this module.
+engine's (``utils/people.py``): register enrols, delete forgets (DeepStack keeps no versions,
+a deleted face is gone). No recognition happens in this module.
 """
 from __future__ import annotations
 
