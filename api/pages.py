@@ -54,6 +54,8 @@ MESSAGES = {
     "NAME_NOT_VALID": ("This name cannot be used",
                        "Use a plain name of at most 100 characters, not 'unknown', not the name of someone else."),
     "TOO_MANY_PHOTOS": ("Too many photos at once", "Add up to the limit at a time, or train a model from a zip."),
+    "ERASURE_INCOMPLETE": ("Not everything could be erased",
+                           "The person is gone from every model, but some files could not be changed: forget them again."),
     "JOB_INTERRUPTED": ("The training was interrupted",
                         "The service stopped while it ran: upload the zip again."),
     "MODEL_NOT_VALID": ("This model cannot be used", ""),

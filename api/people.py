@@ -75,6 +75,10 @@ def remove(name: str):
 def forget(name: str):
     """Erase a person from every stored model and everything else that names them."""
     result = current_service().people.forget(name)
+    if not result["forgotten"]:  # the models are scrubbed, some other place is not: say so, retry
+        return envelope(result, description="erased from the models, but not from "
+                        f"{', '.join(result['erased']['failed'])}: retry the forget", error="ERASURE_INCOMPLETE",
+                        status="KO", model=result["erased"]["new_model"]), 500
     return envelope(result, description="forgotten everywhere", model=result["erased"]["new_model"])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import threading
 import unicodedata
 import zipfile
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from datastructure.classifier import FaceClassifier
-from datastructure.errors import ModelActive, ModelsBusy
+from datastructure.errors import ModelActive, ModelsBusy, NotFound
 from datastructure.model_store import MODEL_ID, ModelStore, id_order
 from datastructure.names import checked_name, name_key, name_problems, names_problems, person_name
 from tests.support import TEST_CREDENTIALS, envelope_of
@@ -235,3 +236,24 @@ def test_forget_when_the_active_model_held_only_them_scrubs_the_model_that_serve
     for model_id in service.store.ids():
         arrays, _, metadata = service.store.contents(model_id)
         assert list(arrays["labels"]) == ["Ben Afflek"] and "Madonna" not in json.dumps(metadata)
+
+
+def test_forget_reports_a_place_it_could_not_erase_and_erases_the_others(app, faces, tmp_path):
+    from utils.people import Upload
+
+    service = app.extensions["pyrecognizer"]
+    for person in ("Madonna", "Ben Afflek"):
+        service.people.enrol(person, [Upload("1.jpg", (faces / "celebrities" / "train" / person / "1.jpg").read_bytes())])
+    service.paths.dashboard_db.write_bytes(b"not a database, but it names Madonna")
+    erased = service.people.forget("Madonna")["erased"]
+    assert set(erased["failed"]) == {"dashboard_rows"} and "log_lines" in erased and erased["new_model"]
+    assert [p["name"] for p in service.people.listing()["people"]] == ["Ben Afflek"]
+    service.paths.dashboard_db.unlink()  # the problem fixed, a retry erases what is left
+    with sqlite3.connect(service.paths.dashboard_db) as database:
+        database.execute("CREATE TABLE Outlier (id INTEGER PRIMARY KEY, request_url TEXT)")
+        database.executemany("INSERT INTO Outlier (request_url) VALUES (?)", [("/people/Madonna/photos",), ("/predict",)])
+    again = service.people.forget("Madonna")
+    assert again["forgotten"] is True and again["erased"]["dashboard_rows"] == 1
+    assert b"madonna" not in service.paths.dashboard_db.read_bytes().lower()
+    with pytest.raises(NotFound):
+        service.people.forget("Madonna")  # nothing left anywhere

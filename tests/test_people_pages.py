@@ -64,6 +64,13 @@ def test_people_cards_add_photos_remove_and_forget(browser, server_factory, face
         expect_alert(page, "A photo of Mindy Kaling was removed")
         assert rows.count() == 1 and rows.first.get_attribute("data-photo") != photo_id
         screenshot(page, "52-person-page")
+
+        # rename them there: the page follows the new name
+        page.get_by_label("New name").fill("Mindy K.")
+        page.get_by_role("button", name="Rename").click()
+        expect_alert(page, "Mindy Kaling is now called Mindy K.")
+        assert page.get_by_role("heading", name="Mindy K.").is_visible()
+        assert [p["name"] for p in envelope_of(server.get("/people"))["data"]] == ["Mindy K."]
         watched.check()
     finally:
         watched.close()

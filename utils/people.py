@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import logging
 import re
@@ -265,8 +266,11 @@ class People:
             models = {model_id: self.store.contents(model_id) for model_id in self.store.ids()}
             galleries = {model_id: Gallery.of(arrays, metadata) for model_id, (arrays, _, metadata) in models.items()}
             labels = {label for gallery in galleries.values() for label in gallery.labels.tolist() if name_key(label) == key}
-            if not labels:
-                raise NotFound(f"nobody named {shown(name)!r} in any stored model")
+            if not labels:  # a retry after a partial erasure: what still names them, by name
+                rest = self._erased_elsewhere(Matcher({person_name(name)}), np.zeros((0, 128)), set())
+                if not rest.get("failed") and not any(rest.values()):
+                    raise NotFound(f"nobody named {shown(name)!r} in any stored model")
+                return {"forgotten": not rest.get("failed"), "erased": {**erased, **rest}}
             theirs = np.vstack([gallery.encodings[np.isin(gallery.labels, list(labels))] for gallery in galleries.values()])
             their_ids = {photo_id(row) for row in theirs}
             match = Matcher(labels | {person_name(name)})
@@ -300,7 +304,7 @@ class People:
             erased.update(self._erased_elsewhere(match, theirs, their_ids))
         log.info("forgot a person: %d photos, %d models rewritten, %d deleted", erased["photos"],
                  len(erased["models_rewritten"]), len(erased["models_deleted"]))
-        return {"forgotten": True, "erased": erased}
+        return {"forgotten": "failed" not in erased, "erased": erased}
 
     # -- the parts -----------------------------------------------------------------------
     def _change(self):
@@ -393,8 +397,6 @@ class People:
         photos = []
         for upload in uploads:
             if upload.data.startswith(ZIP_MAGIC) or upload.name.lower().endswith(".zip"):
-                import io
-
                 photos += [(f"{upload.name}/{photo.name}", photo.data)
                            for photo in archive.iter_person_photos(io.BytesIO(upload.data), limits)]
             else:
@@ -407,15 +409,25 @@ class People:
         if self.paths is None:
             return {}
         evaluations = self.paths.root / "dataset" / "evaluations"  # utils.evaluation.evaluations_folder (it imports the service)
-        return {
-            "cache_entries": erased_cache_entries(self.paths.cache, their_ids),
-            "job_records": scrubbed_json_files(self.paths.jobs.glob("*.json"), match),
-            "evaluations": scrubbed_json_files(evaluations.glob("*/*.json"), match),
-            "annotated_copies": erased_annotated_copies(
-                self.paths.annotated, theirs, Options.from_config(self.config.faces, self.config.limits, training=False)),
-            "log_lines": erased_log_lines(self.paths.log.glob("*.log*"), match),
-            "dashboard_rows": erased_dashboard_rows(self.paths.dashboard_db, match),
+        options = Options.from_config(self.config.faces, self.config.limits, training=False)
+        erasers = {
+            "cache_entries": lambda: erased_cache_entries(self.paths.cache, their_ids),
+            "job_records": lambda: scrubbed_json_files(self.paths.jobs.glob("*.json"), match),
+            "evaluations": lambda: scrubbed_json_files(evaluations.glob("*/*.json"), match),
+            "annotated_copies": lambda: erased_annotated_copies(self.paths.annotated, theirs, options),
+            "log_lines": lambda: erased_log_lines(self.paths.log.glob("*.log*"), match),
+            "dashboard_rows": lambda: erased_dashboard_rows(self.paths.dashboard_db, match),
         }
+        erased, failed = {}, {}
+        for place, erase in erasers.items():
+            try:
+                erased[place] = erase()
+            except (OSError, sqlite3.Error) as exc:  # say so and go on: the others must still go
+                failed[place] = str(exc)
+                log.error("forget: %s could not be erased: %s", place, exc)
+        if failed:  # the models are already scrubbed; the answer says what is left, to retry
+            erased["failed"] = failed
+        return erased
 
 
 class Matcher:

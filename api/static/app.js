@@ -651,6 +651,7 @@
     remove: (person) => ({level: "ok", title: `${person} was removed from the active model`}),
     forget: (person) => ({level: "ok", title: `${person} was forgotten everywhere`}),
     "remove-photo": (person) => ({level: "ok", title: `A photo of ${person} was removed`}),
+    rename: (person, data) => ({level: "ok", title: `${person} is now called ${data.name}`}),
   };
 
   function setUpPeople(forms) {
@@ -664,11 +665,12 @@
           return;
         }
         setBusy(button, true);
-        const payload = action === "enrol" ? new FormData(form) : null;
+        const payload = action === "enrol" || action === "rename" ? new FormData(form) : null;
         const {answer} = await request("POST", form.action, {body: payload});
         if (answer.status === "OK") {
           flash(PEOPLE_DONE[action](person, answer.data || {}));
-          window.location.reload();
+          if (action === "rename") window.location.assign(`${form.action.replace(/\/people\/.*$/, "")}/people/${encodeURIComponent(answer.data.name)}`);
+          else window.location.reload();
           return;
         }
         setBusy(button, false);
