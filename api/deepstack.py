@@ -16,6 +16,9 @@ What its clients send and read (from their source):
   as ``{"success": false, "error": "...", "duration": 0}`` with 400 (no ``image``, no
   ``userid``, a bad ``min_confidence``, an unreadable image, no face to register), 401
   ("Incorrect api key") and 500; a photo without a face recognises as ``predictions: []``.
+- CodeProject.AI Server (modules/FaceProcessing/intelligencelayer/face.py) keeps these shapes,
+  adds ``count``, ``message`` and timings, and answers a photo without a face with ``success:
+  false`` ("No face found in image"); here a photo without a face answers DeepStack's way.
 
 Here: ``api_key`` is this service's API token. Recognition, detection and match follow
 /predict's access policy (``security.predict_requires_token``); register, list and delete
