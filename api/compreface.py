@@ -28,7 +28,9 @@ given, so ``subjects[0]`` always exists once someone is enrolled), and /verify's
 when verifying. The detector answers yes or no: ``box.probability`` is 1.0. Known
 ``face_plugins`` are accepted; ``calculator`` adds the 128-d ``embedding``, the others
 (age, gender, mask, landmarks, pose) have no model here and add nothing; unknown names are
-ignored, as CompreFace does. Image ids are the people engine's photo ids.
+ignored, as CompreFace does. Image ids are the people engine's photo ids. Deleting a subject
+forgets it (``People.forget``: CompreFace keeps no versions, a deleted subject is gone);
+deleting one example removes that photo from the active model.
 """
 from __future__ import annotations
 
@@ -298,23 +300,44 @@ def enrolled(subject: str, data: bytes) -> dict:
 
 
 def removed_photos(image_ids) -> list[dict]:
-    """Remove the photos ``image_ids`` from whoever holds them; those removed (unknown ids are skipped)."""
+    """Remove the photos ``image_ids`` from whoever holds them; those removed (unknown ids are skipped).
+
+    The engine refuses to remove the active model's last photo (an empty model cannot serve):
+    that photo's person is then forgotten, as CompreFace, which keeps no versions, would
+    leave no one."""
     people = current_service().people
     owners = {face["image_id"]: face for face in all_faces()}
     removed = []
     for image_id in dict.fromkeys(image_ids):
         if image_id in owners:
-            people.remove_photo(owners[image_id]["subject"], image_id)
+            try:
+                people.remove_photo(owners[image_id]["subject"], image_id)
+            except DatasetNotValid:
+                people.forget(owners[image_id]["subject"])
             removed.append(owners[image_id])
     return removed
 
 
-def removed_subject(subject: str) -> int:
-    """Remove ``subject`` from the active model; the number of photos removed (0 when unknown)."""
+def forgotten(subject: str) -> tuple[str, int]:
+    """Erase ``subject`` everywhere (``People.forget``); its stored name and the number of its
+    examples in the active model. CompreFace keeps no versions: a subject it deletes is gone,
+    so an older model version must not bring it back."""
+    people = current_service().people
+    found = people.person(subject)
+    people.forget(found["name"])
+    return found["name"], len(found["photos"])
+
+
+def forgotten_count(subject: str) -> int:
+    """The number of examples of ``subject`` erased (0 when nobody has that name)."""
     try:
-        return current_service().people.remove(subject)["photos_removed"]
+        return forgotten(subject)[1]
     except NotFound:
         return 0
+
+
+def everyone() -> list[str]:
+    return [person["name"] for person in current_service().people.listing()["people"]]
 
 
 @blueprint.post("/recognition/faces")
@@ -340,12 +363,12 @@ def list_faces():
 @blueprint.delete("/recognition/faces")
 @api_key_checked(required=True)
 def delete_faces():
-    """Delete every example of ``?subject=`` (of everyone without it): ``{"deleted": count}``."""
+    """Delete every example of ``?subject=`` (of everyone without it), erased everywhere:
+    ``{"deleted": count}``."""
     subject = request.args.get("subject", "").strip()
     if subject:
-        return {"deleted": removed_subject(subject)}
-    people = current_service().people
-    return {"deleted": sum(removed_subject(person["name"]) for person in people.listing()["people"])}
+        return {"deleted": forgotten_count(subject)}
+    return {"deleted": sum(forgotten_count(name) for name in everyone())}
 
 
 @blueprint.delete("/recognition/faces/<image_id>")
@@ -403,19 +426,17 @@ def rename_subject(subject: str):
 @blueprint.delete("/recognition/subjects/<subject>")
 @api_key_checked(required=True)
 def delete_subject(subject: str):
-    """Delete a subject and its examples from the active model: ``{"subject"}``."""
-    name = current_service().people.remove(subject)["name"]
-    return {"subject": name}
+    """Delete a subject and its examples (erased everywhere): ``{"subject"}``."""
+    return {"subject": forgotten(subject)[0]}
 
 
 @blueprint.delete("/recognition/subjects")
 @api_key_checked(required=True)
 def delete_subjects():
-    """Delete every subject: ``{"deleted": count}``."""
-    people = current_service().people
-    names = [person["name"] for person in people.listing()["people"]]
+    """Delete every subject (each erased everywhere): ``{"deleted": count}``."""
+    names = everyone()
     for name in names:
-        people.remove(name)
+        forgotten_count(name)
     return {"deleted": len(names)}
 
 

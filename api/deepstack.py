@@ -16,6 +16,9 @@ What its clients send and read (from their source):
   as ``{"success": false, "error": "...", "duration": 0}`` with 400 (no ``image``, no
   ``userid``, a bad ``min_confidence``, an unreadable image, no face to register), 401
   ("Incorrect api key") and 500; a photo without a face recognises as ``predictions: []``.
+- CodeProject.AI Server (modules/FaceProcessing/intelligencelayer/face.py) keeps these shapes,
+  adds ``count``, ``message`` and timings, and answers a photo without a face with ``success:
+  false`` ("No face found in image"); here a photo without a face answers DeepStack's way.
 
 Here: ``api_key`` is this service's API token. Recognition, detection and match follow
 /predict's access policy (``security.predict_requires_token``); register, list and delete
@@ -24,7 +27,8 @@ that is sent and wrong is refused everywhere, as DeepStack does. ``confidence`` 
 recognised face is the calibrated confidence of /predict; ``min_confidence`` only makes a
 name with less confidence ``unknown``. Detection confidence is 1.0: dlib's detector says
 yes or no. ``match`` answers /verify's confidence as ``similarity``. People are the people
-engine's (``utils/people.py``); no recognition happens in this module.
+engine's (``utils/people.py``): register enrols, delete forgets (DeepStack keeps no versions,
+a deleted face is gone). No recognition happens in this module.
 """
 from __future__ import annotations
 
@@ -135,7 +139,8 @@ def recognize():
         known = decision is not None and decision.name != UNKNOWN and decision.confidence >= floor
         predictions.append({"confidence": decision.confidence if known else 0,
                             "userid": decision.name if known else UNKNOWN, **corners(face.box)})
-    return answer({"predictions": predictions, "count": len(predictions), "duration": 0})
+    message = "A face was recognised" if any(p["userid"] != UNKNOWN for p in predictions) else "No known faces"
+    return answer({"predictions": predictions, "count": len(predictions), "message": message, "duration": 0})
 
 
 @blueprint.post("/face")
@@ -203,12 +208,14 @@ def face_list():
 @blueprint.post("/face/delete")
 @api_key_checked(required=True)
 def delete():
-    """Remove ``userid`` from the active model; success too when nobody has that name, as DeepStack."""
+    """Erase ``userid`` everywhere (``People.forget``): DeepStack keeps no versions, a face it
+    deletes is gone, so an older model version must not bring it back. Success too when nobody
+    has that name, as DeepStack answers."""
     userid = request.form.get("userid", "").strip()
     if not userid:
         raise DeepStackError("userid not specified")
     try:
-        current_service().people.remove(userid)
+        current_service().people.forget(userid)
     except NotFound:
         pass
     return answer({"duration": 0})

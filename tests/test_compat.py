@@ -45,7 +45,7 @@ def client_output(*args) -> dict:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_compreface_sdk_adds_recognises_verifies_and_deletes(server, faces):
-    out = client_output("compreface", "compreface_sdk.py", "http://127.0.0.1", server.port, server.token, faces, 4)
+    out = client_output("compreface", "compreface_sdk.py", "http://127.0.0.1", server.port, server.token, faces, 5)
 
     assert out["subjects_before"] == {"subjects": []}
     assert out["subject_added"] == [{"subject": name} for name in PEOPLE]
@@ -106,7 +106,7 @@ def test_deepstack_python_registers_recognises_lists_and_deletes(server, faces):
             assert {"userid", "confidence", "x_min", "y_min", "x_max", "y_max"} <= set(prediction)
         best = max(item["predictions"], key=lambda p: p["confidence"], default={"userid": None})
         right += best["userid"] == item["expected"]
-    assert right >= 22, [(i["expected"], i["predictions"]) for i in out["recognized"]]
+    assert right >= 23, [(i["expected"], i["predictions"]) for i in out["recognized"]]
     assert out["detected"] and out["detected"][0]["confidence"] == 1.0
     assert out["wrong_key"] != "accepted"
     assert out["delete"] == {"status": 200, "body": {"success": True, "duration": 0}}
@@ -294,3 +294,24 @@ def test_compreface_pages_filters_and_bulk_deletes_examples(client, faces):
                        {"image_id": ids["Elton John"][1], "subject": "Elton John"}]
     assert client.get("/api/v1/recognition/faces", headers=key).get_json()["total_elements"] == 3
     assert client.get("/api/v1/recognition/subjects", headers=key).get_json() == {"subjects": ["Elton John", "Madonna"]}
+
+
+PROTECTED = [
+    ("POST", "/v1/vision/face/register"), ("POST", "/v1/vision/face/list"), ("POST", "/v1/vision/face/delete"),
+    ("POST", "/api/v1/recognition/faces?subject=Madonna"), ("GET", "/api/v1/recognition/faces"),
+    ("DELETE", "/api/v1/recognition/faces?subject=Madonna"), ("DELETE", "/api/v1/recognition/faces/0123456789abcdef"),
+    ("POST", "/api/v1/recognition/faces/delete"), ("GET", "/api/v1/recognition/subjects"),
+    ("POST", "/api/v1/recognition/subjects"), ("DELETE", "/api/v1/recognition/subjects"),
+    ("PUT", "/api/v1/recognition/subjects/Madonna"), ("DELETE", "/api/v1/recognition/subjects/Madonna"),
+]
+
+
+def test_enrolment_and_removal_need_the_token_in_both_dialects(client):
+    for method, path in PROTECTED:
+        answer = client.open(path, method=method, data={"userid": "Madonna"} if path.startswith("/v1/") else None)
+        body = answer.get_json()
+        assert answer.status_code == 401, (method, path, body)
+        if path.startswith("/v1/"):
+            assert body["success"] is False and body["error"], (method, path, body)
+        else:
+            assert set(body) == {"message", "code"} and body["code"] == 20, (method, path, body)

@@ -2,7 +2,7 @@
 the REST API is the JSON envelope.
 
 Bounded twice: a few examples per operation and generation mode, and a time budget for the
-whole run (operations left when it is spent are sent nothing more). Half the cases carry the
+whole run, shared equally by the operations. Half the cases carry the
 API token, so the protected operations are fuzzed past the 401 too. Deleting models is
 fuzzed with ids of models that do not exist (the pattern is \\d{8}_\\d{6}; the real ones are
 checked still there at the end).

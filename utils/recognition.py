@@ -38,6 +38,9 @@ class ActiveModel:
     def current(self) -> Model:
         """Return the active model; ClassifierNotLoaded when there is none yet."""
         wanted = self.store.active_id()
+        if wanted is None and self._model is not None:
+            with self._lock:  # the last person was removed: nobody is known any more
+                self._model = None
         model = self._model
         if wanted and (model is None or model.id != wanted) and wanted != self._refused:
             with self._lock:
