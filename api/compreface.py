@@ -44,6 +44,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.auth import credentials, is_authorized
 from api.context import current_service
+from api.errors import register_dialect_errors
 from api.limits import limit
 from api.verify import faces_of
 from datastructure.classifier import UNKNOWN
@@ -75,23 +76,23 @@ HTTP_NUMBERS = {400: 26, 401: 20, 404: 11, 405: 0, 413: 26, 429: 0}
 
 
 def error(message: str, number: int, status: int, headers=()):
+    """Return CompreFace's ``{"message", "code"}`` answer with ``status``."""
     return {"message": message, "code": number}, status, list(headers)
 
 
-@blueprint.errorhandler(PyRecognizerError)
-def typed_error(exc: PyRecognizerError):
-    number = getattr(exc, "number", None)
-    if number is None:
-        number = next((value for kind, value in NUMBERS.items() if isinstance(exc, kind)), 26 if exc.status == 422 else 0)
-    status = 400 if exc.status == 422 else exc.status  # CompreFace answers invalid input with 400
-    retry = getattr(exc, "retry_after", None)
-    return error(exc.description, number, status, [("Retry-After", str(int(retry)))] if retry else [])
+def rendered_error(exc, status: int, headers: list):
+    """CompreFace's error answer: its message and its code number (see
+    api.errors.register_dialect_errors)."""
+    if isinstance(exc, HTTPException):
+        number = HTTP_NUMBERS.get(exc.code, 0)
+    else:
+        number = getattr(exc, "number", None)
+        if number is None:
+            number = next((value for kind, value in NUMBERS.items() if isinstance(exc, kind)), 26 if exc.status == 422 else 0)
+    return error(exc.description, number, status, headers)
 
 
-@blueprint.errorhandler(HTTPException)
-def http_error(exc: HTTPException):
-    headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
-    return error(exc.description, HTTP_NUMBERS.get(exc.code, 0), exc.code or 500, headers)
+register_dialect_errors(blueprint, rendered_error)
 
 
 def api_key_checked(*, required: bool):
@@ -152,6 +153,7 @@ def number(name: str, default, kind=int, low=0, high=None):
 
 
 def flag(name: str) -> bool:
+    """Return whether the query parameter ``name`` is ``true``, as CompreFace reads its flags."""
     return request.args.get(name, "").strip().lower() == "true"
 
 
@@ -167,6 +169,7 @@ def face_options() -> dict:
 
 
 def box(face) -> dict:
+    """Return a face's box in CompreFace's form (detection probability 1.0: dlib says yes or no)."""
     top, right, bottom, left = (max(int(side), 0) for side in face.box)
     return {"probability": 1.0, "x_max": right, "y_max": bottom, "x_min": left, "y_min": top}
 
@@ -190,6 +193,7 @@ def described(face, options: dict, started: float, **fields) -> dict:
 
 
 def results(items: list, options: dict) -> dict:
+    """Return the ``result`` body, with the plugins' versions when ``status`` is asked."""
     body = {"result": items}
     if options["status"]:
         body["plugins_versions"] = PLUGINS_VERSIONS
@@ -197,6 +201,7 @@ def results(items: list, options: dict) -> dict:
 
 
 def no_face() -> CompreFaceError:
+    """Return CompreFace's "no face" error (code 28)."""
     return CompreFaceError("No face is found in the given image", 28)
 
 
@@ -260,6 +265,7 @@ def verify():
 # Faces and subjects: the people engine (utils/people.py) enrols, lists and removes.
 
 def subject_param() -> str:
+    """Return the ``subject`` query parameter, refused when missing."""
     subject = request.args.get("subject", "").strip()
     if not subject:
         raise CompreFaceError("Required request parameter 'subject' is not present", 33)
@@ -337,6 +343,7 @@ def forgotten_count(subject: str) -> int:
 
 
 def everyone() -> list[str]:
+    """Return the names of the active model's people."""
     return [person["name"] for person in current_service().people.listing()["people"]]
 
 
@@ -392,6 +399,7 @@ def delete_faces_by_id():
 
 
 def subject_body() -> str:
+    """Return the ``subject`` of the JSON body, refused when missing."""
     body = request.get_json(silent=True)
     subject = body.get("subject") if isinstance(body, dict) else None
     if not isinstance(subject, str) or not subject.strip():

@@ -35,10 +35,10 @@ from __future__ import annotations
 import functools
 
 from flask import Blueprint, request
-from werkzeug.exceptions import HTTPException
 
 from api.auth import credentials, is_authorized
 from api.context import current_service
+from api.errors import register_dialect_errors
 from api.limits import limit
 from api.verify import faces_of
 from datastructure.classifier import UNKNOWN
@@ -56,6 +56,8 @@ class DeepStackError(PyRecognizerError):
 
 
 class IncorrectApiKey(PyRecognizerError):
+    """A wrong ``api_key``, in DeepStack's words."""
+
     code, status = "UNAUTHORIZED", 401
 
 
@@ -64,19 +66,12 @@ def answer(body: dict, status: int = 200):
     return {"success": status < 400, **body}, status
 
 
-@blueprint.errorhandler(PyRecognizerError)
-def typed_error(exc: PyRecognizerError):
-    status = 400 if exc.status == 422 else exc.status  # DeepStack answers every bad input with 400
-    retry = getattr(exc, "retry_after", None)
-    return (*answer({"error": exc.description, "duration": 0}, status),
-            [("Retry-After", str(int(retry)))] if retry else [])
+def rendered_error(exc, status: int, headers: list):
+    """DeepStack's error answer: ``success`` false and its words (see api.errors.register_dialect_errors)."""
+    return (*answer({"error": exc.description, "duration": 0}, status), headers)
 
 
-@blueprint.errorhandler(HTTPException)
-def http_error(exc: HTTPException):
-    response = answer({"error": exc.description, "duration": 0}, exc.code or 500)
-    headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
-    return (*response, headers)
+register_dialect_errors(blueprint, rendered_error)
 
 
 def api_key_checked(*, required: bool):

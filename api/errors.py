@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from flask import Flask, redirect, request, url_for
+from flask import Blueprint, Flask, redirect, request, url_for
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -42,15 +42,38 @@ def error_answer(code: str, description: str, status: int, data=None, headers=()
     return envelope(data, description=description, error=code, status="KO"), status, list(headers)
 
 
+def retry_headers(exc: PyRecognizerError) -> list[tuple[str, str]]:
+    """Return Retry-After for an error that says when to come back (a change refused because
+    another holds the store), else nothing."""
+    retry_after = getattr(exc, "retry_after", None)
+    return [("Retry-After", str(int(retry_after)))] if retry_after else []
+
+
+def kept_headers(exc: HTTPException) -> list[tuple[str, str]]:
+    """Return the headers of werkzeug's answer worth keeping (Allow, Retry-After...), not its HTML type."""
+    return [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
+
+
+def register_dialect_errors(blueprint: Blueprint, render) -> None:
+    """Answer ``blueprint``'s errors in its own API dialect (DeepStack, CompreFace):
+    ``render(exc, status, headers)`` shapes the body of our typed errors and of werkzeug's HTTP
+    errors alike. Both dialects answer invalid input with 400 where we answer 422."""
+
+    @blueprint.errorhandler(PyRecognizerError)
+    def typed_error(exc: PyRecognizerError):
+        return render(exc, 400 if exc.status == 422 else exc.status, retry_headers(exc))
+
+    @blueprint.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return render(exc, exc.code or 500, kept_headers(exc))
+
+
 def register_error_handlers(app: Flask) -> None:
     """Route every exception a view can raise to ``error_answer``."""
 
     @app.errorhandler(PyRecognizerError)
     def typed_error(exc: PyRecognizerError):
-        # a change refused because another holds the store says when to come back
-        retry_after = getattr(exc, "retry_after", None)
-        headers = [("Retry-After", str(retry_after))] if retry_after else []
-        return error_answer(exc.code, exc.description, exc.status, exc.data, headers=headers)
+        return error_answer(exc.code, exc.description, exc.status, exc.data, headers=retry_headers(exc))
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
@@ -58,8 +81,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
-        return error_answer(HTTP_CODES.get(exc.code, "HTTP_ERROR"), exc.description, exc.code, headers=headers)
+        return error_answer(HTTP_CODES.get(exc.code, "HTTP_ERROR"), exc.description, exc.code, headers=kept_headers(exc))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

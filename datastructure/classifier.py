@@ -92,6 +92,7 @@ def evidence_weight(pairs: int) -> float:
 
 
 def sigmoid(value):
+    """Return the logistic function of ``value`` (a number or an array)."""
     return 1.0 / (1.0 + np.exp(-value))
 
 
@@ -161,6 +162,8 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
 
     # -- learning --------------------------------------------------------------------
     def fit(self, X, y):
+        """Learn the gallery (X: n x 128 encodings, y: names) and calibrate the unknown rule
+        and the confidence on it (see the module's docstring)."""
         self._index(X, y)
         self.spread_, spread_figures = self._spreads()
         # a person's spread is measured against the typical spread of large galleries as much as
@@ -506,6 +509,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         return float(sigmoid(intercept + slope * features[0] + ratio_slope * features[1]))
 
     def predict(self, X) -> np.ndarray:
+        """Return a name per row of X, ``unknown`` where the rule refuses."""
         return np.array([decision.name for decision in self.decisions(X)])
 
     # -- persistence without pickle --------------------------------------------------

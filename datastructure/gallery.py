@@ -54,6 +54,7 @@ class Gallery:
         return len(self.encodings)
 
     def class_of(self, rows: np.ndarray) -> np.ndarray:
+        """Return the person (class index) of each row: rows are sorted by person."""
         return np.searchsorted(self.starts, rows, side="right") - 1
 
     def nearest_people(self, query: np.ndarray, *, want: int = 2, skip_row: int = -1, skip_class: int = -1,

@@ -90,6 +90,7 @@ class EncodingIndex:
 
     @property
     def approximate(self) -> bool:
+        """Whether searches go through the faiss index (else exhaustive)."""
         return getattr(self, "ivf_", None) is not None
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
@@ -112,6 +113,7 @@ class EncodingIndex:
 
     # -- files: faiss's own format, never pickle ---------------------------------------
     def save(self, path: Path) -> None:
+        """Write the faiss index to ``path`` in faiss's own format."""
         faiss_module().write_index(self.ivf_, str(path))
 
     @classmethod

@@ -48,6 +48,7 @@ class ImportedGallery:
 
 
 def rows_shown(mask: np.ndarray) -> str:
+    """Return the first rows ``mask`` marks, for a refusal's reason (``3, 7, 9 and 12 more``)."""
     rows = np.flatnonzero(mask)
     more = f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else ""
     return ", ".join(str(int(row)) for row in rows[:SHOWN_ROWS]) + more

@@ -90,6 +90,7 @@ class Gallery:
 
     @classmethod
     def empty(cls) -> "Gallery":
+        """Return a gallery of no one (before the first enrolment)."""
         return cls(np.zeros((0, 128)), [], [], [])
 
     @classmethod
@@ -105,9 +106,11 @@ class Gallery:
         return cls(arrays["encodings"], arrays["labels"], files, added)
 
     def where(self, keep: np.ndarray) -> "Gallery":
+        """Return the gallery of the rows ``keep`` (a mask or indices) selects."""
         return Gallery(self.encodings[keep], self.labels[keep], self.files[keep], self.added[keep])
 
     def plus(self, encodings, labels, files, added) -> "Gallery":
+        """Return this gallery with the given rows appended."""
         return Gallery(np.vstack([self.encodings, np.asarray(encodings).reshape(-1, 128)]),
                        np.concatenate([self.labels, np.asarray(labels, dtype=str)]),
                        np.concatenate([self.files, np.asarray(files, dtype=str)]),
@@ -122,6 +125,7 @@ class Gallery:
         return None
 
     def counts(self) -> dict[str, int]:
+        """Return each person's number of photos."""
         people, counts = np.unique(self.labels, return_counts=True)
         return {str(person): int(count) for person, count in zip(people, counts)}
 
