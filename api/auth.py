@@ -202,6 +202,29 @@ def login_required(view):
     return wrapper
 
 
+def dialect_key_checked(key_of, *, required: bool, refused):
+    """Decorate a view of an API dialect whose clients send the API token their own way
+    (``key_of()``: DeepStack's form field, CompreFace's header). A key sent must be the token,
+    and a wrong one counts towards the limit of wrong tokens as a bearer token does; with no
+    key, ``required`` (or /predict's policy when False) decides. ``refused("wrong" or
+    "missing")`` returns the dialect's own error to raise."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            key = key_of()
+            if key:
+                if not token_accepted(key):
+                    raise refused("wrong")
+            elif (required or current_service().config.security.predict_requires_token) and not is_authorized():
+                raise refused("missing")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 def predict_access_required(purpose: str):
     """Decorate a view with /predict's access policy: when ``security.predict_requires_token``
     is set, refuse it with 401 unless ``is_authorized()`` (``purpose`` ends the message)."""

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import time
 
 from flask import Blueprint, request
 from werkzeug.exceptions import HTTPException
 
-from api.auth import credentials, is_authorized
+from api.auth import dialect_key_checked
 from api.context import current_service
 from api.errors import register_dialect_errors
 from api.limits import limit
@@ -96,23 +95,11 @@ register_dialect_errors(blueprint, rendered_error)
 
 
 def api_key_checked(*, required: bool):
-    """Decorate a view with CompreFace's ``x-api-key`` header = the API token: a wrong key is
-    refused; with none, ``required`` (or /predict's policy when False) decides."""
-
-    def decorate(view):
-        @functools.wraps(view)
-        def wrapper(*args, **kwargs):
-            key = request.headers.get("x-api-key", "")
-            if key:
-                if not credentials().token_ok(key):
-                    raise CompreFaceError("the x-api-key is not this service's API token", 1, 401)
-            elif (required or current_service().config.security.predict_requires_token) and not is_authorized():
-                raise CompreFaceError("Missing header: x-api-key (this service's API token)", 20, 401)
-            return view(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
+    """Decorate a view with CompreFace's ``x-api-key`` header = the API token (see
+    api.auth.dialect_key_checked)."""
+    return dialect_key_checked(lambda: request.headers.get("x-api-key", ""), required=required, refused=lambda why: (
+        CompreFaceError("the x-api-key is not this service's API token", 1, 401) if why == "wrong"
+        else CompreFaceError("Missing header: x-api-key (this service's API token)", 20, 401)))
 
 
 # ---------------------------------------------------------------------------------------

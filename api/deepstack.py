@@ -32,11 +32,10 @@ a deleted face is gone). No recognition happens in this module.
 """
 from __future__ import annotations
 
-import functools
 
 from flask import Blueprint, request
 
-from api.auth import credentials, is_authorized
+from api.auth import dialect_key_checked
 from api.context import current_service
 from api.errors import register_dialect_errors
 from api.limits import limit
@@ -75,23 +74,10 @@ register_dialect_errors(blueprint, rendered_error)
 
 
 def api_key_checked(*, required: bool):
-    """Decorate a view with DeepStack's ``api_key`` form field = the API token: a wrong key is
-    refused; with none, ``required`` (or /predict's policy when False) decides."""
-
-    def decorate(view):
-        @functools.wraps(view)
-        def wrapper(*args, **kwargs):
-            key = request.form.get("api_key", "")
-            if key:
-                if not credentials().token_ok(key):
-                    raise IncorrectApiKey("Incorrect api key")
-            elif (required or current_service().config.security.predict_requires_token) and not is_authorized():
-                raise IncorrectApiKey("Incorrect api key: send the API token in the form field api_key")
-            return view(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
+    """Decorate a view with DeepStack's ``api_key`` form field = the API token (see
+    api.auth.dialect_key_checked)."""
+    return dialect_key_checked(lambda: request.form.get("api_key", ""), required=required, refused=lambda why: IncorrectApiKey(
+        "Incorrect api key" if why == "wrong" else "Incorrect api key: send the API token in the form field api_key"))
 
 
 def image_bytes(field: str = "image") -> bytes:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.clients import run_client
 from tests.conftest import app_over
+from tests.support import TEST_CREDENTIALS
 
 PEOPLE = ["Ben Afflek", "Elton John", "Jerry Seinfield", "Madonna", "Mindy Kaling"]
 
@@ -315,3 +316,17 @@ def test_enrolment_and_removal_need_the_token_in_both_dialects(client):
             assert body["success"] is False and body["error"], (method, path, body)
         else:
             assert set(body) == {"message", "code"} and body["code"] == 20, (method, path, body)
+
+
+def test_wrong_keys_in_either_dialect_count_as_wrong_tokens(tmp_path):
+    """Guessing the token through api_key or x-api-key is held back as bearer guesses are."""
+    limits = {"login": "10 per minute", "predict": "300 per minute", "train": "30 per hour", "wrong_token": "3 per minute"}
+    client = app_over(tmp_path / "data", security={"rate_limits": limits}).test_client()
+    statuses = [client.post("/v1/vision/face/list", data={"api_key": f"guess-{n}"}).status_code for n in range(3)]
+    statuses += [client.get("/api/v1/recognition/subjects", headers={"x-api-key": f"guess-{n}"}).status_code
+                 for n in range(3)]
+    assert statuses[:3] == [401] * 3 and statuses[3:] == [429] * 3, statuses
+    body = client.get("/api/v1/recognition/subjects", headers={"x-api-key": TEST_CREDENTIALS["api_token"]}).get_json()
+    assert set(body) == {"message", "code"}, body  # even the right key waits, in CompreFace's shape
+    body = client.post("/v1/vision/face/list", data={"api_key": TEST_CREDENTIALS["api_token"]}).get_json()
+    assert body["success"] is False and "too many" in body["error"], body
