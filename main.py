@@ -56,6 +56,11 @@ def command_train(args, config: Config) -> int:
         job = service.jobs.run_here("tune" if args.tune else "train",
                                     lambda job_progress: service.train(source, tune=args.tune, progress=lambda *a: (
                                         progress(*a), job_progress(*a))))
+    return printed_job(job)
+
+
+def printed_job(job: dict) -> int:
+    """Print a finished training or import job's envelope; return the exit status."""
     if job["state"] == "done":
         result = job["result"]
         print_envelope(envelope(result, description=f"model {result['model']} is active"))
@@ -80,13 +85,7 @@ def command_import(args, config: Config) -> int:
     with progress_bar() as progress:
         job = service.jobs.run_here("import", lambda job_progress: service.import_gallery(
             gallery, source_name=Path(args.file).name, progress=lambda *a: (progress(*a), job_progress(*a))))
-    if job["state"] == "done":
-        result = job["result"]
-        print_envelope(envelope(result, description=f"model {result['model']} is active"))
-        return 0
-    error = job["error"]
-    print_envelope(envelope(error["data"], description=error["description"], error=error["code"], status="KO"))
-    return 1
+    return printed_job(job)
 
 
 def command_predict(args, config: Config) -> int:

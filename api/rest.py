@@ -4,6 +4,7 @@ Browsers get pages from the same views: see ``api.negotiation`` and ``api.pages.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
@@ -28,6 +29,33 @@ def uploaded_file(field: str = "file"):
     if upload is None or not upload.filename and not upload.content_length:
         raise MissingFile(f"send the file as multipart/form-data in the field {field!r}")
     return upload
+
+
+@contextlib.contextmanager
+def stored_upload(suffix: str = ".zip"):
+    """Store the uploaded file in the incoming folder, in use while a job needs it (an flocked
+    file, see ``utils.jobs``), and yield (path, upload, remove). Any error removes it (a full
+    disk: 507); otherwise the caller calls ``remove`` or hands it to the job as its clean-up."""
+    service = current_service()
+    upload = uploaded_file()
+    path, handle = service.jobs.new_upload(service.paths.incoming, suffix=suffix)
+
+    def remove():
+        path.unlink(missing_ok=True)
+        handle.close()
+
+    try:
+        upload.save(handle)
+        handle.flush()
+        yield path, upload, remove
+    except OSError as exc:
+        remove()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the disk is full: the upload could not be stored") from None
+        raise
+    except BaseException:
+        remove()
+        raise
 
 
 @blueprint.post("/")
@@ -55,30 +83,13 @@ def predict():
 def start_training(tune: bool):
     """Validate the uploaded zip now (so a bad one is refused at once), then train in the background."""
     service = current_service()
-    upload = uploaded_file()
     service.require_free_disk("to store the upload and train")
-    path, handle = service.jobs.new_upload(service.paths.incoming)
-
-    def remove():
-        path.unlink(missing_ok=True)
-        handle.close()
-
-    try:
-        upload.save(handle)
-        handle.flush()
+    with stored_upload() as (path, upload, remove):
         archive.photo_count(path, archive.limits_from(service.config.limits))
         job = service.jobs.start(
             "tune" if tune else "train",
             lambda progress: service.train(path, tune=tune, progress=progress, source_name=upload.filename),
             cleanup=remove)
-    except OSError as exc:
-        remove()
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorage("the disk is full: the upload could not be stored") from None
-        raise
-    except BaseException:
-        remove()
-        raise
     return envelope(job, description=f"{job['kind']} job {job['id']} started",
                     job_url=url_for("rest.job", job_id=job["id"])), 202
 

@@ -15,7 +15,7 @@ from api.context import current_service
 from api.limits import limit
 from api.negotiation import render_page
 from api.pages import model_summary
-from api.rest import uploaded_file
+from api.rest import stored_upload
 from datastructure.errors import MissingFile
 from datastructure.response import envelope
 from utils.video import timeline_envelope
@@ -36,28 +36,20 @@ def with_urls(result: dict | None) -> dict | None:
 def predict_video():
     """Who appears when in the uploaded video: at once for a short one, else a job (202)."""
     service = current_service()
-    upload = uploaded_file()
-    path, handle = service.jobs.new_upload(service.paths.incoming, suffix=".video")
-    job = None
-
-    def remove():
-        path.unlink(missing_ok=True)
-        handle.close()
-
-    try:
-        upload.save(handle)
-        handle.flush()
-        if not handle.tell():
-            raise MissingFile("the uploaded file is empty")
-        info = service.video_info(path)  # a bad or hostile file is refused here, before any work
-        if 0 < info.seconds <= service.config.video.direct_seconds:
-            return timeline_envelope(with_urls(service.predict_video(path)))
-        service.active.current()  # no model: say so now, not in a failed job
-        job = service.video_jobs.start("video", lambda progress: service.predict_video(path, progress=progress),
-                                       cleanup=remove)
-    finally:
-        if job is None:
-            remove()
+    with stored_upload(".video") as (path, _, remove):
+        job = None
+        try:
+            if not path.stat().st_size:
+                raise MissingFile("the uploaded file is empty")
+            info = service.video_info(path)  # a bad or hostile file is refused here, before any work
+            if 0 < info.seconds <= service.config.video.direct_seconds:
+                return timeline_envelope(with_urls(service.predict_video(path)))
+            service.active.current()  # no model: say so now, not in a failed job
+            job = service.video_jobs.start("video", lambda progress: service.predict_video(path, progress=progress),
+                                           cleanup=remove)
+        finally:
+            if job is None:
+                remove()
     return envelope(job, description=f"video job {job['id']} started ({info.seconds:.0f} s of video)",
                     job_url=url_for("video.video_job", job_id=job["id"])), 202
 
