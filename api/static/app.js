@@ -41,6 +41,18 @@
     return `${Math.round(value * 100)}%`;
   }
 
+  // A progress bar and its percentage; no total yet: an indeterminate bar.
+  function setBar(bar, share, done, total) {
+    if (total > 0) {
+      bar.max = total;
+      bar.value = Math.min(done, total);
+      share.textContent = `${Math.floor((100 * Math.min(done, total)) / total)}%`;
+    } else {
+      bar.removeAttribute("value");
+      share.textContent = "";
+    }
+  }
+
   function plural(count, one, many) {
     return `${count} ${count === 1 ? one : many}`;
   }
@@ -410,14 +422,7 @@
     }
 
     function set(done, total) {
-      if (total > 0) {
-        bar.max = total;
-        bar.value = Math.min(done, total);
-        share.textContent = `${Math.floor((100 * Math.min(done, total)) / total)}%`;
-      } else {
-        bar.removeAttribute("value"); // indeterminate
-        share.textContent = "";
-      }
+      setBar(bar, share, done, total);
     }
 
     return {
@@ -686,7 +691,7 @@
     });
   }
   // What the video page's script (video.js) reuses.
-  window.PyRecognizer = {request, wireDropZone, showMessage, clearMessages, described, setBusy, tooLarge, plural, sleep};
+  window.PyRecognizer = {request, setBar, wireDropZone, showMessage, clearMessages, described, setBusy, tooLarge, plural, sleep};
 
   // -- start ----------------------------------------------------------------------------------
   showFlash();

@@ -28,14 +28,7 @@ document.addEventListener("DOMContentLoaded", () => {
   function setProgress(text, done, total) {
     progress.hidden = false;
     step.textContent = text;
-    if (total > 0) {
-      bar.max = total;
-      bar.value = Math.min(done, total);
-      share.textContent = `${Math.floor((100 * Math.min(done, total)) / total)}%`;
-    } else {
-      bar.removeAttribute("value"); // indeterminate
-      share.textContent = "";
-    }
+    kit.setBar(bar, share, done, total);
   }
 
   function seconds(value) {
