@@ -91,6 +91,7 @@ class ModelStore:
     def __init__(self, folder: Path, *, keep: int = 10, wait: float = 5.0):
         self.folder = Path(folder)
         self.pointer = self.folder / "ACTIVE"
+        self.last_id_file = self.folder / ".last_id"  # the newest id given, see _new_id
         self.previous_pointer = self.folder / PREVIOUS_NAME
         self.keep = keep  # versions kept after each activation (0: all); active and previous always
         self.wait = wait  # seconds a change waits for another to finish before ModelsBusy
@@ -190,8 +191,15 @@ class ModelStore:
         stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
         # after the newest id of this second, never a gap left by a deleted one: ids sort by age
         taken = [id_order(path.name)[1] for path in self.folder.glob(f"{stamp}*") if MODEL_ID.match(path.name)]
+        # nor the id of a model deleted this second (a forget that emptied the gallery): a worker
+        # still holding that model would take the new one for it and keep serving the old
+        last = self.last_id_file.read_text().strip() if self.last_id_file.exists() else ""
+        if last[:15] == stamp and MODEL_ID.match(last):
+            taken.append(id_order(last)[1])
         suffix = max(taken, default=0) + 1
-        return stamp if suffix == 1 else f"{stamp}_{suffix}"
+        model_id = stamp if suffix == 1 else f"{stamp}_{suffix}"
+        atomic_write(self.last_id_file, model_id.encode(), durable=False)
+        return model_id
 
     def activate(self, model_id: str, *, verify: bool = True) -> Model | None:
         """Make ``model_id`` the active model after checking that it loads; return it.

@@ -36,6 +36,22 @@ def test_two_models_in_one_second_get_distinct_ids(tmp_path):
     assert len(store.ids()) == 2
 
 
+def test_the_id_of_a_deleted_model_never_comes_back(tmp_path):
+    """A worker that still holds a deleted model must not take a new one for it (same id)."""
+    store = ModelStore(tmp_path)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4, 128)) * 0.05
+    y = np.array(["p0"] * 4)
+    classifier = FaceClassifier().fit(X, y)
+    given = set()
+    for _ in range(5):  # each round within a few ms: the same second but for a round crossing one
+        model_id = store.save(classifier, X, y, [f"{n}.jpg" for n in range(4)], {"photos": 4})
+        assert model_id not in given
+        given.add(model_id)
+        store.deactivate_and_delete(model_id)
+    assert store.ids() == []
+
+
 def test_loaded_model_decides_like_the_saved_one(tmp_path):
     store = ModelStore(tmp_path)
     model_id = saved_model(store)
