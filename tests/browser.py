@@ -136,3 +136,12 @@ def log_in(page, password: str, next_path: str = "/") -> None:
 def no_sideways_scroll(page) -> bool:
     """True when the page fits the viewport's width (nothing sticks out on a phone)."""
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+def expect_alert(page, title: str, code: str | None = None):
+    """The page's message reads ``title`` (and carries ``code``); return the alert."""
+    alert = page.locator(".messages .alert").filter(has=page.locator(".alert__title", has_text=title)).first
+    alert.wait_for(state="visible")
+    if code:
+        assert alert.get_attribute("data-code") == code
+    return alert

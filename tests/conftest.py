@@ -82,3 +82,17 @@ def hostile_models(tmp_path_factory, faces):
     from tests.hostile import trained_models
 
     return trained_models(tmp_path_factory, faces)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, for one test module (tests/browser.py launches it)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch, require_browser
+
+    require_browser()
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import Watched, drop_file, launch, log_in, no_sideways_scroll, require_browser, screenshot
+from tests.browser import Watched, drop_file, expect_alert, log_in, no_sideways_scroll, screenshot
 
 VAL_PHOTO = ("Mindy Kaling", "2.jpg")  # recognised at distance 0.24 by the default pipeline
 TWO_FACES = ("Madonna", "4.jpg")  # Madonna and a stranger behind her
@@ -24,31 +24,11 @@ SMALL_TUNE = {"tune": {"n_neighbors": [1, 3, 5], "weights": ["uniform", "distanc
                        "algorithm": ["auto"], "cv_folds": 3}}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def text_file(tmp_path) -> Path:
     path = tmp_path / "notes.txt"
     path.write_text("these are notes, not a photo\n")
     return path
-
-
-def expect_alert(page, title: str, code: str | None = None):
-    """The page's message reads ``title`` (and carries ``code``); return the alert."""
-    alert = page.locator(".messages .alert").filter(has=page.locator(".alert__title", has_text=title)).first
-    alert.wait_for(state="visible")
-    if code:
-        assert alert.get_attribute("data-code") == code
-    return alert
 
 
 def wait_until(page, expression: str, timeout: float = 30) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import Watched, log_in, screenshot
+from tests.browser import Watched, expect_alert, log_in, screenshot
 from tests.support import envelope_of
-from tests.test_pages import browser, expect_alert  # noqa: F401 - the module's Chromium fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -16,7 +15,7 @@ def train_photo(faces, person: str, name: str):
     return faces / "celebrities" / "train" / person / name
 
 
-def test_people_cards_add_photos_remove_and_forget(browser, server_factory, faces):  # noqa: F811
+def test_people_cards_add_photos_remove_and_forget(browser, server_factory, faces):
     server = server_factory()
     for person, photos in (("Madonna", ["1.jpg"]), ("Ben Afflek", ["1.jpg"]), ("Mindy Kaling", ["1.jpg", "2.jpg"])):
         envelope_of(server.post(f"/people/{person}/photos",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser import Watched, drop_file, launch, no_sideways_scroll, require_browser, screenshot
+from tests.browser import Watched, drop_file, no_sideways_scroll, screenshot
 from tests.conftest import app_over
 from tests.support import ROOT, TEST_CREDENTIALS, Server, envelope_of, video_dir
 
@@ -184,17 +184,6 @@ def test_cli_predicts_a_video(video_server, clip):
     assert response["file"] == str(clip)
     check_timeline(response["data"])
     assert "275/275" in result.stderr and "frame" in result.stderr
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.mark.e2e
