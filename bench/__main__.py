@@ -50,6 +50,7 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, help="POST /predict from 4 clients (default 500; quick 120)")
     parser.add_argument("--requests-one", type=int, help="POST /predict from 1 client (default 200; quick 60)")
     parser.add_argument("--draws", type=int, help="small galleries drawn (default 50; quick 10)")
+    parser.add_argument("--seed", type=int, default=0, help="the small galleries' draws (default 0, the prior's; 1 checks it)")
     parser.add_argument("--server-threads", type=int, help="override server.threads for the serve section")
     parser.add_argument("--faces", help="the shared photo folder (default $PYRECOGNIZER_FACES or ../shared/faces)")
     parser.add_argument("--json", default=str(RESULTS), help=f"where to write the results (default {RESULTS})")
@@ -195,7 +196,7 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.small import small_section
 
         # encodings kept in the project's own cache (dataset/cache, by content): later runs skip encoding
-        return small_section(faces, workdir, args.draws, cache=ROOT / "dataset" / "cache", say=say)
+        return small_section(faces, workdir, args.draws, cache=ROOT / "dataset" / "cache", seed=args.seed, say=say)
     if name == "verify":
         from bench.verify import verify_section
 

@@ -140,10 +140,11 @@ def verdicts(figures: dict) -> dict:
     }
 
 
-def small_section(faces: Path, workdir: Path, draws: int, cache: Path | None = None, say=lambda message: None):
+def small_section(faces: Path, workdir: Path, draws: int, cache: Path | None = None, seed: int = 0,
+                  say=lambda message: None):
     """The bench section: (rows, details)."""
     people, strangers = encoded_pool(faces, cache or workdir / "cache", say=say)
-    figures = small_evaluation(people, strangers, draws)
+    figures = small_evaluation(people, strangers, draws, seed)
     met = verdicts(figures)
     ours, plain = figures["ours"], figures["plain"]
 
@@ -151,7 +152,7 @@ def small_section(faces: Path, workdir: Path, draws: int, cache: Path | None = N
         return round(100 * value, 1)
 
     rows = [
-        Row(f"small galleries ({draws} draws): median % recognised", pct(plain["median_recognised"]),
+        Row(f"small galleries ({draws} draws, seed {seed}): median % recognised", pct(plain["median_recognised"]),
             pct(ours["median_recognised"]), target=">= plain", met=met["median recognised >= plain"], digits=1),
         Row("small galleries: worst draw, % recognised", pct(plain["worst_recognised"]),
             pct(ours["worst_recognised"]), digits=1),

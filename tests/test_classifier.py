@@ -170,3 +170,32 @@ def test_one_reference_photo_each_keeps_face_recognitions_tolerance():
     assert clf.predict(face[None])[0] == "ada"
     far = photos[0] + 0.62 * step / np.linalg.norm(step)
     assert clf.predict(far[None])[0] == UNKNOWN
+
+
+def test_small_galleries_decide_on_each_persons_mean_encoding():
+    """A calibrated gallery under PRIOR_PAIRS photos asks the rule of each person's mean: a face
+    0.48 from the mean is named even when every photo of the person is farther than the
+    nearest-photo threshold, and a face 0.52 from it is not. Pins, large galleries and one photo
+    each keep the nearest-photo rule; the rule survives a save and restore."""
+    from datastructure.classifier import CENTROID_THRESHOLD, PRIOR_PAIRS
+
+    X, y, _ = clusters(5, 8, spread=0.05)  # photos ~0.8 apart, ~0.56 from their person's mean
+    model = FaceClassifier().fit(X, y)
+    assert model.rule_ == model.calibration_["rule"] == "centroid" and len(y) < PRIOR_PAIRS
+    mean = X[y == "person0"].mean(axis=0)
+    step = np.random.default_rng(9).normal(size=128)
+    step /= np.linalg.norm(step)
+    near, beyond = mean + 0.48 * step, mean + 0.52 * step
+    assert np.linalg.norm(X[y == "person0"] - near, axis=1).min() > model.person_thresholds(["person0"])[0]
+    assert list(model.predict(np.vstack([near, beyond]))) == ["person0", UNKNOWN]
+    assert np.linalg.norm(mean - beyond) > CENTROID_THRESHOLD
+    restored = FaceClassifier.restored(model.state(), X, y)
+    assert restored.rule_ == "centroid"
+    assert list(restored.predict(np.vstack([near, beyond]))) == ["person0", UNKNOWN]
+    old = model.state()
+    del old["rule_"]  # saved before the centroid rule: decides on nearest photos, as it did
+    assert FaceClassifier.restored(old, X, y).rule_ == "nearest"
+    assert FaceClassifier(threshold=0.5, ratio=0.9).fit(X, y).rule_ == "nearest"
+    assert FaceClassifier().fit(*clusters(40, 8)[:2]).rule_ == "nearest"
+    one_each = FaceClassifier().fit(X[::8], y[::8])
+    assert one_each.rule_ == "nearest" and one_each.threshold_ == pytest.approx(0.6)
