@@ -6,6 +6,15 @@
 * gallery.npy, gallery.faiss - the encodings the classifier searches, float32 sorted by person,
   and their index when the gallery is large (datastructure/gallery.py); read memory-mapped
 * manifest.json - sha256 of each file, checked before a model is used
+* delta.dat, gallery.delta.npy - in a version made by an enrolment into a large (indexed)
+  gallery: the rows added since its base, which it shares with its parent. The base files
+  (model.dat, gallery.npy, gallery.faiss) are hard links to the parent's, under the checksums
+  the parent's manifest recorded when they were written (``save_delta``); ``contents`` returns
+  base and delta rows together. A rewrite (forget) writes every file anew, which breaks the
+  links of that version only: the caller rewrites every version holding the person.
+
+A process hashes a file once per (device, inode, size, mtime): versions sharing a base, and a
+worker loading the next version of its model, do not hash its gigabyte again (``verified``).
 
 Nothing is ever unpickled: the KNN is rebuilt from the arrays, which takes milliseconds.
 A model is written into a staging folder and renamed into place, so a crash never leaves a
@@ -42,12 +51,15 @@ import numpy as np
 from datastructure.classifier import FaceClassifier
 from datastructure.errors import ModelActive, ModelNotValid, ModelsBusy, NotFound
 from datastructure.files import atomic_write
+from datastructure.gallery import BASE_FILES
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = re.compile(r"^\d{8}_\d{6}(?:_[1-9]\d{0,5})?$")
 FILES = ("model.dat", "model.clf", "model.json")
 GALLERY_FILE = "gallery.npy"  # present (in the manifest) in models saved with their gallery
+DELTA_DAT = "delta.dat"  # the rows a version adds to its shared base: encodings, labels, files, columns
+LINKED = ("model.dat", *BASE_FILES)  # what a delta version shares with its parent (hard links)
 STAGING_PREFIX = ".staging-"
 LOCK_NAME = ".changes.lock"
 PREVIOUS_NAME = "PREVIOUS"
@@ -75,6 +87,31 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_verified: dict[tuple, str] = {}  # (device, inode, size, mtime_ns) -> sha256 this process found
+_verified_lock = threading.Lock()
+
+
+def verified(path: Path, expected: str | None) -> bool:
+    """Whether the file at ``path`` has the sha256 ``expected``; each file is hashed once per
+    process (an unchanged inode, size and mtime is not hashed again: hard-linked versions
+    share their base, and a worker loading the next version has hashed it already)."""
+    if not expected:
+        return False
+    status = os.stat(path)
+    key = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    with _verified_lock:
+        if _verified.get(key) == expected:
+            return True
+    digest = sha256_of(path)
+    if digest != expected:
+        return False
+    with _verified_lock:
+        if len(_verified) > 4096:
+            _verified.clear()
+        _verified[key] = digest
+    return True
 
 
 def reason(exc: Exception) -> str:
@@ -146,6 +183,36 @@ class ModelStore:
             self._write(model_id, classifier, encodings, labels, files, metadata, columns)
         return model_id
 
+    def save_delta(self, parent_id: str, classifier: FaceClassifier, encodings, labels, files, metadata: dict,
+                   *, columns: dict | None = None) -> str:
+        """Write a new version sharing ``parent_id``'s base and return its id.
+
+        ``classifier`` holds a gallery with a delta over the parent's base (``FaceClassifier
+        .extended``); ``encodings``, ``labels``, ``files`` and ``columns`` are the rows of the
+        whole delta (the parent's delta rows and the new ones). The base files are hard-linked,
+        and their checksums are those the parent's manifest recorded when they were written."""
+        with self.changing():
+            parent = self._folder_of(parent_id)
+            parent_manifest = json.loads((parent / "manifest.json").read_text())
+            model_id = self._new_id()
+            staging = self.folder / f"{STAGING_PREFIX}{model_id}-{os.getpid()}"
+            staging.mkdir()
+            try:
+                manifest = {}
+                for name in LINKED:
+                    if name in parent_manifest:
+                        os.link(parent / name, staging / name)
+                        manifest[name] = parent_manifest[name]
+                manifest.update(self._written(staging, model_id, classifier, encodings, labels, files, metadata,
+                                              columns, data_name=DELTA_DAT))
+                manifest.update({name: sha256_of(staging / name) for name in classifier.gallery_.save(staging, base_too=False)})
+                atomic_write(staging / "manifest.json", json.dumps(manifest, indent=2).encode())
+                os.rename(staging, self.folder / model_id)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return model_id
+
     def rewrite(self, model_id: str, classifier: FaceClassifier, encodings, labels, files, metadata: dict,
                 *, columns: dict | None = None) -> None:
         """Replace an inactive model's content, keeping its id (forgetting someone everywhere)."""
@@ -166,24 +233,30 @@ class ModelStore:
         staging = self.folder / f"{STAGING_PREFIX}{model_id}-{os.getpid()}"
         staging.mkdir()
         try:
-            buffer = io.BytesIO()
-            extra = {f"column_{name}": np.asarray(values) for name, values in (columns or {}).items()}
-            np.savez(buffer, encodings=np.asarray(encodings, dtype=np.float64).reshape(-1, 128),
-                     labels=np.asarray(labels, dtype=str), files=np.asarray(files, dtype=str), **extra)
-            contents = {
-                "model.dat": buffer.getvalue(),
-                "model.clf": json.dumps(classifier.state(), indent=2).encode(),
-                "model.json": json.dumps({"id": model_id, **metadata}, indent=2, default=str).encode(),
-            }
-            for name, data in contents.items():
-                atomic_write(staging / name, data)
-            manifest = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+            manifest = self._written(staging, model_id, classifier, encodings, labels, files, metadata, columns)
             manifest.update({name: sha256_of(staging / name) for name in classifier.gallery_.save(staging)})
             atomic_write(staging / "manifest.json", json.dumps(manifest, indent=2).encode())
             os.rename(staging, self.folder / model_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    @staticmethod
+    def _written(staging: Path, model_id, classifier, encodings, labels, files, metadata, columns,
+                 data_name: str = "model.dat") -> dict:
+        """Write the rows (``data_name``), model.clf and model.json; return their checksums."""
+        buffer = io.BytesIO()
+        extra = {f"column_{name}": np.asarray(values) for name, values in (columns or {}).items()}
+        np.savez(buffer, encodings=np.asarray(encodings, dtype=np.float64).reshape(-1, 128),
+                 labels=np.asarray(labels, dtype=str), files=np.asarray(files, dtype=str), **extra)
+        contents = {
+            data_name: buffer.getvalue(),
+            "model.clf": json.dumps(classifier.state(), indent=2).encode(),
+            "model.json": json.dumps({"id": model_id, **metadata}, indent=2, default=str).encode(),
+        }
+        for name, data in contents.items():
+            atomic_write(staging / name, data)
+        return {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
 
     def _new_id(self) -> str:
         """Return a timestamp id not used yet: ``_2``, ``_3``... when one second holds several
@@ -343,8 +416,8 @@ class ModelStore:
 
     def _served(self, model_id: str, folder: Path, manifest: dict) -> Model:
         try:
-            for name in [name for name in manifest if name != "model.dat"]:
-                if sha256_of(folder / name) != manifest.get(name):
+            for name in [name for name in manifest if name not in ("model.dat", DELTA_DAT)]:
+                if not verified(folder / name, manifest.get(name)):
                     raise ModelNotValid(f"model {model_id}: {name} does not match its manifest")
             state = json.loads((folder / "model.clf").read_text())
             metadata = json.loads((folder / "model.json").read_text())
@@ -361,11 +434,16 @@ class ModelStore:
         folder = self._folder_of(model_id)
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
-            for name in FILES:
-                if sha256_of(folder / name) != manifest.get(name):
+            for name in FILES + ((DELTA_DAT,) if DELTA_DAT in manifest else ()):
+                if not verified(folder / name, manifest.get(name)):
                     raise ModelNotValid(f"model {model_id}: {name} does not match its manifest")
             with np.load(folder / "model.dat", allow_pickle=False) as stored:
                 arrays = {name.removeprefix("column_"): stored[name] for name in stored.files}
+            if DELTA_DAT in manifest:  # the rows added since the shared base, after it
+                with np.load(folder / DELTA_DAT, allow_pickle=False) as stored:
+                    for name in stored.files:
+                        key = name.removeprefix("column_")
+                        arrays[key] = np.concatenate([arrays[key], stored[name]]) if key in arrays else stored[name]
             state = json.loads((folder / "model.clf").read_text())
             metadata = json.loads((folder / "model.json").read_text())
             arrays["encodings"], arrays["labels"]  # noqa: B018 - a model without them is not valid
@@ -374,6 +452,23 @@ class ModelStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelNotValid(f"model {model_id} cannot be loaded: {reason(exc)}") from None
         return arrays, state, metadata
+
+    def delta_contents(self, model_id: str) -> dict:
+        """Return the verified rows ``model_id`` adds to a base it shares (``save_delta``), as
+        ``contents`` names them; {} for a model written whole."""
+        folder = self._folder_of(model_id)
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            if DELTA_DAT not in manifest:
+                return {}
+            if not verified(folder / DELTA_DAT, manifest[DELTA_DAT]):
+                raise ModelNotValid(f"model {model_id}: {DELTA_DAT} does not match its manifest")
+            with np.load(folder / DELTA_DAT, allow_pickle=False) as stored:
+                return {name.removeprefix("column_"): stored[name] for name in stored.files}
+        except ModelNotValid:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelNotValid(f"model {model_id} cannot be loaded: {reason(exc)}") from None
 
     def load_active(self) -> Model | None:
         """Return the active model, falling back to the newest one that verifies; None if none."""
