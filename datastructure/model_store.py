@@ -114,6 +114,17 @@ def verified(path: Path, expected: str | None) -> bool:
     return True
 
 
+def merged_rows(base: dict, delta: dict) -> dict:
+    """Per-photo arrays of a base followed by its delta's; a column only one side has (e.g. the
+    added dates a training does not record) is blank ("") on the other."""
+    rows = len(base["labels"]), len(delta["labels"])
+    merged = {}
+    for key in dict.fromkeys([*base, *delta]):
+        parts = [side[key] if key in side else np.full(count, "") for side, count in zip((base, delta), rows)]
+        merged[key] = np.concatenate(parts) if key != "encodings" else np.vstack(parts)
+    return merged
+
+
 def reason(exc: Exception) -> str:
     """Say why a model file failed without the data folder's absolute path (answers reach clients)."""
     if isinstance(exc, OSError):
@@ -441,9 +452,7 @@ class ModelStore:
                 arrays = {name.removeprefix("column_"): stored[name] for name in stored.files}
             if DELTA_DAT in manifest:  # the rows added since the shared base, after it
                 with np.load(folder / DELTA_DAT, allow_pickle=False) as stored:
-                    for name in stored.files:
-                        key = name.removeprefix("column_")
-                        arrays[key] = np.concatenate([arrays[key], stored[name]]) if key in arrays else stored[name]
+                    arrays = merged_rows(arrays, {name.removeprefix("column_"): stored[name] for name in stored.files})
             state = json.loads((folder / "model.clf").read_text())
             metadata = json.loads((folder / "model.json").read_text())
             arrays["encodings"], arrays["labels"]  # noqa: B018 - a model without them is not valid

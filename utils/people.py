@@ -100,6 +100,8 @@ class Gallery:
         added = arrays.get("added")
         if added is None or len(added) != count:
             added = np.full(count, str(metadata.get("created") or ""))
+        else:  # a base written by a training, with a delta of enrolments since: blanks before
+            added = np.where(np.asarray(added, dtype=str) == "", str(metadata.get("created") or ""), added)
         files = arrays.get("files")
         if files is None or len(files) != count:
             files = np.full(count, "")
