@@ -88,7 +88,7 @@ def test_an_enrolment_links_the_base_and_writes_only_the_delta(people):
 
 
 def test_a_tampered_shared_file_or_delta_is_refused(people):
-    store, (base_id, X, _) = people.store, people.base
+    store, (base_id, _, _) = people.store, people.base
     model_id = people.enrol_encodings("Newbie", newcomer(1)[0], ["n.jpg"])["model"]
     store.load(model_id)  # verified once in this process
     delta = store.folder / model_id / "gallery.delta.npy"
@@ -107,7 +107,7 @@ def test_a_tampered_shared_file_or_delta_is_refused(people):
 
 
 def test_other_changes_and_a_full_delta_write_the_gallery_whole(people, monkeypatch):
-    store, (base_id, X, y) = people.store, people.base
+    store, (base_id, _, y) = people.store, people.base
     linked = people.enrol_encodings("Newbie", newcomer(2)[0], ["n1.jpg", "n2.jpg"])["model"]
     photo = people.person("Newbie")["photos"][0]["id"]
     removed = people.remove_photo("Newbie", photo)["model"]
