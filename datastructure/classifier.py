@@ -224,7 +224,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         """Whether ``rows`` new photos can join this classifier's gallery as a delta (``extended``):
         an indexed, calibrated gallery whose calibration is not due, and a delta within MAX_DELTA."""
         calibration = getattr(self, "calibration_", {}) or {}
-        gallery = int(calibration.get("gallery") or 0)
+        gallery = int(calibration.get("gallery") or len(self.gallery_))
         since = int(calibration.get("changed_since", 0)) + int(rows)
         return (self.metric == "euclidean" and self.gallery_.index.approximate and bool(calibration.get("calibrated"))
                 and gallery > 0 and since <= recalibrate_share * gallery

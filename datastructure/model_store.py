@@ -60,6 +60,7 @@ FILES = ("model.dat", "model.clf", "model.json")
 GALLERY_FILE = "gallery.npy"  # present (in the manifest) in models saved with their gallery
 DELTA_DAT = "delta.dat"  # the rows a version adds to its shared base: encodings, labels, files, columns
 LINKED = ("model.dat", *BASE_FILES)  # what a delta version shares with its parent (hard links)
+COMPACT_JSON_PEOPLE = 1000  # models of more people write model.clf and model.json without indent
 STAGING_PREFIX = ".staging-"
 LOCK_NAME = ".changes.lock"
 PREVIOUS_NAME = "PREVIOUS"
@@ -260,10 +261,12 @@ class ModelStore:
         extra = {f"column_{name}": np.asarray(values) for name, values in (columns or {}).items()}
         np.savez(buffer, encodings=np.asarray(encodings, dtype=np.float64).reshape(-1, 128),
                  labels=np.asarray(labels, dtype=str), files=np.asarray(files, dtype=str), **extra)
+        # json's C encoder runs only without indent: a model of 10^5 people takes ~1 s indented
+        indent = 2 if len(classifier.classes_) <= COMPACT_JSON_PEOPLE else None
         contents = {
             data_name: buffer.getvalue(),
-            "model.clf": json.dumps(classifier.state(), indent=2).encode(),
-            "model.json": json.dumps({"id": model_id, **metadata}, indent=2, default=str).encode(),
+            "model.clf": json.dumps(classifier.state(), indent=indent).encode(),
+            "model.json": json.dumps({"id": model_id, **metadata}, indent=indent, default=str).encode(),
         }
         for name, data in contents.items():
             atomic_write(staging / name, data)
