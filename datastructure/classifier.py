@@ -238,7 +238,9 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         and only the spreads of the people who got photos are measured. See ``extendable``."""
         X = np.asarray(X, dtype=np.float32).reshape(-1, 128)
         y = np.asarray(y).astype(str)
-        new_names = np.setdiff1d(np.unique(y), self.classes_)
+        names = np.unique(y)
+        at = np.minimum(np.searchsorted(self.classes_, names), max(len(self.classes_) - 1, 0))
+        new_names = names[self.classes_[at] != names] if len(self.classes_) else names
         inserted = np.searchsorted(self.classes_, new_names)
         fresh = type(self)(**self.get_params())
         fresh.classes_ = np.insert(self.classes_, inserted, new_names) if len(new_names) else self.classes_
@@ -611,6 +613,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         model.calibration_ = state.get("calibration_", {})
         # models saved before per-person spreads have none: every scale is 1, as they were fitted
         scales, spreads = state.get("scale_") or {}, state.get("spread_") or {}
-        model.scale_ = np.array([float(scales.get(str(name), 1.0)) for name in model.classes_])
-        model.spread_ = np.array([float(spreads.get(str(name), math.nan)) for name in model.classes_])
+        names = model.classes_.tolist()  # Python strings: 10^5 look-ups by NumPy strings take 0.1 s more
+        model.scale_ = np.array([scales.get(name, 1.0) for name in names], dtype=float)
+        model.spread_ = np.array([spreads.get(name, math.nan) for name in names], dtype=float)
         return model

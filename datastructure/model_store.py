@@ -92,6 +92,14 @@ def sha256_of(path: Path) -> str:
 
 _verified: dict[tuple, str] = {}  # (device, inode, size, mtime_ns) -> sha256 this process found
 _verified_lock = threading.Lock()
+_served_models: dict[tuple, Model] = {}  # the models this process loaded last, by their files' stamps
+SERVED_MODELS_KEPT = 2
+
+
+def file_stamp(path: Path) -> tuple:
+    """(device, inode, size, mtime_ns) of a file: what changes when it is replaced or written."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def verified(path: Path, expected: str | None) -> bool:
@@ -100,8 +108,7 @@ def verified(path: Path, expected: str | None) -> bool:
     share their base, and a worker loading the next version has hashed it already)."""
     if not expected:
         return False
-    status = os.stat(path)
-    key = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    key = file_stamp(path)
     with _verified_lock:
         if _verified.get(key) == expected:
             return True
@@ -429,6 +436,26 @@ class ModelStore:
         return Model(model_id, classifier, metadata)
 
     def _served(self, model_id: str, folder: Path, manifest: dict) -> Model:
+        # the same files (every one's inode, size and mtime) give the same model: the people
+        # engine asking for the model a worker of this process already serves gets it at once
+        try:
+            key = (str(folder.resolve()), model_id, file_stamp(folder / "manifest.json"),
+                   *(file_stamp(folder / name) for name in sorted(manifest) if name not in ("model.dat", DELTA_DAT)))
+        except OSError:
+            key = None
+        with _verified_lock:
+            cached = _served_models.get(key) if key else None
+        if cached is not None:
+            return cached
+        model = self._built(model_id, folder, manifest)
+        if key:
+            with _verified_lock:
+                _served_models[key] = model
+                while len(_served_models) > SERVED_MODELS_KEPT:
+                    _served_models.pop(next(iter(_served_models)))
+        return model
+
+    def _built(self, model_id: str, folder: Path, manifest: dict) -> Model:
         try:
             for name in [name for name in manifest if name not in ("model.dat", DELTA_DAT)]:
                 if not verified(folder / name, manifest.get(name)):
