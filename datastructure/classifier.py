@@ -244,13 +244,12 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         inserted = np.searchsorted(self.classes_, new_names)
         fresh = type(self)(**self.get_params())
         fresh.classes_ = np.insert(self.classes_, inserted, new_names) if len(new_names) else self.classes_
-        fresh.gallery_ = self.gallery_.with_delta(fresh.classes_, X, np.searchsorted(fresh.classes_, y), inserted)
+        fresh.gallery_ = self.gallery_.with_delta(X, np.searchsorted(fresh.classes_, y), inserted)
         fresh.norms_, fresh.knn_ = fresh.gallery_.norms, None
         fresh.threshold_, fresh.ratio_ = self.threshold_, self.ratio_
         fresh.confidence_coef_ = tuple(self.confidence_coef_)
         typical = float(self.calibration_.get("spread", {}).get("typical", PRIOR_SPREAD))
         spread = np.insert(self.spread_, inserted, typical) if len(new_names) else self.spread_.copy()
-        counts = fresh.gallery_.total_counts()
         rng = np.random.default_rng(0)
         for cls in np.unique(np.searchsorted(fresh.classes_, y)):
             photos = fresh.gallery_.photos(fresh.gallery_.rows_of(cls))
@@ -261,7 +260,6 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         fresh.scale_ = fresh._scales(spread, typical)
         fresh.calibration_ = {**self.calibration_,
                               "changed_since": int(self.calibration_.get("changed_since", 0)) + len(y)}
-        assert counts.sum() == len(fresh.gallery_)
         return fresh
 
     def stranger_rate(self) -> dict:

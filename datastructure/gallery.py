@@ -67,6 +67,7 @@ class Gallery:
         self.delta_norms = np.einsum("ij,ij->i", self.delta, self.delta)
         order = np.argsort(self.delta_classes, kind="stable")
         self._delta_by_class = {int(c): order[self.delta_classes[order] == c] for c in np.unique(self.delta_classes)}
+        self._total_counts = self.counts + np.bincount(self.delta_classes, minlength=len(self.counts))
 
     def __len__(self) -> int:
         return len(self.encodings) + len(self.delta)
@@ -82,7 +83,7 @@ class Gallery:
 
     def total_counts(self) -> np.ndarray:
         """Each person's photos, base and delta."""
-        return self.counts + np.bincount(self.delta_classes, minlength=len(self.counts))
+        return self._total_counts
 
     def rows_of(self, cls: int) -> np.ndarray:
         """Every row of person ``cls``: their base slice, then their delta rows."""
@@ -115,10 +116,9 @@ class Gallery:
                 return int(self.class_of(same[:1] + offset)[0])
         return None
 
-    def with_delta(self, classes: np.ndarray, added_rows: np.ndarray, added_classes: np.ndarray,
-                   inserted: np.ndarray) -> "Gallery":
+    def with_delta(self, added_rows: np.ndarray, added_classes: np.ndarray, inserted: np.ndarray) -> "Gallery":
         """A gallery sharing this one's base and index, with ``added_rows`` (of people
-        ``added_classes``, numbered in the new ``classes``) appended to the delta; ``inserted``:
+        ``added_classes``, numbered after the insertion) appended to the delta; ``inserted``:
         the positions of the new people in the old class numbering (np.insert's), who have no
         base photos."""
         counts = np.insert(self.counts, inserted, 0) if len(inserted) else self.counts

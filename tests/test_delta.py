@@ -57,26 +57,32 @@ def test_an_enrolment_links_the_base_and_writes_only_the_delta(people):
     store, (base_id, X, y) = people.store, people.base
     photos, centre = newcomer(3)
     first = people.enrol_encodings("Newbie", photos, ["n1.jpg", "n2.jpg", "n3.jpg"])
-    second = people.enrol_encodings("s00007", near(X, [35], seed=2), ["more.jpg"])
-    assert first["created"] and not second["created"] and store.active_id() == second["model"]
+    people.enrol_encodings("s00007", near(X, [35], seed=2), ["more.jpg"])
+    # a new person sorted before everyone: the delta rows of those after them are renumbered
+    others, other_centre = newcomer(2, seed=11)
+    second = people.enrol_encodings("Aaron", others, ["a1.jpg", "a2.jpg"])
+    assert first["created"] and second["created"] and store.active_id() == second["model"]
     base, newest = store.folder / base_id, store.folder / second["model"]
     base_manifest, manifest = (json.loads((f / "manifest.json").read_text()) for f in (base, newest))
     for name in LINKED:  # the same inode, under the checksum written with the base
-        assert inode(base / name) == inode(newest / name) and os.stat(base / name).st_nlink == 3
+        assert inode(base / name) == inode(newest / name) and os.stat(base / name).st_nlink == 4
         assert manifest[name] == base_manifest[name]
     assert DELTA_DAT in manifest and "gallery.delta.npy" in manifest
     # the newest delta holds both enrolments (each version is its base plus its own delta)
     delta = store.delta_contents(second["model"])
-    assert list(delta["labels"]) == ["Newbie"] * 3 + ["s00007"] and list(delta["files"])[-1] == "more.jpg"
+    assert list(delta["labels"]) == ["Newbie"] * 3 + ["s00007"] + ["Aaron"] * 2 and list(delta["files"])[3] == "more.jpg"
     arrays, _, metadata = store.contents(second["model"])
-    assert len(arrays["labels"]) == len(y) + 4 and len(arrays["added"]) == len(y) + 4
-    assert metadata["people"]["Newbie"] == 3 and metadata["people"]["s00007"] == 6 and metadata["photos"] == len(y) + 4
+    assert len(arrays["labels"]) == len(y) + 6 and len(arrays["added"]) == len(y) + 6
+    assert metadata["people"]["Newbie"] == 3 and metadata["people"]["s00007"] == 6 and metadata["photos"] == len(y) + 6
 
     served = store.load(second["model"]).classifier
-    assert len(served.gallery_.delta) == 4 and served.gallery_.index.approximate
+    assert len(served.gallery_.delta) == 6 and served.gallery_.index.approximate
     # the new person is recognised; an enrolled photo again is refused as a duplicate
     probes = centre + np.random.default_rng(5).normal(0, 0.025, (2, 128))
     assert [d.name for d in served.decisions(probes)] == ["Newbie", "Newbie"]
+    assert served.decisions(other_centre)[0].name == "Aaron"
+    again = served.decisions(near(X, [35], seed=2))[0]  # s00007's delta photo, renumbered
+    assert again.distance == 0 and again.name == "s00007"
     with pytest.raises(DatasetNotValid):
         people.enrol_encodings("Someone", photos[1:2], ["again.jpg"])
     # it decides as the same gallery fitted whole with the same calibration
