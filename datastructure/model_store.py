@@ -240,6 +240,7 @@ class ModelStore:
             if model_id == self.active_id():
                 raise ModelActive(f"model {model_id} is active: save a new version instead")
             trash = self.folder / f"{STAGING_PREFIX}rewritten-{model_id}-{os.getpid()}"
+            self._dropped(model_id)
             os.rename(self.folder / model_id, trash)
             try:
                 self._write(model_id, classifier, encodings, labels, files, metadata, columns)
@@ -329,7 +330,16 @@ class ModelStore:
                 self.pointer.unlink(missing_ok=True)
             self._remove(model_id)
 
+    def _dropped(self, model_id: str) -> None:
+        """Forget this process's loaded copy of ``model_id`` (deleted or rewritten): it would keep
+        the old files mapped, their blocks on disk, after a forget."""
+        folder = str((self.folder / model_id).resolve())
+        with _verified_lock:
+            for key in [key for key in _served_models if key[:2] == (folder, model_id)]:
+                del _served_models[key]
+
     def _remove(self, model_id: str) -> None:
+        self._dropped(model_id)
         trash = self.folder / f"{STAGING_PREFIX}deleted-{model_id}-{os.getpid()}"
         os.rename(self.folder / model_id, trash)  # vanishes from listings at once
         shutil.rmtree(trash, ignore_errors=True)
