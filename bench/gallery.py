@@ -179,16 +179,32 @@ def over_http(data_dir: Path, workdir: Path, photo: bytes, requests_count: int) 
 
 
 def enrolment(data_dir: Path, config, photo: bytes) -> dict:
-    """Seconds to enrol one photo of a new person into the active model (the people engine's
-    ``enrol``: encoding, refit without recalibration, index with the cells kept, save, activate)."""
+    """Seconds from one photo of a new person to a worker serving the new model: the people
+    engine's ``enrol`` (encoding, the delta or a refit, save, activate), then what a worker that
+    served the previous model does on its next request (``ActiveModel.current``: notice the
+    activation, verify and load the new version) and one decision with it. A fresh worker's
+    load of the new version (every file hashed in a new process) is reported apart."""
     from conf.config import Paths
     from datastructure.model_store import ModelStore
     from utils.people import People, Upload
+    from utils.recognition import ActiveModel
 
-    people = People(ModelStore(data_dir / "dataset" / "model"), config, Paths(data_dir))
+    models = data_dir / "dataset" / "model"
+    worker = ActiveModel(ModelStore(models))
+    before = worker.current().id  # the worker has been serving the model before the enrolment
+    people = People(ModelStore(models), config, Paths(data_dir))
     began = time.perf_counter()
     result = people.enrol("Enrolled Person", [Upload("enrolled.jpg", photo)])
-    return {"seconds": round(time.perf_counter() - began, 2), "model": result["model"], "added": len(result["added"])}
+    enrolled = time.perf_counter()
+    model = worker.current()
+    model.classifier.decisions(model.classifier.gallery_.encodings[:1])
+    served = time.perf_counter()
+    if model.id != result["model"] or model.id == before:
+        raise RuntimeError(f"the worker serves {model.id}, not the enrolled {result['model']}")
+    fresh = load_in_fresh_process(data_dir)
+    return {"seconds": round(served - began, 2), "enrol_s": round(enrolled - began, 2),
+            "worker_switch_s": round(served - enrolled, 3), "fresh_worker_load_s": round(fresh["seconds"], 2),
+            "delta": len(model.classifier.gallery_.delta), "model": result["model"], "added": len(result["added"])}
 
 
 def measured_size(size: int, gallery_real: tuple, queries: np.ndarray, photo: bytes, workdir: Path,
@@ -256,8 +272,10 @@ def rows_of(results: dict) -> list[Row]:
             Row(f"{label}: HTTP predict p50 / p99 ms", None, f"{found['http']['p50_ms']:.0f} / {found['http']['p99_ms']:.0f}"),
             Row(f"{label}: HTTP p50 / the smallest gallery's", None, round(found["http"]["p50_ms"] / smallest, 3),
                 target="<= 1.3 at 10^6" if big else "", met=at_most(found["http"]["p50_ms"] / smallest, 1.3) if big else None),
-            Row(f"{label}: enrol one photo s (people engine, incl. encoding)", None, found["enrol"]["seconds"],
-                target="<= 2 s at 10^6" if big else "", met=at_most(found["enrol"]["seconds"], 2) if big else None),
+            Row(f"{label}: enrol one photo until a worker serves it s (encoding, save, activate, reload)", None,
+                found["enrol"]["seconds"], target="<= 2 s at 10^6" if big else "",
+                met=at_most(found["enrol"]["seconds"], 2) if big else None),
+            Row(f"{label}: enrolled model's load s in a fresh worker", None, found["enrol"]["fresh_worker_load_s"]),
             Row(f"{label}: worker RSS / PSS MB (max)", None,
                 f"{max(found['http']['rss_mb'] or [0]):.0f} / {max(found['http']['pss_mb'] or [0]):.0f}"),
             Row(f"{label}: worker PSS above an empty-model worker MB", None,

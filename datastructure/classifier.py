@@ -49,7 +49,7 @@ from threadpoolctl import ThreadpoolController
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import KNeighborsClassifier
 
-from datastructure.gallery import Gallery, voted
+from datastructure.gallery import MAX_DELTA, Gallery, voted
 from datastructure.index import EncodingIndex
 
 UNKNOWN = "unknown"
@@ -153,6 +153,20 @@ def confidence_features(distance, runner_up, scale=1.0):
     return np.column_stack([distance / np.atleast_1d(scale), ratio])
 
 
+def twin_median(photos: np.ndarray, rng) -> tuple[float, int]:
+    """(median distance from a photo to the nearest other photo, photos measured) of one
+    person's photos, on up to SPREAD_QUERIES of them; (nan, 0) under two photos."""
+    count = len(photos)
+    if count < 2:
+        return math.nan, 0
+    queries = np.arange(count)
+    if count > SPREAD_QUERIES:
+        queries = np.sort(rng.choice(count, SPREAD_QUERIES, replace=False))
+    squared = squared_distances(photos[queries], photos)
+    squared[np.arange(len(queries)), queries] = np.inf
+    return float(np.median(np.sqrt(np.maximum(squared.min(axis=1), 0.0)))), len(queries)
+
+
 class FaceClassifier(ClassifierMixin, BaseEstimator):
     """KNN over face encodings with a calibrated unknown rule and confidence.
 
@@ -232,6 +246,48 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         fresh.calibration_ = {**calibration, "spread": spread_figures, "gallery": gallery, "changed_since": since}
         return fresh
 
+    def extendable(self, rows: int, *, recalibrate_share: float) -> bool:
+        """Whether ``rows`` new photos can join this classifier's gallery as a delta (``extended``):
+        an indexed, calibrated gallery whose calibration is not due, and a delta within MAX_DELTA."""
+        calibration = getattr(self, "calibration_", {}) or {}
+        gallery = int(calibration.get("gallery") or len(self.gallery_))
+        since = int(calibration.get("changed_since", 0)) + int(rows)
+        return (self.metric == "euclidean" and self.gallery_.index.approximate and bool(calibration.get("calibrated"))
+                and gallery > 0 and since <= recalibrate_share * gallery
+                and len(self.gallery_.delta) + int(rows) <= MAX_DELTA)
+
+    def extended(self, X, y) -> "FaceClassifier":
+        """Return a new classifier: this one plus the photos (X, y), kept in the gallery's delta.
+
+        Nothing of the base is copied or searched again (its memory-mapped encodings and index
+        are shared); the threshold, ratio and confidence are kept as ``refitted`` keeps them,
+        and only the spreads of the people who got photos are measured. See ``extendable``."""
+        X = np.asarray(X, dtype=np.float32).reshape(-1, 128)
+        y = np.asarray(y).astype(str)
+        names = np.unique(y)
+        at = np.minimum(np.searchsorted(self.classes_, names), max(len(self.classes_) - 1, 0))
+        new_names = names[self.classes_[at] != names] if len(self.classes_) else names
+        inserted = np.searchsorted(self.classes_, new_names)
+        fresh = type(self)(**self.get_params())
+        fresh.classes_ = np.insert(self.classes_, inserted, new_names) if len(new_names) else self.classes_
+        fresh.gallery_ = self.gallery_.with_delta(X, np.searchsorted(fresh.classes_, y), inserted)
+        fresh.norms_, fresh.knn_ = fresh.gallery_.norms, None
+        fresh.threshold_, fresh.ratio_ = self.threshold_, self.ratio_
+        fresh.confidence_coef_ = tuple(self.confidence_coef_)
+        typical = float(self.calibration_.get("spread", {}).get("typical", PRIOR_SPREAD))
+        spread = np.insert(self.spread_, inserted, typical) if len(new_names) else self.spread_.copy()
+        rng = np.random.default_rng(0)
+        for cls in np.unique(np.searchsorted(fresh.classes_, y)):
+            photos = fresh.gallery_.photos(fresh.gallery_.rows_of(cls))
+            median, measured = twin_median(photos, rng)
+            spread[cls] = typical if measured == 0 else (measured * median + SPREAD_SHRINKAGE * typical) \
+                / (measured + SPREAD_SHRINKAGE)
+        fresh.spread_ = spread
+        fresh.scale_ = fresh._scales(spread, typical)
+        fresh.calibration_ = {**self.calibration_,
+                              "changed_since": int(self.calibration_.get("changed_since", 0)) + len(y)}
+        return fresh
+
     def stranger_rate(self) -> dict:
         """Return what the current (threshold, ratio) do on this gallery's leave-one-out pairs:
         the share of simulated strangers accepted and of photos recognised (O(n^2); for checks)."""
@@ -268,9 +324,19 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
     def __getattr__(self, name):
         # a gallery restored from its files has no per-photo label array (10^6 strings would
         # cost each worker ~100 MB); the few callers that want one get it made on first use
-        if name == "labels_" and "classes_" in self.__dict__ and "counts_" in self.__dict__:
+        if name == "labels_" and "classes_" in self.__dict__ and ("counts_" in self.__dict__ or "gallery_" in self.__dict__):
             self.labels_ = np.repeat(self.classes_, self.counts_)
             return self.labels_
+        # a gallery with a delta keeps it apart from its sorted base; callers that want every
+        # photo sorted by person (calibration, evaluation, a full refit) get them merged, once
+        if name in ("encodings_", "starts_", "counts_") and "gallery_" in self.__dict__ and "classes_" in self.__dict__:
+            gallery = self.__dict__["gallery_"]
+            rows = np.arange(len(gallery))
+            order = np.argsort(gallery.class_of(rows), kind="stable")
+            self.encodings_ = gallery.photos(order)
+            self.counts_ = gallery.total_counts()
+            self.starts_ = np.concatenate([[0], np.cumsum(self.counts_)[:-1]]).astype(np.int64)
+            return getattr(self, name)
         raise AttributeError(name)
 
     def _spreads(self, reuse: "FaceClassifier | None" = None) -> tuple[np.ndarray, dict]:
@@ -297,14 +363,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
                 continue
             if count < 2:
                 continue
-            photos = self.encodings_[start:start + count]
-            queries = np.arange(count)
-            if count > SPREAD_QUERIES:
-                queries = np.sort(rng.choice(count, SPREAD_QUERIES, replace=False))
-            squared = squared_distances(photos[queries], photos)
-            squared[np.arange(len(queries)), queries] = np.inf
-            medians[index] = np.median(np.sqrt(np.maximum(squared.min(axis=1), 0.0)))
-            measured[index] = len(queries)
+            medians[index], measured[index] = twin_median(self.encodings_[start:start + count], rng)
         known = ~np.isnan(medians)
         # nobody with two photos (one reference photo each): large galleries' typical spread, so
         # that every scale is 1 and the threshold stays the calibrated (or fallback) one
@@ -561,7 +620,15 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
                 "confidence_coef_": list(self.confidence_coef_), "calibration_": self.calibration_,
                 "spread_": {str(name): float(value) for name, value in zip(self.classes_, self.spread_)},
                 "scale_": {str(name): float(value) for name, value in zip(self.classes_, self.scale_)},
-                "gallery": {"classes": [str(name) for name in self.classes_], "counts": [int(c) for c in self.counts_]}}
+                "gallery": self._gallery_state()}
+
+    def _gallery_state(self) -> dict:
+        """The saved gallery's shape: people, each one's base photos, and the delta rows' people."""
+        gallery = self.gallery_
+        if not len(gallery.delta):
+            return {"classes": [str(name) for name in self.classes_], "counts": [int(c) for c in self.counts_]}
+        return {"classes": [str(name) for name in self.classes_], "counts": [int(c) for c in gallery.counts],
+                "delta": [str(self.classes_[c]) for c in gallery.delta_classes]}
 
     @classmethod
     def restored(cls, state: dict, encodings: np.ndarray | None, labels: np.ndarray | None,
@@ -572,9 +639,12 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         if gallery_folder is not None:
             saved = state["gallery"]
             model.classes_ = np.asarray(saved["classes"], dtype=str)
-            model.counts_ = np.asarray(saved["counts"], dtype=np.int64)
-            gallery = Gallery.loaded(gallery_folder, model.counts_, min_size=model.index_min, nprobe=model.nprobe)
-            model.starts_, model.encodings_ = gallery.starts, gallery.encodings
+            counts = np.asarray(saved["counts"], dtype=np.int64)
+            delta = np.searchsorted(model.classes_, np.asarray(saved.get("delta") or [], dtype=str))
+            gallery = Gallery.loaded(gallery_folder, counts, min_size=model.index_min, nprobe=model.nprobe,
+                                     delta_classes=delta)
+            if not len(gallery.delta):  # with a delta, the merged view is made when asked (__getattr__)
+                model.counts_, model.starts_, model.encodings_ = counts, gallery.starts, gallery.encodings
             model._searched(gallery)
         else:
             model._index(encodings, labels)
@@ -585,6 +655,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         model.rule_ = state.get("rule_", "nearest")
         # models saved before per-person spreads have none: every scale is 1, as they were fitted
         scales, spreads = state.get("scale_") or {}, state.get("spread_") or {}
-        model.scale_ = np.array([float(scales.get(str(name), 1.0)) for name in model.classes_])
-        model.spread_ = np.array([float(spreads.get(str(name), math.nan)) for name in model.classes_])
+        names = model.classes_.tolist()  # Python strings: 10^5 look-ups by NumPy strings take 0.1 s more
+        model.scale_ = np.array([scales.get(name, 1.0) for name in names], dtype=float)
+        model.spread_ = np.array([spreads.get(name, math.nan) for name in names], dtype=float)
         return model

@@ -6,6 +6,15 @@
 * gallery.npy, gallery.faiss - the encodings the classifier searches, float32 sorted by person,
   and their index when the gallery is large (datastructure/gallery.py); read memory-mapped
 * manifest.json - sha256 of each file, checked before a model is used
+* delta.dat, gallery.delta.npy - in a version made by an enrolment into a large (indexed)
+  gallery: the rows added since its base, which it shares with its parent. The base files
+  (model.dat, gallery.npy, gallery.faiss) are hard links to the parent's, under the checksums
+  the parent's manifest recorded when they were written (``save_delta``); ``contents`` returns
+  base and delta rows together. A rewrite (forget) writes every file anew, which breaks the
+  links of that version only: the caller rewrites every version holding the person.
+
+A process hashes a file once per (device, inode, size, mtime): versions sharing a base, and a
+worker loading the next version of its model, do not hash its gigabyte again (``verified``).
 
 Nothing is ever unpickled: the KNN is rebuilt from the arrays, which takes milliseconds.
 A model is written into a staging folder and renamed into place, so a crash never leaves a
@@ -42,12 +51,16 @@ import numpy as np
 from datastructure.classifier import FaceClassifier
 from datastructure.errors import ModelActive, ModelNotValid, ModelsBusy, NotFound
 from datastructure.files import atomic_write
+from datastructure.gallery import BASE_FILES
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = re.compile(r"^\d{8}_\d{6}(?:_[1-9]\d{0,5})?$")
 FILES = ("model.dat", "model.clf", "model.json")
 GALLERY_FILE = "gallery.npy"  # present (in the manifest) in models saved with their gallery
+DELTA_DAT = "delta.dat"  # the rows a version adds to its shared base: encodings, labels, files, columns
+LINKED = ("model.dat", *BASE_FILES)  # what a delta version shares with its parent (hard links)
+COMPACT_JSON_PEOPLE = 1000  # models of more people write model.clf and model.json without indent
 STAGING_PREFIX = ".staging-"
 LOCK_NAME = ".changes.lock"
 PREVIOUS_NAME = "PREVIOUS"
@@ -75,6 +88,49 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_verified: dict[tuple, str] = {}  # (device, inode, size, mtime_ns) -> sha256 this process found
+_verified_lock = threading.Lock()
+_served_models: dict[tuple, Model] = {}  # the models this process loaded last, by their files' stamps
+SERVED_MODELS_KEPT = 2
+
+
+def file_stamp(path: Path) -> tuple:
+    """(device, inode, size, mtime_ns) of a file: what changes when it is replaced or written."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def verified(path: Path, expected: str | None) -> bool:
+    """Whether the file at ``path`` has the sha256 ``expected``; each file is hashed once per
+    process (an unchanged inode, size and mtime is not hashed again: hard-linked versions
+    share their base, and a worker loading the next version has hashed it already)."""
+    if not expected:
+        return False
+    key = file_stamp(path)
+    with _verified_lock:
+        if _verified.get(key) == expected:
+            return True
+    digest = sha256_of(path)
+    if digest != expected:
+        return False
+    with _verified_lock:
+        if len(_verified) > 4096:
+            _verified.clear()
+        _verified[key] = digest
+    return True
+
+
+def merged_rows(base: dict, delta: dict) -> dict:
+    """Per-photo arrays of a base followed by its delta's; a column only one side has (e.g. the
+    added dates a training does not record) is blank ("") on the other."""
+    rows = len(base["labels"]), len(delta["labels"])
+    merged = {}
+    for key in dict.fromkeys([*base, *delta]):
+        parts = [side[key] if key in side else np.full(count, "") for side, count in zip((base, delta), rows)]
+        merged[key] = np.concatenate(parts) if key != "encodings" else np.vstack(parts)
+    return merged
 
 
 def reason(exc: Exception) -> str:
@@ -146,6 +202,36 @@ class ModelStore:
             self._write(model_id, classifier, encodings, labels, files, metadata, columns)
         return model_id
 
+    def save_delta(self, parent_id: str, classifier: FaceClassifier, encodings, labels, files, metadata: dict,
+                   *, columns: dict | None = None) -> str:
+        """Write a new version sharing ``parent_id``'s base and return its id.
+
+        ``classifier`` holds a gallery with a delta over the parent's base (``FaceClassifier
+        .extended``); ``encodings``, ``labels``, ``files`` and ``columns`` are the rows of the
+        whole delta (the parent's delta rows and the new ones). The base files are hard-linked,
+        and their checksums are those the parent's manifest recorded when they were written."""
+        with self.changing():
+            parent = self._folder_of(parent_id)
+            parent_manifest = json.loads((parent / "manifest.json").read_text())
+            model_id = self._new_id()
+            staging = self.folder / f"{STAGING_PREFIX}{model_id}-{os.getpid()}"
+            staging.mkdir()
+            try:
+                manifest = {}
+                for name in LINKED:
+                    if name in parent_manifest:
+                        os.link(parent / name, staging / name)
+                        manifest[name] = parent_manifest[name]
+                manifest.update(self._written(staging, model_id, classifier, encodings, labels, files, metadata,
+                                              columns, data_name=DELTA_DAT))
+                manifest.update({name: sha256_of(staging / name) for name in classifier.gallery_.save(staging, base_too=False)})
+                atomic_write(staging / "manifest.json", json.dumps(manifest, indent=2).encode())
+                os.rename(staging, self.folder / model_id)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return model_id
+
     def rewrite(self, model_id: str, classifier: FaceClassifier, encodings, labels, files, metadata: dict,
                 *, columns: dict | None = None) -> None:
         """Replace an inactive model's content, keeping its id (forgetting someone everywhere)."""
@@ -154,6 +240,7 @@ class ModelStore:
             if model_id == self.active_id():
                 raise ModelActive(f"model {model_id} is active: save a new version instead")
             trash = self.folder / f"{STAGING_PREFIX}rewritten-{model_id}-{os.getpid()}"
+            self._dropped(model_id)
             os.rename(self.folder / model_id, trash)
             try:
                 self._write(model_id, classifier, encodings, labels, files, metadata, columns)
@@ -166,24 +253,32 @@ class ModelStore:
         staging = self.folder / f"{STAGING_PREFIX}{model_id}-{os.getpid()}"
         staging.mkdir()
         try:
-            buffer = io.BytesIO()
-            extra = {f"column_{name}": np.asarray(values) for name, values in (columns or {}).items()}
-            np.savez(buffer, encodings=np.asarray(encodings, dtype=np.float64).reshape(-1, 128),
-                     labels=np.asarray(labels, dtype=str), files=np.asarray(files, dtype=str), **extra)
-            contents = {
-                "model.dat": buffer.getvalue(),
-                "model.clf": json.dumps(classifier.state(), indent=2).encode(),
-                "model.json": json.dumps({"id": model_id, **metadata}, indent=2, default=str).encode(),
-            }
-            for name, data in contents.items():
-                atomic_write(staging / name, data)
-            manifest = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+            manifest = self._written(staging, model_id, classifier, encodings, labels, files, metadata, columns)
             manifest.update({name: sha256_of(staging / name) for name in classifier.gallery_.save(staging)})
             atomic_write(staging / "manifest.json", json.dumps(manifest, indent=2).encode())
             os.rename(staging, self.folder / model_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    @staticmethod
+    def _written(staging: Path, model_id, classifier, encodings, labels, files, metadata, columns,
+                 data_name: str = "model.dat") -> dict:
+        """Write the rows (``data_name``), model.clf and model.json; return their checksums."""
+        buffer = io.BytesIO()
+        extra = {f"column_{name}": np.asarray(values) for name, values in (columns or {}).items()}
+        np.savez(buffer, encodings=np.asarray(encodings, dtype=np.float64).reshape(-1, 128),
+                 labels=np.asarray(labels, dtype=str), files=np.asarray(files, dtype=str), **extra)
+        # json's C encoder runs only without indent: a model of 10^5 people takes ~1 s indented
+        indent = 2 if len(classifier.classes_) <= COMPACT_JSON_PEOPLE else None
+        contents = {
+            data_name: buffer.getvalue(),
+            "model.clf": json.dumps(classifier.state(), indent=indent).encode(),
+            "model.json": json.dumps({"id": model_id, **metadata}, indent=indent, default=str).encode(),
+        }
+        for name, data in contents.items():
+            atomic_write(staging / name, data)
+        return {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
 
     def _new_id(self) -> str:
         """Return a timestamp id not used yet: ``_2``, ``_3``... when one second holds several
@@ -235,7 +330,16 @@ class ModelStore:
                 self.pointer.unlink(missing_ok=True)
             self._remove(model_id)
 
+    def _dropped(self, model_id: str) -> None:
+        """Forget this process's loaded copy of ``model_id`` (deleted or rewritten): it would keep
+        the old files mapped, their blocks on disk, after a forget."""
+        folder = str((self.folder / model_id).resolve())
+        with _verified_lock:
+            for key in [key for key in _served_models if key[:2] == (folder, model_id)]:
+                del _served_models[key]
+
     def _remove(self, model_id: str) -> None:
+        self._dropped(model_id)
         trash = self.folder / f"{STAGING_PREFIX}deleted-{model_id}-{os.getpid()}"
         os.rename(self.folder / model_id, trash)  # vanishes from listings at once
         shutil.rmtree(trash, ignore_errors=True)
@@ -342,9 +446,29 @@ class ModelStore:
         return Model(model_id, classifier, metadata)
 
     def _served(self, model_id: str, folder: Path, manifest: dict) -> Model:
+        # the same files (every one's inode, size and mtime) give the same model: the people
+        # engine asking for the model a worker of this process already serves gets it at once
         try:
-            for name in [name for name in manifest if name != "model.dat"]:
-                if sha256_of(folder / name) != manifest.get(name):
+            key = (str(folder.resolve()), model_id, file_stamp(folder / "manifest.json"),
+                   *(file_stamp(folder / name) for name in sorted(manifest) if name not in ("model.dat", DELTA_DAT)))
+        except OSError:
+            key = None
+        with _verified_lock:
+            cached = _served_models.get(key) if key else None
+        if cached is not None:
+            return cached
+        model = self._built(model_id, folder, manifest)
+        if key:
+            with _verified_lock:
+                _served_models[key] = model
+                while len(_served_models) > SERVED_MODELS_KEPT:
+                    _served_models.pop(next(iter(_served_models)))
+        return model
+
+    def _built(self, model_id: str, folder: Path, manifest: dict) -> Model:
+        try:
+            for name in [name for name in manifest if name not in ("model.dat", DELTA_DAT)]:
+                if not verified(folder / name, manifest.get(name)):
                     raise ModelNotValid(f"model {model_id}: {name} does not match its manifest")
             state = json.loads((folder / "model.clf").read_text())
             metadata = json.loads((folder / "model.json").read_text())
@@ -361,11 +485,14 @@ class ModelStore:
         folder = self._folder_of(model_id)
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
-            for name in FILES:
-                if sha256_of(folder / name) != manifest.get(name):
+            for name in FILES + ((DELTA_DAT,) if DELTA_DAT in manifest else ()):
+                if not verified(folder / name, manifest.get(name)):
                     raise ModelNotValid(f"model {model_id}: {name} does not match its manifest")
             with np.load(folder / "model.dat", allow_pickle=False) as stored:
                 arrays = {name.removeprefix("column_"): stored[name] for name in stored.files}
+            if DELTA_DAT in manifest:  # the rows added since the shared base, after it
+                with np.load(folder / DELTA_DAT, allow_pickle=False) as stored:
+                    arrays = merged_rows(arrays, {name.removeprefix("column_"): stored[name] for name in stored.files})
             state = json.loads((folder / "model.clf").read_text())
             metadata = json.loads((folder / "model.json").read_text())
             arrays["encodings"], arrays["labels"]  # noqa: B018 - a model without them is not valid
@@ -374,6 +501,23 @@ class ModelStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelNotValid(f"model {model_id} cannot be loaded: {reason(exc)}") from None
         return arrays, state, metadata
+
+    def delta_contents(self, model_id: str) -> dict:
+        """Return the verified rows ``model_id`` adds to a base it shares (``save_delta``), as
+        ``contents`` names them; {} for a model written whole."""
+        folder = self._folder_of(model_id)
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            if DELTA_DAT not in manifest:
+                return {}
+            if not verified(folder / DELTA_DAT, manifest[DELTA_DAT]):
+                raise ModelNotValid(f"model {model_id}: {DELTA_DAT} does not match its manifest")
+            with np.load(folder / DELTA_DAT, allow_pickle=False) as stored:
+                return {name.removeprefix("column_"): stored[name] for name in stored.files}
+        except ModelNotValid:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelNotValid(f"model {model_id} cannot be loaded: {reason(exc)}") from None
 
     def load_active(self) -> Model | None:
         """Return the active model, falling back to the newest one that verifies; None if none."""

@@ -139,6 +139,16 @@ def test_a_20000_encoding_import_through_the_cli_then_predict_over_http(trained,
     # calibrated ratio rule stricter (the exhaustive search decides the same, in-process)
     assert right >= 20, f"{right} of {len(val)} val photos named"
 
+    # an enrolment over HTTP into the indexed gallery: a version sharing the base files (hard
+    # links) with a delta of two photos, served by the workers at once
+    obama = sorted((faces / "knn" / "train" / "obama").iterdir())
+    answer = server.post("/people/Barack Obama/photos", files=[("file", (path.name, path.read_bytes())) for path in obama])
+    enrolled = data_dir / "dataset" / "model" / envelope_of(answer, 201)["model"]
+    assert (enrolled / "delta.dat").is_file()
+    assert (enrolled / "gallery.npy").stat().st_ino == (model_folder / "gallery.npy").stat().st_ino
+    answer = server.post("/predict", files={"file": (faces / "knn" / "test" / "obama1.jpg").read_bytes()}).json()["response"]
+    assert "Barack Obama" in answer["data"], answer["data"]
+
     # the same people imported as JSON over HTTP: a new active model, the same answers
     small = {"encodings": real_X.tolist(), "names": real_y.tolist()}
     answer = server.post("/models/import", files={"file": ("people.json", json.dumps(small).encode())})

@@ -100,6 +100,8 @@ class Gallery:
         added = arrays.get("added")
         if added is None or len(added) != count:
             added = np.full(count, str(metadata.get("created") or ""))
+        else:  # a base written by a training, with a delta of enrolments since: blanks before
+            added = np.where(np.asarray(added, dtype=str) == "", str(metadata.get("created") or ""), added)
         files = arrays.get("files")
         if files is None or len(files) != count:
             files = np.full(count, "")
@@ -132,6 +134,19 @@ class Gallery:
     def matching(self, ids) -> np.ndarray:
         """Mask of the rows whose photo id is one of ``ids`` (the same photo, under any name)."""
         return np.isin(self.ids, np.asarray(list(ids), dtype=str))
+
+
+def label_among(labels: np.ndarray, name: str) -> str | None:
+    """The label of ``labels`` (sorted, unique: a model's classes) that ``name`` designates
+    (same key), or None; an exact match is found without computing every label's key."""
+    at = int(np.searchsorted(labels, name))
+    if at < len(labels) and labels[at] == name:
+        return str(labels[at])
+    key = name_key(name)
+    for label in labels.tolist():
+        if name_key(label) == key:
+            return label
+    return None
 
 
 class People:
@@ -183,17 +198,41 @@ class People:
 
     def enrol_encodings(self, name: str, encodings, sources: list[str], *, skipped: list[dict] = ()) -> dict:
         """Add already computed 128-d encodings of ``name`` (one per photo, named by ``sources``):
-        ``enrol`` without the photos (adapters that receive embeddings, the bench)."""
+        ``enrol`` without the photos (adapters that receive embeddings, the bench).
+
+        Into a large (indexed) gallery whose calibration is not due, the photos join the served
+        model's delta (``FaceClassifier.extended``, ``ModelStore.save_delta``): nothing of the
+        gallery is read, copied or written again, so one photo takes the same time at 10^6 as
+        at 10^4. Otherwise the whole gallery is refitted and written (``_saved``)."""
         name, skipped = checked_name(name), list(skipped)
+        rows = np.asarray(encodings, dtype=np.float64).reshape(-1, 128)
         with self._change():
-            parent, gallery, previous = self._active()
-            label = gallery.label_of(name) or name
+            parent = self.store.active_id()
+            served = self.store.load(parent).classifier if parent else None
+            share = float(self.config.models.recalibrate_share)
+            gallery = None
+            if served is not None and served.extendable(len(rows), recalibrate_share=share):
+                labels = served.classes_
+                label = label_among(labels, name) or name
+
+                def owner(encoding):
+                    cls = served.gallery_.owner_of(encoding)
+                    return None if cls is None else str(labels[cls])
+            else:
+                parent, gallery, served = self._active()
+                labels = gallery.labels
+                label = gallery.label_of(name) or name
+
+                def owner(encoding):
+                    found = gallery.labels[gallery.rows_equal_to(encoding)]
+                    return str(found[0]) if len(found) else None
+            created = label not in labels
             added, seen = [], {}
-            for encoding, source in zip(np.asarray(encodings, dtype=np.float64).reshape(-1, 128), sources):
+            for encoding, source in zip(rows, sources):
                 identity = photo_id(encoding)
-                owner = gallery.labels[gallery.rows_equal_to(encoding)]
-                if len(owner) or identity in seen:
-                    same = (len(owner) and owner[0] == label) or identity in seen
+                holder = owner(encoding)
+                if holder is not None or identity in seen:
+                    same = holder == label or identity in seen
                     skipped.append({"file": source, "reason": "already enrolled" if same
                                     else "already enrolled as another person"})
                     continue
@@ -203,13 +242,36 @@ class People:
                 raise DatasetNotValid("no photo could be enrolled: each must show exactly one face",
                                       {"name": label, "skipped": skipped})
             now = datetime.now().isoformat(timespec="seconds")
-            changed = gallery.plus([row[0] for row in added], [label] * len(added),
-                                   [row[1] for row in added], [now] * len(added))
-            model_id = self._saved(changed, previous, parent, "enrol", len(added))
+            new_rows = Gallery([row[0] for row in added], [label] * len(added), [row[1] for row in added],
+                               [now] * len(added))
+            if gallery is None:
+                model_id = self._saved_delta(new_rows, served, parent)
+            else:
+                model_id = self._saved(gallery.plus(new_rows.encodings, new_rows.labels, new_rows.files,
+                                                    new_rows.added), served, parent, "enrol", len(added))
         log.info("enrolled %d photos into model %s (%d skipped)", len(added), model_id, len(skipped))
-        return {"model": model_id, "name": label, "created": label not in gallery.labels,
+        return {"model": model_id, "name": label, "created": created,
                 "added": [{"id": identity, "source": source} for _, source, identity in added],
                 "skipped": skipped}
+
+    def _saved_delta(self, rows: Gallery, served: FaceClassifier, parent: str) -> str:
+        """Save and activate the served model plus ``rows`` as a version sharing the parent's base
+        (the caller holds the change lock and checked ``served.extendable``)."""
+        started = time.time()
+        classifier = served.extended(rows.encodings, rows.labels)
+        before = self.store.delta_contents(parent)
+        delta = Gallery.of(before, {}).plus(rows.encodings, rows.labels, rows.files, rows.added) if before \
+            else rows
+        base = self.store.metadata(parent)
+        people = dict(base.get("people") or {})
+        for label, count in rows.counts().items():
+            people[label] = int(people.get(label, 0)) + count
+        metadata = self._metadata(people, classifier, base)
+        metadata.update(self._change_record("enrol", parent, started))
+        model_id = self.store.save_delta(parent, classifier, delta.encodings, delta.labels, delta.files, metadata,
+                                         columns={"added": delta.added})
+        self.store.activate(model_id, verify=False)  # written and fsynced just now, under this lock
+        return model_id
 
     def _encoded(self, photos: list[tuple[str, bytes]]) -> tuple[list, list[str], list[dict]]:
         """(encodings, sources, skipped) of photos that must each show exactly one face."""
@@ -306,7 +368,7 @@ class People:
                 classifier = restored.refitted(kept.encodings, kept.labels, changed=int(rows.sum()),
                                                recalibrate_share=float(self.config.models.recalibrate_share))
                 self.store.rewrite(model_id, classifier, kept.encodings, kept.labels, kept.files,
-                                   self._metadata(kept, classifier, match.scrubbed(metadata)),
+                                   self._metadata(kept.counts(), classifier, match.scrubbed(metadata)),
                                    columns={"added": kept.added})
                 erased["models_rewritten"].append(model_id)
             erased.update(self._erased_elsewhere(match, theirs, their_ids))
@@ -376,26 +438,30 @@ class People:
             classifier = previous.refitted(gallery.encodings, gallery.labels, changed=changed,
                                            recalibrate_share=float(self.config.models.recalibrate_share))
         base = metadata_of if metadata_of is not None else (self.store.metadata(parent) if parent else {})
-        metadata = self._metadata(gallery, classifier, base)
-        metadata.update({"kind": kind, "created": datetime.now().isoformat(timespec="seconds"),
-                         "parent": parent, "source": f"{kind} from {parent}" if parent else kind,
-                         "seconds": round(time.time() - started, 2),
-                         "metrics": {"accuracy": None, "test_photos": 0,
-                                     "note": "changed by hand: held-out figures are those of a training"}})
+        metadata = self._metadata(gallery.counts(), classifier, base)
+        metadata.update(self._change_record(kind, parent, started))
         model_id = self.store.save(classifier, gallery.encodings, gallery.labels, gallery.files, metadata,
                                    columns={"added": gallery.added})
         self.store.activate(model_id, verify=False)  # written and fsynced just now, under this lock
         return model_id
 
-    def _metadata(self, gallery: Gallery, classifier: FaceClassifier, base: dict) -> dict:
-        """``base`` with the people, counts and classifier figures of ``gallery``."""
+    @staticmethod
+    def _change_record(kind: str, parent: str | None, started: float) -> dict:
+        """The metadata saying which change made a version, from which, and how long it took."""
+        return {"kind": kind, "created": datetime.now().isoformat(timespec="seconds"),
+                "parent": parent, "source": f"{kind} from {parent}" if parent else kind,
+                "seconds": round(time.time() - started, 2),
+                "metrics": {"accuracy": None, "test_photos": 0,
+                            "note": "changed by hand: held-out figures are those of a training"}}
+
+    def _metadata(self, people: dict[str, int], classifier: FaceClassifier, base: dict) -> dict:
+        """``base`` with ``people`` (each one's photo count) and the classifier's figures."""
         from utils.training import library_versions
 
-        people = gallery.counts()
         skipped = [entry for entry in base.get("skipped") or []
                    if not isinstance(entry, dict) or entry.get("person") is None or entry.get("person") in people]
         return {**{key: value for key, value in base.items() if key != "id"},
-                "people": people, "photos": int(len(gallery.labels)), "skipped": skipped,
+                "people": people, "photos": int(sum(people.values())), "skipped": skipped,
                 "params": classifier.get_params(), "threshold": classifier.threshold_, "ratio": classifier.ratio_,
                 "calibration": classifier.calibration_, "pipeline": self.options.signature(),
                 "versions": base.get("versions") or library_versions()}
