@@ -47,7 +47,10 @@ def create_app(config: Config | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=security.tls,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=security.session_hours),
         WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None,
-        RATELIMIT_STORAGE_URI=security.rate_limit_storage)
+        RATELIMIT_STORAGE_URI=security.rate_limit_storage,
+        # a moving window: a fixed one lets a guesser spend two windows' worth around each
+        # minute's turn (10 guesses at 0:59, 10 more at 1:00)
+        RATELIMIT_STRATEGY="moving-window")
     app.json.sort_keys = False
     install_service(app, service)
     app.extensions["pyrecognizer.credentials"] = credentials
