@@ -145,3 +145,17 @@ def expect_alert(page, title: str, code: str | None = None):
     if code:
         assert alert.get_attribute("data-code") == code
     return alert
+
+
+def check_on_a_phone(browser, url: str, path: str, shot: str | None = None) -> None:
+    """Open ``path`` on a phone-sized screen: no sideways scrolling, no console error or CSP
+    violation (``Watched.check``); ``shot``: also save a screenshot under that name."""
+    phone = Watched(browser, url, phone=True)
+    try:
+        phone.page.goto(path)
+        assert no_sideways_scroll(phone.page)
+        if shot:
+            screenshot(phone.page, shot)
+        phone.check()
+    finally:
+        phone.close()

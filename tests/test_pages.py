@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import Watched, drop_file, expect_alert, log_in, no_sideways_scroll, screenshot
+from tests.browser import Watched, check_on_a_phone, drop_file, expect_alert, log_in, no_sideways_scroll, screenshot
 
 VAL_PHOTO = ("Mindy Kaling", "2.jpg")  # recognised at distance 0.24 by the default pipeline
 TWO_FACES = ("Madonna", "4.jpg")  # Madonna and a stranger behind her
@@ -124,14 +124,7 @@ def test_pages_before_any_model(browser, server_factory, faces, text_file, tmp_p
     finally:
         watched.close()
 
-    phone = Watched(browser, server.url, phone=True)
-    try:
-        phone.page.goto("/")
-        assert no_sideways_scroll(phone.page)
-        screenshot(phone.page, "08-phone-predict-no-model")
-        phone.check()
-    finally:
-        phone.close()
+    check_on_a_phone(browser, server.url, "/", "08-phone-predict-no-model")
 
 
 def progress_of(page) -> tuple[float, float] | None:

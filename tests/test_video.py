@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser import Watched, drop_file, no_sideways_scroll, screenshot
+from tests.browser import Watched, check_on_a_phone, drop_file, screenshot
 from tests.conftest import app_over
 from tests.support import ROOT, TEST_CREDENTIALS, Server, envelope_of, video_dir
 
@@ -50,6 +50,15 @@ def people_zip(shared_video, tmp_path_factory) -> Path:
     return target
 
 
+def muxed(out, stream, frames) -> None:
+    """Encode every frame of ``frames`` into ``stream`` of the container ``out``, then flush it."""
+    for frame in frames:
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
 def synthetic(path: Path, container: str, codec: str, *, size=(64, 48), frames: int = 10, pix_fmt="yuv420p") -> Path:
     """Write a small video of grey frames with PyAV."""
     import av
@@ -58,12 +67,8 @@ def synthetic(path: Path, container: str, codec: str, *, size=(64, 48), frames: 
         stream = out.add_stream(codec, rate=10)
         stream.width, stream.height = size
         stream.pix_fmt = pix_fmt
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), index * 20, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        muxed(out, stream, (av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), index * 20, np.uint8),
+                                                       format="rgb24") for index in range(frames)))
     return path
 
 
@@ -73,13 +78,14 @@ def audio_only(path: Path, container: str = "mp4") -> Path:
 
     with av.open(str(path), "w", format=container) as out:
         stream = out.add_stream("aac", rate=48000)
-        for index in range(47):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 48000, index * 1024
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+
+        def silence():
+            for index in range(47):
+                frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = 48000, index * 1024
+                yield frame
+
+        muxed(out, stream, silence())
     return path
 
 
@@ -105,19 +111,20 @@ def transcoded(clip: Path, path: Path, container: str, codec: str, *, seconds: f
         stream.pix_fmt = pix_fmt
         if sideways:
             stream.set_display_rotation(90)  # a player turns it a quarter counter-clockwise
-        for index, frame in enumerate(source.decode(video=0)):
-            if index >= seconds * 30:
-                break
-            picture = frame.reformat(width=size[0], height=size[1], format="rgb24")
-            if sideways:
-                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(picture.to_ndarray(), -1)),
-                                                     format="rgb24")
-            picture = picture.reformat(format=pix_fmt)
-            picture.pts, picture.time_base = index, Fraction(1, 30)
-            for packet in stream.encode(picture):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+
+        def pictures():
+            for index, frame in enumerate(source.decode(video=0)):
+                if index >= seconds * 30:
+                    return
+                picture = frame.reformat(width=size[0], height=size[1], format="rgb24")
+                if sideways:
+                    picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(picture.to_ndarray(), -1)),
+                                                         format="rgb24")
+                picture = picture.reformat(format=pix_fmt)
+                picture.pts, picture.time_base = index, Fraction(1, 30)
+                yield picture
+
+        muxed(out, stream, pictures())
     return path
 
 
@@ -231,13 +238,7 @@ def test_video_page_in_chromium(browser, video_server, clip, tmp_path):
     finally:
         watched.close()
 
-    phone = Watched(browser, video_server.url, phone=True)
-    try:
-        phone.page.goto("/video")
-        assert no_sideways_scroll(phone.page)
-        phone.check()
-    finally:
-        phone.close()
+    check_on_a_phone(browser, video_server.url, "/video")
 
 
 @pytest.mark.slow
