@@ -1,0 +1,136 @@
+"""Events of faces seen on cameras (and in Frigate's person events), and the hub that hands each
+one to every sink (MQTT, webhooks, the journal the pages' server-sent events read) without
+ever making recognition wait.
+
+An event is a plain JSON-serialisable dict, built by ``face_event``:
+
+    {"id": "…", "type": "new"|"update"|"end", "camera": "front", "source": "camera"|"frigate",
+     "track_id": 3, "name": "Lin-Manuel Miranda" or "unknown", "unknown_id": 1 or None,
+     "confidence": 0.93, "box": {"top", "right", "bottom", "left"}, "time": 1796000000.25,
+     "crop_url": "/cameras/front/crops/…jpg" or None, "face_id": "…" or None,
+     "frigate_event_id": "…" or None}
+
+``time`` is the wall-clock time of the frame the decision came from, not of the sending.
+
+Each sink gets its own bounded queue and thread: a sink that is slow or unreachable (a
+broker that went away, a webhook that times out) fills its own queue, whose oldest events are
+then dropped and counted, and never delays the camera loop or another sink.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("new", "update", "end")
+
+
+def face_event(type_: str, *, camera: str, track_id: int, name: str, confidence: float, box: dict,
+               frame_time: float, source: str = "camera", unknown_id: int | None = None,
+               crop_url: str | None = None, face_id: str | None = None,
+               frigate_event_id: str | None = None) -> dict:
+    """Return one event as the sinks receive it (see the module's docstring)."""
+    if type_ not in EVENT_TYPES:
+        raise ValueError(f"event type {type_!r} is not one of {EVENT_TYPES}")
+    return {"id": uuid.uuid4().hex, "type": type_, "camera": camera, "source": source,
+            "track_id": int(track_id), "name": name, "unknown_id": unknown_id,
+            "confidence": round(float(confidence), 4), "box": dict(box), "time": float(frame_time),
+            "crop_url": crop_url, "face_id": face_id, "frigate_event_id": frigate_event_id}
+
+
+class Sink(Protocol):
+    """Where events go: ``send`` may block or raise (the hub's thread for this sink absorbs it)."""
+
+    name: str
+
+    def send(self, event: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SinkQueue:
+    """One sink's bounded queue and the thread that empties it into the sink."""
+
+    def __init__(self, sink: Sink, size: int):
+        self.sink, self.size = sink, size
+        self.queue: deque = deque()
+        self.ready = threading.Condition()
+        self.sent = self.dropped = self.failed = 0
+        self.closing = False
+        self.thread = threading.Thread(target=self.run, name=f"events-{sink.name}", daemon=True)
+        self.thread.start()
+
+    def put(self, event: dict) -> None:
+        """Queue ``event``; when full, drop the oldest queued one (and count it)."""
+        with self.ready:
+            if len(self.queue) >= self.size:
+                self.queue.popleft()
+                self.dropped += 1
+            self.queue.append(event)
+            self.ready.notify()
+
+    def run(self) -> None:
+        """Send queued events one at a time until closed."""
+        while True:
+            with self.ready:
+                while not self.queue and not self.closing:
+                    self.ready.wait()
+                if not self.queue:
+                    return
+                event = self.queue.popleft()
+            try:
+                self.sink.send(event)
+                self.sent += 1
+            except Exception as exc:  # a sink's failure is its own: count it, keep the others going
+                self.failed += 1
+                log.warning("event sink %s: %s", self.sink.name, exc)
+
+    def stats(self) -> dict:
+        """Return the sink's counters: sent, dropped (queue full), failed (send raised), queued."""
+        with self.ready:
+            return {"sent": self.sent, "dropped": self.dropped, "failed": self.failed, "queued": len(self.queue)}
+
+    def close(self, timeout: float) -> None:
+        """Send what is queued (for at most ``timeout`` seconds), then close the sink."""
+        with self.ready:
+            self.closing = True
+            self.ready.notify()
+        self.thread.join(timeout)
+        try:
+            self.sink.close()
+        except Exception as exc:
+            log.warning("event sink %s did not close cleanly: %s", self.sink.name, exc)
+
+
+class EventHub:
+    """Hands every published event to each sink's own queue; ``publish`` never blocks."""
+
+    def __init__(self, sinks: list[Sink] = (), queue_size: int = 1000):
+        self.queue_size = queue_size
+        self.queues: list[SinkQueue] = [SinkQueue(sink, queue_size) for sink in sinks]
+        self.published = 0
+
+    def add(self, sink: Sink) -> None:
+        """Start handing events to ``sink`` too."""
+        self.queues.append(SinkQueue(sink, self.queue_size))
+
+    def publish(self, event: dict) -> None:
+        """Queue ``event`` for every sink."""
+        self.published += 1
+        for queue in self.queues:
+            queue.put(event)
+
+    def stats(self) -> dict:
+        """Return how many events were published and each sink's counters."""
+        return {"published": self.published, "sinks": {queue.sink.name: queue.stats() for queue in self.queues}}
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush and close every sink, giving each at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        for queue in self.queues:
+            queue.close(max(0.0, deadline - time.monotonic()))
