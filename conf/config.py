@@ -36,6 +36,8 @@ ENVIRONMENT = {
     "PYRECOGNIZER_TLS": ("security", "tls"),
     "PYRECOGNIZER_LOG_LEVEL": ("logging", "level"),
     "PYRECOGNIZER_DASK_SCHEDULER": ("cluster", "scheduler"),
+    "PYRECOGNIZER_MQTT_URL": ("mqtt", "url"),  # mqtt://user:password@host:1883: credentials stay out of files
+    "PYRECOGNIZER_WEBHOOK_SECRET": ("webhooks", "secret"),
     "RATELIMIT_STORAGE_URI": ("security", "rate_limit_storage"),  # Flask-Limiter's own name for it
 }
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -228,6 +230,62 @@ class Security:
 
 
 @dataclass(frozen=True)
+class MqttTls:
+    """TLS of an ``mqtts://`` broker (utils/mqtt.py); the system's CAs unless ``ca_certs``."""
+
+    ca_certs: str | None  # a PEM file of the CAs that sign the broker's certificate
+    certfile: str | None  # a client certificate (PEM), for brokers that ask for one
+    keyfile: str | None   # its private key (PEM)
+    insecure: bool  # accept a certificate whose host name does not match (a test broker only)
+
+
+@dataclass(frozen=True)
+class HomeAssistant:
+    """Home Assistant MQTT discovery (utils/mqtt.py): a device, entities per camera and person."""
+
+    enabled: bool
+    discovery_prefix: str  # Home Assistant's discovery prefix (its MQTT integration's setting)
+    seen_minutes: float = setting(min=0.1)  # a person's "seen" binary sensor stays on this long after a sighting
+
+
+@dataclass(frozen=True)
+class Mqtt:
+    """Events out over MQTT, and the broker Frigate mode listens on (utils/mqtt.py)."""
+
+    url: str | None  # mqtt://[user:password@]host[:1883] or mqtts://...; None: no MQTT
+    topic_prefix: str  # pyrecognizer/matches/<name>, pyrecognizer/cameras/<camera>, ...
+    client_id: str | None  # None: pyrecognizer-<host>-<pid>
+    keepalive: int = setting(min=5)  # seconds; the broker sends the last will after 1.5 times this
+    qos: int = setting(choices=(0, 1, 2))  # of events (1: at least once, resent after a reconnect)
+    tls: MqttTls
+    homeassistant: HomeAssistant
+
+
+@dataclass(frozen=True)
+class Webhooks:
+    """Events POSTed as JSON to URLs, signed with HMAC-SHA256 (utils/webhooks.py)."""
+
+    urls: list[str]
+    secret: str | None = setting(min_length=16)  # the HMAC key; required when there are URLs
+    timeout: float = setting(min=0.1)  # seconds for one POST
+    retries: int = setting(min=0)  # further tries after a failed POST
+    backoff: float = setting(min=0)  # seconds before the first retry, doubled for each next one (at most 60)
+
+
+@dataclass(frozen=True)
+class Frigate:
+    """Frigate mode (utils/frigate.py): Frigate's person events in, its sub-labels out."""
+
+    enabled: bool
+    url: str | None  # Frigate's HTTP API, e.g. http://frigate:5000 (its API port, not the UI behind a login)
+    topic: str  # Frigate's events topic on the mqtt.url broker
+    cameras: list[str]  # only these Frigate cameras; []: all
+    attempts: int = setting(min=1)  # snapshots recognised per Frigate event at most (new and updates)
+    sub_label_min_confidence: float = setting(min=0, max=1)  # a known face this sure sets the event's sub-label
+    timeout: float = setting(min=0.1)  # seconds for one request to Frigate
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; ``data_dir`` is absolute once loaded."""
 
@@ -245,6 +303,9 @@ class Config:
     dashboard: Dashboard
     logging: Logging
     security: Security
+    mqtt: Mqtt
+    webhooks: Webhooks
+    frigate: Frigate
 
 
 # --- loading -----------------------------------------------------------------------------
