@@ -51,9 +51,10 @@ def signature_valid(secret: str, timestamp: str, body: bytes, header: str) -> bo
 class WebhookSink:
     """The hub's sink for one URL."""
 
-    def __init__(self, url: str, settings: Webhooks):
+    def __init__(self, url: str, settings: Webhooks, number: int = 1):
         self.url, self.settings = url, settings
-        self.name = f"webhook {redacted(url)}"
+        # the path and query often hold the secret (Home Assistant's webhook id): never shown
+        self.name = f"webhook {number} {redacted(url)}"
         self.opener = opener()
         self.closing = threading.Event()
         self.attempts = 0
@@ -110,4 +111,4 @@ def webhook_sinks(config) -> list[WebhookSink]:
     for url in settings.urls:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhooks.urls: {redacted(url)} is not an http:// or https:// URL")
-    return [WebhookSink(url, settings) for url in settings.urls]
+    return [WebhookSink(url, settings, number) for number, url in enumerate(settings.urls, 1)]
