@@ -169,7 +169,7 @@ class FrigateListener:
         self.followed: OrderedDict[str, Followed] = OrderedDict()
         self.track_ids = itertools.count(1)
         self.counts = dict.fromkeys(("received", "malformed", "skipped", "dropped", "recognised", "faces",
-                                     "sub_labels", "failed"), 0)
+                                     "sub_labels", "ends", "failed"), 0)
         self.worker = threading.Thread(target=self._work, name="frigate", daemon=True)
 
     def start(self) -> "FrigateListener":
@@ -191,7 +191,8 @@ class FrigateListener:
         self.worker.join(timeout)
 
     def stats(self) -> dict:
-        """Messages received, malformed, skipped, dropped; snapshots recognised, faces, sub-labels set, failures."""
+        """Messages received, malformed, skipped, dropped; snapshots recognised, faces, sub-labels
+        set, ends, failures."""
         with self.ready:
             return dict(self.counts)
 
@@ -243,6 +244,7 @@ class FrigateListener:
     def handle(self, event: FrigateEvent) -> None:
         """Act on one Frigate message (the worker's step)."""
         if event.type == "end":
+            self._count("ends")
             followed = self.followed.pop(event.id, None)
             for track in (followed.tracks.values() if followed else ()):
                 self._publish("end", event, track, time.time() if event.frame_time is None else event.frame_time)
