@@ -216,6 +216,15 @@ def test_home_assistant_discovery(tmp_path, broker):
         for topic in [*lin, "t2/people/Lin-Manuel-Miranda", "t2/people/Lin-Manuel-Miranda/seen"]:
             assert retained(broker, topic) is None, topic
         assert all(discovery_problems(t, json.loads(configs(subscriber.messages)[t]), "ha-t2") == [] for t in renee)
+        # a camera added before anyone is seen gets its entities; a camera deleted loses them
+        sink.announce_camera("garden")
+        garden = subscriber.wait_for(lambda m: [t for t, p in configs(m).items() if p and "garden" in p],
+                                     what="the garden camera's configs")
+        assert len(garden) == 2
+        sink.forget_camera("front door")
+        door = [t for t, p in found.items() if json.loads(p)["name"].startswith("front door")]
+        subscriber.wait_for(lambda m: all(configs(m).get(t) == "" for t in door), what="the door's configs emptied")
+        assert retained(broker, "t2/cameras/front-door") is None
     finally:
         hub.close()
         subscriber.close()

@@ -295,12 +295,13 @@ class MqttSink:
     def _publish(self, topic: str, payload, *, retain: bool = False, wait: bool = False) -> None:
         text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         info = self.client.publish(topic, text, qos=self.qos, retain=retain)
+        if info.rc == paho.MQTT_ERR_NO_CONN and self.qos:
+            return  # the connection dropped just now: paho keeps the message and sends it once back
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"MQTT publish to {self.broker.shown} failed: {paho.error_string(info.rc)}")
         if wait and self.qos:
-            # the broker's acknowledgement; a connection lost meanwhile: paho sends it again once back
-            try:
-                info.wait_for_publish(float(self.settings.keepalive))
-            except (RuntimeError, ValueError) as exc:
-                raise ConnectionError(f"MQTT publish to {self.broker.shown} failed: {exc}") from None
+            # the broker's acknowledgement (a connection lost meanwhile: paho sends it again once back)
+            info.wait_for_publish(float(self.settings.keepalive))
 
     # -- events (the hub's thread for this sink) ------------------------------------------
     def send(self, event: dict) -> None:
@@ -309,9 +310,7 @@ class MqttSink:
             if self.closing.is_set():
                 raise ConnectionError(f"closed while {self.broker.shown} was away")
         camera, name, kind = event["camera"], event["name"], event["type"]
-        if self.discovery and camera not in self.cameras_announced:
-            self._announce(self.discovery.camera_configs(camera))
-            self.cameras_announced.add(camera)
+        self.announce_camera(camera)
         with self.lock:
             present = self.in_view.setdefault(camera, {})
             if kind == "end":
@@ -336,14 +335,23 @@ class MqttSink:
         with self.lock:
             self.seen_until[name] = time.monotonic() + self.seen_seconds
 
+    def announce_camera(self, camera: str) -> None:
+        """Give a camera its Home Assistant entities (done at its first event; the supervisor
+        may call it when a camera is added, before anyone is seen)."""
+        with self.lock:
+            new = self.discovery is not None and camera not in self.cameras_announced
+            self.cameras_announced.add(camera)
+        if new and self.connected.is_set():  # else announced on connection, with the others
+            self._announce(self.discovery.camera_configs(camera))
+
     def forget_camera(self, camera: str) -> None:
         """Remove a deleted camera's entities and retained states."""
         if self.discovery:
             self._announce({topic: "" for topic in self.discovery.camera_configs(camera)})
         for topic in (self.topics.camera(camera), self.topics.in_view(camera)):
             self._publish(topic, "", retain=True)
-        self.cameras_announced.discard(camera)
         with self.lock:
+            self.cameras_announced.discard(camera)
             self.in_view.pop(camera, None)
 
     def close(self) -> None:
@@ -382,7 +390,9 @@ class MqttSink:
         if self.announce_all.is_set():
             self.announce_all.clear()
             self.people_announced.clear()
-            for camera in list(self.cameras_announced):
+            with self.lock:
+                cameras = sorted(self.cameras_announced)
+            for camera in cameras:
                 self._announce(self.discovery.camera_configs(camera))
         if people is not None:
             wanted = {}
