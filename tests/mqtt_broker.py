@@ -33,7 +33,7 @@ class Mosquitto:
     """A mosquitto process on 127.0.0.1: one user, no anonymous clients, retained messages
     kept on disk across a restart (as a broker that goes away and comes back)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, tls: bool = False):
         require_mosquitto()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -48,6 +48,15 @@ class Mosquitto:
                                f"allow_anonymous false\npassword_file {passwords}\n"
                                f"persistence true\npersistence_location {self.folder}/\n"
                                f"log_dest file {self.folder / 'mosquitto.log'}\n")
+        self.tls_port = None
+        if tls:  # a second listener, mqtts://, with a self-signed certificate for 127.0.0.1
+            from api.tls import write_self_signed
+
+            self.certificate, key = self.folder / "cert.pem", self.folder / "key.pem"
+            write_self_signed(self.certificate, key)
+            self.tls_port = free_port()
+            with self.config.open("a") as config:
+                config.write(f"listener {self.tls_port} 127.0.0.1\ncertfile {self.certificate}\nkeyfile {key}\n")
         self.process = None
 
     def url(self, user: str = USER, password: str = PASSWORD) -> str:

@@ -179,6 +179,14 @@ def configs(messages) -> dict:
     return {topic: payload for topic, payload, _ in messages if topic.startswith("ha-")}
 
 
+def configs_naming(text: str, count: int = 2):
+    """A ``wait_for`` check: the topics of the discovery configs that mention ``text``, once there are ``count``."""
+    def check(messages):
+        found = [topic for topic, payload in configs(messages).items() if payload and text in payload]
+        return found if len(found) >= count else None
+    return check
+
+
 def test_home_assistant_discovery(tmp_path, broker):
     config = settings(tmp_path, broker, "t2", seen_minutes=0.1)
     people = ["Lin-Manuel Miranda", "Alex Lacamoire"]
@@ -211,16 +219,16 @@ def test_home_assistant_discovery(tmp_path, broker):
         people[:] = ["Alex Lacamoire", "Renée Elise Goldsberry"]
         lin = [t for t, p in found.items() if json.loads(p)["name"].startswith("Lin-Manuel Miranda")]
         subscriber.wait_for(lambda m: all(configs(m).get(t) == "" for t in lin), what="his configs emptied")
-        renee = subscriber.wait_for(lambda m: [t for t, p in configs(m).items() if p and "Renée" in p], what="Renée's")
+        renee = subscriber.wait_for(configs_naming("Renée"), what="Renée's two configs")
         assert len(renee) == 2
         for topic in [*lin, "t2/people/Lin-Manuel-Miranda", "t2/people/Lin-Manuel-Miranda/seen"]:
             assert retained(broker, topic) is None, topic
         assert all(discovery_problems(t, json.loads(configs(subscriber.messages)[t]), "ha-t2") == [] for t in renee)
         # a camera added before anyone is seen gets its entities; a camera deleted loses them
         sink.announce_camera("garden")
-        garden = subscriber.wait_for(lambda m: [t for t, p in configs(m).items() if p and "garden" in p],
-                                     what="the garden camera's configs")
+        garden = subscriber.wait_for(configs_naming("garden"), what="the garden camera's two configs")
         assert len(garden) == 2
+        assert all(discovery_problems(t, json.loads(configs(subscriber.messages)[t]), "ha-t2") == [] for t in garden)
         sink.forget_camera("front door")
         door = [t for t, p in found.items() if json.loads(p)["name"].startswith("front door")]
         subscriber.wait_for(lambda m: all(configs(m).get(t) == "" for t in door), what="the door's configs emptied")
@@ -316,3 +324,30 @@ def test_wrong_credentials_are_refused_and_never_logged(tmp_path, broker, caplog
         sink.close()
     assert "not-the-password-42" not in caplog.text
     assert f"mqtt://127.0.0.1:{broker.port}" in caplog.text
+
+
+def test_mqtts_with_the_brokers_ca(tmp_path, caplog):
+    """``mqtts://`` with ``mqtt.tls.ca_certs``: connects and publishes; without it (the system's
+    CAs) the self-signed broker is refused."""
+    from tests.mqtt_broker import Mosquitto
+
+    tls_broker = Mosquitto(tmp_path / "tls-broker", tls=True).start()
+    subscriber = Subscriber(tls_broker, "t6/#")  # on the plain listener
+    url = tls_broker.url().replace("mqtt://", "mqtts://").replace(f":{tls_broker.port}", f":{tls_broker.tls_port}")
+    trusting = MqttSink(make_config(tmp_path / "a", mqtt={"url": url, "topic_prefix": "t6", "tls": {
+        "ca_certs": str(tls_broker.certificate)}}).mqtt)
+    doubting = MqttSink(make_config(tmp_path / "b", mqtt={"url": url, "topic_prefix": "t7"}).mqtt)
+    hub = EventHub([connected(trusting)])
+    try:
+        hub.publish(event(camera="tls"))
+        assert json.loads(subscriber.last("t6/cameras/tls"))["camera"] == "tls"
+        deadline = time.monotonic() + 10
+        while "certificate verify failed" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.1)
+        assert not doubting.is_connected()
+    finally:
+        hub.close()
+        doubting.close()
+        subscriber.close()
+        tls_broker.stop()

@@ -32,6 +32,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from conf.config import ConfigError
 from datastructure.errors import PyRecognizerError
 from datastructure.names import UNKNOWN
 from utils.events import face_event
@@ -158,7 +159,7 @@ class FrigateListener:
     def __init__(self, service, hub, config):
         settings = config.frigate
         if not config.mqtt.url or not settings.url:
-            raise ValueError("Frigate mode needs mqtt.url (Frigate's broker) and frigate.url (its HTTP API)")
+            raise ConfigError("Frigate mode needs mqtt.url (Frigate's broker) and frigate.url (its HTTP API)")
         self.service, self.hub, self.settings = service, hub, settings
         self.api = FrigateApi(settings.url, float(settings.timeout))
         self.client, self.broker = broker_client(config.mqtt, "frigate")

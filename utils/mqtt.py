@@ -43,6 +43,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 import unicodedata
@@ -116,6 +117,12 @@ def broker_client(settings: Mqtt, purpose: str, *, will: tuple[str, str] | None 
         client.will_set(will[0], will[1], qos=1, retain=True)
     client.reconnect_delay_set(*RECONNECT_DELAYS)
     client.max_queued_messages_set(MAX_QUEUED)
+
+    def connect_failed(client, userdata) -> None:
+        # paho calls this inside its ``except OSError``: the reason (refused, TLS, DNS) is the
+        # exception being handled, and holds no credentials
+        log.warning("MQTT: cannot reach %s: %s (retrying)", broker.shown, sys.exc_info()[1] or "connection failed")
+    client.on_connect_fail = connect_failed
     return client, broker
 
 
