@@ -169,3 +169,13 @@ def test_the_payload_parser():
                    json.dumps({**message, "after": {**message["after"], "id": ""}}).encode()):
         with pytest.raises(MalformedFrigateEvent):
             frigate_event(broken)
+
+
+def test_the_people_watched_are_the_active_models(service, tmp_path):
+    """What the MQTT sink gives Home Assistant entities to: the active model's people, [] before any model."""
+    from utils.mqtt import active_people
+    from utils.service import build_service
+
+    assert active_people(service.active)() == ["Alex Lacamoire", "Lin-Manuel Miranda"]
+    empty = build_service(make_config(tmp_path / "empty"), console_log=False)
+    assert active_people(empty.active)() == []
