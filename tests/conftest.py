@@ -96,3 +96,14 @@ def browser():
         chromium = launch(playwright)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A real MQTT broker (Debian's mosquitto, tests/mqtt_broker.py) for one test module;
+    its tests use topic prefixes of their own."""
+    from tests.mqtt_broker import Mosquitto
+
+    mosquitto = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield mosquitto
+    mosquitto.stop()

@@ -146,11 +146,3 @@ def retained(broker: Mosquitto, topic: str, wait: float = 1.0) -> str | None:
         return None
     finally:
         subscriber.close()
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    """One mosquitto per test module (tests use topic prefixes of their own)."""
-    mosquitto = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
-    yield mosquitto
-    mosquitto.stop()

@@ -12,8 +12,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from tests.frigate_standin import FrigateStandIn, event_message
-from tests.mqtt_broker import PASSWORD, USER, Subscriber, broker  # noqa: F401 (the fixture)
-from tests.support import faces_dir, make_config, video_dir
+from tests.mqtt_broker import PASSWORD, USER, Subscriber
+from tests.support import make_config, video_dir
 from utils.events import EventHub
 from utils.frigate import FrigateListener, MalformedFrigateEvent, frigate_event
 from utils.mqtt import MqttSink

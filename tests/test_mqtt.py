@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mqtt_broker import PASSWORD, Subscriber, broker, retained  # noqa: F401 (the fixture)
+from tests.mqtt_broker import PASSWORD, Subscriber, retained
 from tests.support import ROOT, make_config
 from utils.events import EventHub, face_event
 from utils.mqtt import MqttSink, Topics, broker_of, mqtt_sinks, object_id, topic_part
