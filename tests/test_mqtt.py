@@ -35,11 +35,16 @@ def settings(tmp_path, broker, prefix: str, **homeassistant):
                                                 "homeassistant": {"discovery_prefix": f"ha-{prefix}", **homeassistant}})
 
 
-def connected(sink: MqttSink) -> MqttSink:
-    deadline = time.monotonic() + 15
-    while not sink.is_connected():
-        assert time.monotonic() < deadline, "the sink did not connect"
+def eventually(check, what: str, timeout: float = 15) -> None:
+    """Wait until ``check()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
         time.sleep(0.05)
+
+
+def connected(sink: MqttSink) -> MqttSink:
+    eventually(sink.is_connected, "the sink's connection")
     return sink
 
 
@@ -258,10 +263,7 @@ def test_a_broker_that_goes_away_buffers_drops_the_oldest_and_resumes(tmp_path, 
     hub = EventHub([sink], queue_size=4)
     try:
         broker.stop()
-        deadline = time.monotonic() + 10
-        while sink.is_connected():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        eventually(lambda: not sink.is_connected(), "the sink noticing the broker is gone")
         hub.publish(event(camera="cam0", track=0))  # taken by the sink's thread, which waits in send
         while hub.stats()["sinks"]["mqtt"]["queued"]:
             time.sleep(0.01)
@@ -271,10 +273,7 @@ def test_a_broker_that_goes_away_buffers_drops_the_oldest_and_resumes(tmp_path, 
         stats = hub.stats()["sinks"]["mqtt"]
         assert (stats["dropped"], stats["queued"], stats["sent"]) == (5, 4, 0)  # 1 waiting in send, 4 queued
         broker.start()
-        deadline = time.monotonic() + 60
-        while hub.stats()["sinks"]["mqtt"]["sent"] < 5:
-            assert time.monotonic() < deadline, hub.stats()
-            time.sleep(0.1)
+        eventually(lambda: hub.stats()["sinks"]["mqtt"]["sent"] >= 5, "publishing after the broker's return", 60)
         delivered = [number for number in range(10) if retained(broker, f"t3/cameras/cam{number}", 0.5)]
         assert delivered == [0, 6, 7, 8, 9]
     finally:
@@ -315,10 +314,7 @@ def test_wrong_credentials_are_refused_and_never_logged(tmp_path, broker, caplog
                                                   "topic_prefix": "t5"})
     sink = MqttSink(config.mqtt)
     try:
-        deadline = time.monotonic() + 10
-        while "refused the connection" not in caplog.text:
-            assert time.monotonic() < deadline, caplog.text
-            time.sleep(0.1)
+        eventually(lambda: "refused the connection" in caplog.text, "the broker's refusal")
         assert not sink.is_connected()
     finally:
         sink.close()
@@ -341,10 +337,7 @@ def test_mqtts_with_the_brokers_ca(tmp_path, caplog):
     try:
         hub.publish(event(camera="tls"))
         assert json.loads(subscriber.last("t6/cameras/tls"))["camera"] == "tls"
-        deadline = time.monotonic() + 10
-        while "certificate verify failed" not in caplog.text:
-            assert time.monotonic() < deadline, caplog.text
-            time.sleep(0.1)
+        eventually(lambda: "certificate verify failed" in caplog.text, "the certificate's refusal")
         assert not doubting.is_connected()
     finally:
         hub.close()
