@@ -268,10 +268,10 @@ class FrigateListener:
             faces = self.service.faces_and_decisions(data)
         except PyRecognizerError as exc:
             raise ValueError(f"the snapshot could not be read: {exc.description}") from None
-        self._count("recognised")
-        self._count("faces", len(faces))
         self._follow(event, followed, faces, frame_time)
         self._label(event, followed)
+        self._count("recognised")  # once its events and sub-label are out: the count means done
+        self._count("faces", len(faces))
 
     def _follow(self, event: FrigateEvent, followed: Followed, faces: list, frame_time: float) -> None:
         """Publish a ``new`` event per face not seen yet in this Frigate event, an ``update``
