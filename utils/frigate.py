@@ -163,6 +163,7 @@ class FrigateListener:
         self.service, self.hub, self.settings = service, hub, settings
         self.api = FrigateApi(settings.url, float(settings.timeout))
         self.client, self.broker = broker_client(config.mqtt, "frigate")
+        self.keepalive = int(config.mqtt.keepalive)
         self.client.on_connect, self.client.on_message = self._connected, self._message
         self.queue: deque[FrigateEvent] = deque()
         self.ready = threading.Condition()
@@ -176,7 +177,7 @@ class FrigateListener:
     def start(self) -> "FrigateListener":
         """Connect to the broker and start the worker."""
         self.worker.start()
-        self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.keepalive)
         self.client.loop_start()
         log.info("Frigate mode: %s on %s, Frigate at %s", self.settings.topic, self.broker.shown,
                  redacted(self.settings.url))
