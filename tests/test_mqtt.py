@@ -177,6 +177,7 @@ def test_events_reach_a_subscriber_on_their_topics(tmp_path, broker, caplog):
         subscriber.close()
     assert retained(broker, "t1/availability") == "offline"
     assert PASSWORD not in caplog.text
+    assert hub.queues[0].sink.status() == {"broker": f"mqtt://127.0.0.1:{broker.port}", "connected": False}
 
 
 def configs(messages) -> dict:

@@ -299,6 +299,10 @@ class MqttSink:
     def is_connected(self) -> bool:
         return self.connected.is_set()
 
+    def status(self) -> dict:
+        """What /health may show of this sink: the broker (no credentials) and whether it is connected."""
+        return {"broker": self.broker.shown, "connected": self.connected.is_set()}
+
     def _publish(self, topic: str, payload, *, retain: bool = False, wait: bool = False) -> None:
         text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         info = self.client.publish(topic, text, qos=self.qos, retain=retain)
