@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import sqlite3
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -41,8 +42,8 @@ from conf.config import Config, Paths
 from datastructure.classifier import FaceClassifier
 from datastructure.errors import DatasetNotValid, ModelsBusy, NameNotValid, NotFound, PyRecognizerError, TooManyPhotos
 from datastructure.files import atomic_write
-from datastructure.model_store import ModelStore
-from datastructure.names import checked_name, name_key, person_name, shown
+from datastructure.model_store import ModelStore, file_stamp
+from datastructure.names import checked_name, checked_new_name, name_key, person_name, shown
 from utils import archive
 from utils.encoding import encoded_photos
 from utils.faces import Options, decoded, faces_in
@@ -136,6 +137,12 @@ class Gallery:
         return np.isin(self.ids, np.asarray(list(ids), dtype=str))
 
 
+def already_theirs(skipped: list[dict]) -> bool:
+    """Whether some skipped photo is already the person's and none is someone else's."""
+    reasons = {item["reason"] for item in skipped}
+    return "already enrolled" in reasons and "already enrolled as another person" not in reasons
+
+
 def label_among(labels: np.ndarray, name: str) -> str | None:
     """The label of ``labels`` (sorted, unique: a model's classes) that ``name`` designates
     (same key), or None; an exact match is found without computing every label's key."""
@@ -147,6 +154,48 @@ def label_among(labels: np.ndarray, name: str) -> str | None:
         if name_key(label) == key:
             return label
     return None
+
+
+@dataclass(frozen=True)
+class PhotoIndex:
+    """A model's photos by id, built once per model and process (``People.photo_index``):
+    listing a page of photos or finding one by id then costs no read and no hashing."""
+
+    model: str | None
+    ids: np.ndarray        # each row's photo id
+    labels: np.ndarray     # each row's person
+    encodings: np.ndarray  # float64, as stored
+    order: np.ndarray      # rows by person (sorted by name), then as stored: the listing order
+    rows: dict             # photo id -> row
+    people: np.ndarray     # the people, sorted
+
+    @classmethod
+    def of(cls, model_id: str | None, gallery: "Gallery") -> "PhotoIndex":
+        ids = gallery.ids
+        return cls(model_id, ids, gallery.labels, gallery.encodings, np.argsort(gallery.labels, kind="stable"),
+                   {photo: row for row, photo in enumerate(ids.tolist())}, np.unique(gallery.labels))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def page(self, start: int, stop: int, label: str | None = None) -> list[tuple[str, str]]:
+        """(photo id, person) of the photos ``start`` to ``stop`` in listing order, of ``label`` only if given."""
+        rows = self.order if label is None else np.flatnonzero(self.labels == label)
+        return [(str(self.ids[row]), str(self.labels[row])) for row in rows[start:stop]]
+
+    def count(self, label: str | None = None) -> int:
+        """The number of photos, of ``label`` only if given."""
+        return len(self) if label is None else int(np.count_nonzero(self.labels == label))
+
+    def owner(self, photo: str) -> str | None:
+        """The person holding photo ``photo``, or None."""
+        row = self.rows.get(photo)
+        return None if row is None else str(self.labels[row])
+
+
+_photo_indexes: dict[tuple, PhotoIndex] = {}  # by the model folder's manifest stamp: a rewrite is a new key
+_photo_indexes_lock = threading.Lock()
+PHOTO_INDEXES_KEPT = 2
 
 
 class People:
@@ -169,6 +218,36 @@ class People:
         return {"model": model_id,
                 "people": [{"name": name, "photos": count} for name, count in gallery.counts().items()]}
 
+    def photo_index(self) -> PhotoIndex:
+        """The active model's photos by id (``PhotoIndex``), built on the first call for a model
+        (reading and hashing its gallery) and served from memory after."""
+        model_id = self.store.active_id()
+        if model_id is None:
+            return PhotoIndex.of(None, Gallery.empty())
+        try:
+            key = (str(self.store.folder), model_id, file_stamp(self.store.folder / model_id / "manifest.json"))
+        except OSError:
+            key = None
+        with _photo_indexes_lock:
+            found = _photo_indexes.get(key) if key else None
+        if found is not None:
+            return found
+        arrays, _, metadata = self.store.contents(model_id)
+        index = PhotoIndex.of(model_id, Gallery.of(arrays, metadata))
+        if key:
+            with _photo_indexes_lock:
+                _photo_indexes[key] = index
+                while len(_photo_indexes) > PHOTO_INDEXES_KEPT:
+                    _photo_indexes.pop(next(iter(_photo_indexes)))
+        return index
+
+    def person_label(self, name: str) -> str:
+        """The stored name of the active model's person ``name`` designates; NotFound when none."""
+        label = label_among(self.photo_index().people, person_name(name))
+        if label is None:
+            raise NotFound(f"nobody named {shown(name)!r} in the active model")
+        return label
+
     def person(self, name: str) -> dict:
         """Return one person of the active model: their photos' ids, source names and added dates."""
         model_id, gallery = self._active_gallery()
@@ -179,11 +258,12 @@ class People:
             for row in rows]}
 
     # -- changes -------------------------------------------------------------------------
-    def enrol(self, name: str, uploads: Iterable[Upload]) -> dict:
+    def enrol(self, name: str, uploads: Iterable[Upload], *, again_ok: bool = False) -> dict:
         """Add photos of ``name`` (created if new); each must show exactly one face.
 
         Photos are encoded before the change lock is taken (the slow part), so other changes
         wait only for the save. Returns the new model, the photos added and those skipped.
+        ``again_ok``: see ``enrol_encodings``.
         """
         name = checked_name(name)
         self.check_disk()
@@ -194,11 +274,17 @@ class People:
                                 "train from a zip of person folders instead (POST /train)",
                                 {"photos": len(photos), "limit": limit, "train_url": "/train"})
         encodings, sources, skipped = self._encoded(photos)
-        return self.enrol_encodings(name, encodings, sources, skipped=skipped)
+        return self.enrol_encodings(name, encodings, sources, skipped=skipped, again_ok=again_ok)
 
-    def enrol_encodings(self, name: str, encodings, sources: list[str], *, skipped: list[dict] = ()) -> dict:
+    def enrol_encodings(self, name: str, encodings, sources: list[str], *, skipped: list[dict] = (),
+                        again_ok: bool = False) -> dict:
         """Add already computed 128-d encodings of ``name`` (one per photo, named by ``sources``):
         ``enrol`` without the photos (adapters that receive embeddings, the bench).
+
+        A photo ``name`` already has is skipped ("already enrolled", with its ``id``); one that
+        another person has is refused. With nothing new, DatasetNotValid, unless ``again_ok``
+        and some photo is already ``name``'s: then nothing changes and the answer says so
+        (the dialects' clients retry, and re-send an enrolled photo to "retrain").
 
         Into a large (indexed) gallery whose calibration is not due, the photos join the served
         model's delta (``FaceClassifier.extended``, ``ModelStore.save_delta``): nothing of the
@@ -227,17 +313,21 @@ class People:
                     found = gallery.labels[gallery.rows_equal_to(encoding)]
                     return str(found[0]) if len(found) else None
             created = label not in labels
+            if created:  # a new person: their name must not look like someone else's
+                checked_new_name(label, np.unique(labels).tolist())
             added, seen = [], {}
             for encoding, source in zip(rows, sources):
                 identity = photo_id(encoding)
                 holder = owner(encoding)
                 if holder is not None or identity in seen:
                     same = holder == label or identity in seen
-                    skipped.append({"file": source, "reason": "already enrolled" if same
-                                    else "already enrolled as another person"})
+                    skipped.append({"file": source, "reason": "already enrolled", "id": identity} if same
+                                   else {"file": source, "reason": "already enrolled as another person"})
                     continue
                 seen[identity] = True
                 added.append((encoding, source, identity))
+            if not added and again_ok and already_theirs(skipped):
+                return {"model": parent, "name": label, "created": False, "added": [], "skipped": skipped}
             if not added:
                 raise DatasetNotValid("no photo could be enrolled: each must show exactly one face",
                                       {"name": label, "skipped": skipped})
@@ -317,6 +407,7 @@ class People:
             if other is not None and other != label:
                 raise NameNotValid(f"{shown(new_name)!r} is already the name of a person of the model",
                                    {"name": shown(new_name), "problems": ["the name is taken"]})
+            checked_new_name(new_name, [other for other in np.unique(gallery.labels).tolist() if other != label])
             labels = np.where(gallery.labels == label, new_name, gallery.labels)
             renamed = Gallery(gallery.encodings, labels, gallery.files, gallery.added)
             model_id = self._saved(renamed, previous, parent, "rename", 0)
