@@ -12,9 +12,13 @@ versions without being stored, and the same for models trained from zips.
 
 Forgetting is erasure: the person's rows leave every stored model (a model left with no one
 is deleted), their encodings leave the encoding cache, their name leaves job records,
-evaluations, the service log and the dashboard's database, and annotated copies showing
-their face are deleted. The engine never logs a name it may have to forget without being
-able to find it again: names logged are removed from the log by ``forget``.
+evaluations, the service log and the dashboard's database (its write-ahead log included),
+and annotated copies showing their face are deleted. The engine never logs a name it may
+have to forget without being able to find it again: names logged are removed from the log
+by ``forget``. Only a person some stored model holds is forgotten (else NotFound), or one
+whose erasure failed somewhere and is retried (``ForgetRetries``); and text is erased only
+where it names them as a person (``Matcher``: quoted, a path segment, a query value), never
+where a common word happens to be their name.
 
 No Flask here: the REST blueprint, the pages and the CLI are thin adapters over ``People``.
 """
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import numpy as np
 
@@ -427,10 +431,12 @@ class People:
             models = {model_id: self.store.contents(model_id) for model_id in self.store.ids()}
             galleries = {model_id: Gallery.of(arrays, metadata) for model_id, (arrays, _, metadata) in models.items()}
             labels = {label for gallery in galleries.values() for label in gallery.labels.tolist() if name_key(label) == key}
-            if not labels:  # a retry after a partial erasure: what still names them, by name
-                rest = self._erased_elsewhere(Matcher({person_name(name)}), np.zeros((0, 128)), set())
-                if not rest.get("failed") and not any(rest.values()):
+            retries = ForgetRetries(self.paths)
+            if not labels:  # nobody has the name: only a retry after a partial erasure goes on
+                if not retries.pending(name):
                     raise NotFound(f"nobody named {shown(name)!r} in any stored model")
+                rest = self._erased_elsewhere(Matcher({person_name(name)}), np.zeros((0, 128)), set())
+                retries.note(name, failed=bool(rest.get("failed")))
                 return {"forgotten": not rest.get("failed"), "erased": {**erased, **rest}}
             theirs = np.vstack([gallery.encodings[np.isin(gallery.labels, list(labels))] for gallery in galleries.values()])
             their_ids = {photo_id(row) for row in theirs}
@@ -463,6 +469,7 @@ class People:
                                    columns={"added": kept.added})
                 erased["models_rewritten"].append(model_id)
             erased.update(self._erased_elsewhere(match, theirs, their_ids))
+            retries.note(name, failed="failed" in erased)
         log.info("forgot a person: %d photos, %d models rewritten, %d deleted", erased["photos"],
                  len(erased["models_rewritten"]), len(erased["models_deleted"]))
         return {"forgotten": "failed" not in erased, "erased": erased}
@@ -596,21 +603,69 @@ class People:
         return erased
 
 
+class ForgetRetries:
+    """The people whose erasure failed somewhere (a locked or broken file): forgetting their
+    name again retries it, though no model holds them any more. Kept as SHA-256 digests of
+    their name keys in ``dataset/forget-retries.json``, so the file names nobody."""
+
+    def __init__(self, paths: Paths | None):
+        self.path = None if paths is None else paths.root / "dataset" / "forget-retries.json"
+
+    @staticmethod
+    def digest(name: str) -> str:
+        return hashlib.sha256(name_key(name).encode()).hexdigest()
+
+    def _digests(self) -> set[str]:
+        try:
+            return set(json.loads(self.path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def pending(self, name: str) -> bool:
+        """Whether an erasure of ``name`` failed and was not retried with success since."""
+        return self.path is not None and self.digest(name) in self._digests()
+
+    def note(self, name: str, *, failed: bool) -> None:
+        """Record that the erasure of ``name`` ``failed`` (to retry), or succeeded."""
+        if self.path is None:
+            return
+        digests, digest = self._digests(), self.digest(name)
+        if (digest in digests) == failed:
+            return
+        digests = digests | {digest} if failed else digests - {digest}
+        atomic_write(self.path, json.dumps(sorted(digests)).encode())
+
+
+def folded(text: str) -> str:
+    """``text`` in the normal form names are compared in (``name_key``'s: NFKD, case-folded,
+    NFC), so that ``STRASSE`` finds ``Straße`` and ``i̇lker`` finds ``İlker``."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFKD", text).casefold())
+
+
+# Where text names a person as a person: quoted (``'Ana'``, as ``shown`` echoes names; JSON's
+# ``"Ana"``), a path segment (``/people/Ana/photos``, ``Ana/1.jpg``), a query or form value
+# (``subject=Ana&``). A word in a sentence is not a name: ``forget active`` leaves
+# "the active model" alone.
+NAME_BEFORE = r"(?:^|(?<=['\"/=]))"
+NAME_AFTER = r"(?=$|['\"/&?#])"
+
+
 class Matcher:
-    """Finds one person's names in text: as stored, NFD, URL-quoted, JSON-escaped, any case."""
+    """Finds one person's names in text where text names a person (``NAME_BEFORE``,
+    ``NAME_AFTER``): as stored, URL-quoted, JSON-escaped, both sides folded (``folded``)."""
 
     def __init__(self, names: Iterable[str]):
         forms = set()
         for name in names:
-            for form in (name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)):
-                forms.update({form, quote(form, safe=""), quote(form), json.dumps(form)[1:-1]})
-        self.forms = sorted({form.casefold() for form in forms if form}, key=len, reverse=True)
+            for form in (name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name), folded(name)):
+                forms.update({form, quote(form, safe=""), quote(form), quote_plus(form), json.dumps(form)[1:-1]})
+        self.forms = sorted({folded(form) for form in forms if form}, key=len, reverse=True)
         self.keys = {name_key(name) for name in names}
-        self.words = re.compile("|".join(rf"(?<!\w){re.escape(form)}(?!\w)" for form in self.forms), re.IGNORECASE)
+        self.words = re.compile(NAME_BEFORE + "(?:" + "|".join(re.escape(form) for form in self.forms) + ")" + NAME_AFTER)
 
     def found(self, text: str) -> bool:
-        """Whether ``text`` holds one of the names as a whole word (``Al`` is not in ``Alan``)."""
-        return bool(self.words.search(text))
+        """Whether ``text`` names the person (a quoted name, a path segment, a query value)."""
+        return bool(self.words.search(folded(text)))
 
     def is_name(self, text: str) -> bool:
         """Whether ``text`` is the name, or a path whose first part is (``Name/1.jpg``)."""
@@ -710,7 +765,8 @@ def erased_log_lines(paths: Iterable[Path], match: Matcher) -> int:
 
 def erased_dashboard_rows(database: Path, match: Matcher) -> int:
     """Delete the dashboard's rows with a text field naming the person, then rebuild the file
-    so that no freed page still holds the name; return how many rows went."""
+    and empty its write-ahead log so that no freed page still holds the name; return how many
+    rows went."""
     if not database.is_file():
         return 0
     removed = 0
@@ -729,6 +785,19 @@ def erased_dashboard_rows(database: Path, match: Matcher) -> int:
         connection.commit()
         if removed:
             connection.execute("VACUUM")
+            checkpointed(connection)
     finally:
         connection.close()
     return removed
+
+
+def checkpointed(connection: sqlite3.Connection, attempts: int = 50) -> None:
+    """Copy the write-ahead log into the database and empty it (``wal_checkpoint(TRUNCATE)``):
+    deleted rows stay readable in ``dashboard.db-wal`` until then. A dashboard reading at that
+    moment makes it busy: try again, then say so (the caller reports the place as failed)."""
+    for _ in range(attempts):
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return
+        time.sleep(0.1)
+    raise sqlite3.OperationalError("the dashboard's write-ahead log stayed busy: its deleted rows are still in it")
