@@ -644,10 +644,10 @@ def folded(text: str) -> str:
 
 # Where text names a person as a person: quoted (``'Ana'``, as ``shown`` echoes names; JSON's
 # ``"Ana"``), a path segment (``/people/Ana/photos``, ``Ana/1.jpg``), a query or form value
-# (``subject=Ana&``). A word in a sentence is not a name: ``forget active`` leaves
-# "the active model" alone.
+# (``subject=Ana&``, ``GET /people/Ana HTTP/1.1``). A word in a sentence is not a name:
+# ``forget active`` leaves "the active model" alone.
 NAME_BEFORE = r"(?:^|(?<=['\"/=]))"
-NAME_AFTER = r"(?=$|['\"/&?#])"
+NAME_AFTER = r"(?=$|['\"/&?#\s,;)\]])"
 
 
 class Matcher:
