@@ -257,3 +257,25 @@ def test_forget_reports_a_place_it_could_not_erase_and_erases_the_others(app, fa
     assert b"madonna" not in service.paths.dashboard_db.read_bytes().lower()
     with pytest.raises(NotFound):
         service.people.forget("Madonna")  # nothing left anywhere
+
+
+def test_dashboard_rows_erased_leave_no_trace_in_the_write_ahead_log(tmp_path):
+    """A dashboard process keeps the database open in WAL mode: deleted rows would stay
+    readable in dashboard.db-wal until a checkpoint empties it."""
+    from utils.people import Matcher, erased_dashboard_rows
+
+    database = tmp_path / "dashboard.db"
+    dashboard = sqlite3.connect(database)  # the dashboard's own connection, open throughout
+    dashboard.execute("PRAGMA journal_mode=WAL")
+    dashboard.execute("CREATE TABLE Outlier (id INTEGER PRIMARY KEY, request_url TEXT)")
+    dashboard.executemany("INSERT INTO Outlier (request_url) VALUES (?)",
+                          [("/people/Madonna/photos",)] * 3 + [("/predict",)] * 3)
+    dashboard.commit()
+    try:
+        assert b"madonna" in (tmp_path / "dashboard.db-wal").read_bytes().lower()
+        assert erased_dashboard_rows(database, Matcher({"Madonna"})) == 3
+        for path in tmp_path.iterdir():
+            assert b"madonna" not in path.read_bytes().lower(), path.name
+        assert dashboard.execute("SELECT COUNT(*) FROM Outlier").fetchone()[0] == 3
+    finally:
+        dashboard.close()
