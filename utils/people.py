@@ -172,24 +172,33 @@ class PhotoIndex:
     order: np.ndarray      # rows by person (sorted by name), then as stored: the listing order
     rows: dict             # photo id -> row
     people: np.ndarray     # the people, sorted
+    sorted_labels: np.ndarray  # labels[order]: a person's rows are one slice of order
 
     @classmethod
     def of(cls, model_id: str | None, gallery: "Gallery") -> "PhotoIndex":
         ids = gallery.ids
-        return cls(model_id, ids, gallery.labels, gallery.encodings, np.argsort(gallery.labels, kind="stable"),
-                   {photo: row for row, photo in enumerate(ids.tolist())}, np.unique(gallery.labels))
+        order = np.argsort(gallery.labels, kind="stable")
+        return cls(model_id, ids, gallery.labels, gallery.encodings, order,
+                   {photo: row for row, photo in enumerate(ids.tolist())}, np.unique(gallery.labels),
+                   gallery.labels[order])
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def page(self, start: int, stop: int, label: str | None = None) -> list[tuple[str, str]]:
         """(photo id, person) of the photos ``start`` to ``stop`` in listing order, of ``label`` only if given."""
-        rows = self.order if label is None else np.flatnonzero(self.labels == label)
-        return [(str(self.ids[row]), str(self.labels[row])) for row in rows[start:stop]]
+        return [(str(self.ids[row]), str(self.labels[row])) for row in self._rows(label)[start:stop]]
 
     def count(self, label: str | None = None) -> int:
         """The number of photos, of ``label`` only if given."""
-        return len(self) if label is None else int(np.count_nonzero(self.labels == label))
+        return len(self._rows(label))
+
+    def _rows(self, label: str | None) -> np.ndarray:
+        if label is None:
+            return self.order
+        low = int(np.searchsorted(self.sorted_labels, label, side="left"))
+        high = int(np.searchsorted(self.sorted_labels, label, side="right"))
+        return self.order[low:high]
 
     def owner(self, photo: str) -> str | None:
         """The person holding photo ``photo``, or None."""
