@@ -31,7 +31,6 @@ import json
 import logging
 import re
 import sqlite3
-import threading
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from conf.config import Config, Paths
 from datastructure.classifier import FaceClassifier
 from datastructure.errors import DatasetNotValid, ModelsBusy, NameNotValid, NotFound, PyRecognizerError, TooManyPhotos
 from datastructure.files import atomic_write
-from datastructure.model_store import ModelStore, file_stamp
+from datastructure.model_store import KeptByStamp, ModelStore, file_stamp
 from datastructure.names import checked_name, checked_new_name, name_key, person_name, shown
 from utils import archive
 from utils.encoding import encoded_photos
@@ -206,9 +205,7 @@ class PhotoIndex:
         return None if row is None else str(self.labels[row])
 
 
-_photo_indexes: dict[tuple, PhotoIndex] = {}  # by the model folder's manifest stamp: a rewrite is a new key
-_photo_indexes_lock = threading.Lock()
-PHOTO_INDEXES_KEPT = 2
+_photo_indexes = KeptByStamp(2)  # by the model folder's manifest stamp: a rewrite is a new key
 
 
 class People:
@@ -241,18 +238,12 @@ class People:
             key = (str(self.store.folder), model_id, file_stamp(self.store.folder / model_id / "manifest.json"))
         except OSError:
             key = None
-        with _photo_indexes_lock:
-            found = _photo_indexes.get(key) if key else None
-        if found is not None:
-            return found
-        arrays, _, metadata = self.store.contents(model_id)
-        index = PhotoIndex.of(model_id, Gallery.of(arrays, metadata))
-        if key:
-            with _photo_indexes_lock:
-                _photo_indexes[key] = index
-                while len(_photo_indexes) > PHOTO_INDEXES_KEPT:
-                    _photo_indexes.pop(next(iter(_photo_indexes)))
-        return index
+
+        def made() -> PhotoIndex:
+            arrays, _, metadata = self.store.contents(model_id)
+            return PhotoIndex.of(model_id, Gallery.of(arrays, metadata))
+
+        return _photo_indexes.get(key, made)
 
     def person_label(self, name: str) -> str:
         """The stored name of the active model's person ``name`` designates; NotFound when none."""
@@ -479,6 +470,7 @@ class People:
                 erased["models_rewritten"].append(model_id)
             erased.update(self._erased_elsewhere(match, theirs, their_ids))
             retries.note(name, failed="failed" in erased)
+        _photo_indexes.drop(lambda key: True)  # this process keeps none of their encodings in memory
         log.info("forgot a person: %d photos, %d models rewritten, %d deleted", erased["photos"],
                  len(erased["models_rewritten"]), len(erased["models_deleted"]))
         return {"forgotten": "failed" not in erased, "erased": erased}
