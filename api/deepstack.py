@@ -192,7 +192,8 @@ def face_list():
 def delete():
     """Erase ``userid`` everywhere (``People.forget``): DeepStack keeps no versions, a face it
     deletes is gone, so an older model version must not bring it back. Success too when nobody
-    has that name, as DeepStack answers."""
+    has that name, as DeepStack answers; nothing is erased then (``People.forget`` refuses a
+    name no model holds: a common word must not wipe the log)."""
     userid = request.form.get("userid", "").strip()
     if not userid:
         raise DeepStackError("userid not specified")
