@@ -53,17 +53,37 @@ def skeletons(name: str) -> frozenset[str]:
     return frozenset(_SPOOF.getSkeleton(0, form) for form in (key, key.upper()))
 
 
+class Lookalikes:
+    """The skeletons of a set of names, to find the one a new name looks like in one lookup
+    (a gallery of 10^5 people takes seconds to skeletonise: its owner keeps this, see
+    utils/people.py)."""
+
+    def __init__(self, names: Iterable[str] = ()):
+        self.by_skeleton: dict[str, list[str]] = {}
+        for name in names:
+            self.add(name)
+
+    def add(self, name: str) -> None:
+        for skeleton in skeletons(name):
+            self.by_skeleton.setdefault(skeleton, []).append(name)
+
+    def of(self, name: str) -> str | None:
+        """The first name, of another person (a different key), whose skeleton is ``name``'s; or None."""
+        key = name_key(name)
+        return next((other for skeleton in skeletons(name) for other in self.by_skeleton.get(skeleton, ())
+                     if name_key(other) != key), None)
+
+
 def lookalike(name: str, others: Iterable[str]) -> str | None:
     """Return the first of ``others`` (names of other people: a different key) whose skeleton
     equals ``name``'s, or None."""
-    key, mine = name_key(name), skeletons(name)
-    return next((other for other in others if name_key(other) != key and mine & skeletons(other)), None)
+    return Lookalikes(others).of(name)
 
 
-def checked_new_name(raw: str, others: Iterable[str]) -> str:
+def checked_new_name(raw: str, others: "Iterable[str] | Lookalikes") -> str:
     """``checked_name``, also refused (NameNotValid) when it looks like one of ``others``."""
     name = checked_name(raw)
-    twin = lookalike(name, others)
+    twin = (others if isinstance(others, Lookalikes) else Lookalikes(others)).of(name)
     if twin is not None:
         problem = f"the name looks like {shown(twin)!r}, the name of another person"
         raise NameNotValid(f"the name {shown(raw)!r} cannot be used: {problem}", {"name": shown(raw), "problems": [problem]})

@@ -279,3 +279,21 @@ def test_dashboard_rows_erased_leave_no_trace_in_the_write_ahead_log(tmp_path):
         assert dashboard.execute("SELECT COUNT(*) FROM Outlier").fetchone()[0] == 3
     finally:
         dashboard.close()
+
+
+def test_misleading_names_are_refused_and_look_alikes_reported_in_a_training_set():
+    from datastructure.errors import NameNotValid
+    from datastructure.names import Lookalikes, checked_name, checked_new_name, names_problems
+
+    for name in (".", "..", "\u3164", "\u2800", "\u115f\u1160", "\u0301"):
+        with pytest.raises(NameNotValid):
+            checked_name(name)
+    assert checked_name("a\u2800") == "a\u2800" and checked_name("Zoë") == "Zoë"
+    people = Lookalikes(["madonna", "Elton John"])
+    for twin in ("Маdonna", "МАDONNA", "madonnа"):  # Cyrillic letters
+        with pytest.raises(NameNotValid, match="looks like 'madonna'"):
+            checked_new_name(twin, people)
+    assert checked_new_name("Madonna", people) == "Madonna"  # the same person: no look-alike
+    assert checked_new_name("Madona", people) == "Madona"
+    problems = names_problems(["Маdonna", "madonna", "Ben"])
+    assert set(problems) == {"Маdonna", "madonna"} and "looks like" in problems["madonna"][0]

@@ -46,7 +46,7 @@ from datastructure.classifier import FaceClassifier
 from datastructure.errors import DatasetNotValid, ModelsBusy, NameNotValid, NotFound, PyRecognizerError, TooManyPhotos
 from datastructure.files import atomic_write
 from datastructure.model_store import KeptByStamp, ModelStore, file_stamp
-from datastructure.names import checked_name, checked_new_name, name_key, person_name, shown
+from datastructure.names import Lookalikes, checked_name, checked_new_name, name_key, person_name, shown
 from utils import archive
 from utils.encoding import encoded_photos
 from utils.faces import Options, decoded, faces_in
@@ -206,6 +206,15 @@ class PhotoIndex:
 
 
 _photo_indexes = KeptByStamp(2)  # by the model folder's manifest stamp: a rewrite is a new key
+# model id -> the skeletons of its people (``Lookalikes``), for the model this process made last:
+# the next enrolment of someone new checks their name in one lookup, not 10^5 skeletons
+_lookalikes: dict[str, Lookalikes] = {}
+
+
+def lookalikes_in(model_id: str | None, labels: np.ndarray) -> Lookalikes:
+    """The skeletons of the people of ``model_id`` (whose labels are ``labels``)."""
+    found = _lookalikes.get(model_id) if model_id else None
+    return found if found is not None else Lookalikes(np.unique(labels).tolist())
 
 
 class People:
@@ -317,8 +326,9 @@ class People:
                     found = gallery.labels[gallery.rows_equal_to(encoding)]
                     return str(found[0]) if len(found) else None
             created = label not in labels
+            lookalikes = lookalikes_in(parent, labels) if created else None
             if created:  # a new person: their name must not look like someone else's
-                checked_new_name(label, np.unique(labels).tolist())
+                checked_new_name(label, lookalikes)
             added, seen = [], {}
             for encoding, source in zip(rows, sources):
                 identity = photo_id(encoding)
@@ -343,6 +353,12 @@ class People:
             else:
                 model_id = self._saved(gallery.plus(new_rows.encodings, new_rows.labels, new_rows.files,
                                                     new_rows.added), served, parent, "enrol", len(added))
+            carried = lookalikes if lookalikes is not None else _lookalikes.get(parent)
+            if carried is not None:  # the new version's people: the parent's, and the newcomer
+                if created:
+                    carried.add(label)
+                _lookalikes.clear()
+                _lookalikes[model_id] = carried
         log.info("enrolled %d photos into model %s (%d skipped)", len(added), model_id, len(skipped))
         return {"model": model_id, "name": label, "created": created,
                 "added": [{"id": identity, "source": source} for _, source, identity in added],
@@ -471,6 +487,7 @@ class People:
             erased.update(self._erased_elsewhere(match, theirs, their_ids))
             retries.note(name, failed="failed" in erased)
         _photo_indexes.drop(lambda key: True)  # this process keeps none of their encodings in memory
+        _lookalikes.clear()  # nor their name
         log.info("forgot a person: %d photos, %d models rewritten, %d deleted", erased["photos"],
                  len(erased["models_rewritten"]), len(erased["models_deleted"]))
         return {"forgotten": "failed" not in erased, "erased": erased}
