@@ -193,3 +193,19 @@ def test_the_vote_is_scikit_learns(weights):
     ours = FaceClassifier(n_neighbors=5, weights=weights).fit(X, y)
     theirs = KNeighborsClassifier(n_neighbors=5, weights=weights).fit(X.astype(np.float32), y)
     assert [d.candidate for d in ours.decisions(queries)] == list(theirs.predict(queries.astype(np.float32)))
+
+
+def test_an_npz_inflates_only_the_arrays_an_import_uses():
+    import tracemalloc
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, encodings=X4, names=Y4, junk=np.zeros(64 * 1024**2, dtype=np.uint8))
+    data = buffer.getvalue()
+    assert len(data) < 1024**2  # 64 MB of zeros, deflated
+    tracemalloc.start()
+    try:
+        gallery = checked_gallery(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(gallery.names) == 4 and peak < 16 * 1024**2, peak
