@@ -71,6 +71,7 @@ def printed_job(job: dict) -> int:
 
 
 def command_import(args, config: Config) -> int:
+    from utils.archive import limits_from
     from utils.importing import checked_gallery
     from utils.progress import progress_bar
     from utils.service import build_service
@@ -81,7 +82,7 @@ def command_import(args, config: Config) -> int:
     except OSError as exc:
         print_envelope(envelope(None, description=f"{args.file}: {exc.strerror}", error="MISSING_FILE", status="KO"))
         return 1
-    gallery = checked_gallery(data)
+    gallery = checked_gallery(data, limits_from(config.limits))
     with progress_bar() as progress:
         job = service.jobs.run_here("import", lambda job_progress: service.import_gallery(
             gallery, source_name=Path(args.file).name, progress=lambda *a: (progress(*a), job_progress(*a))))

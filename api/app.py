@@ -5,6 +5,7 @@ import secrets
 from datetime import timedelta
 
 from flask import Flask, current_app, request
+from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFProtect
 
 from api import auth, compreface, deepstack, pages, people, rest, verify, video
@@ -33,6 +34,20 @@ def from_browser() -> bool:
                 or request.headers.get("Origin") or request.headers.get("Sec-Fetch-Site"))
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with bodies nested past the interpreter's recursion limit refused as
+    invalid JSON (a 400 in each route's own shape, through ``request.get_json``) instead of
+    a RecursionError, its 500 and its 40-line traceback."""
+
+    sort_keys = False
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON body is nested too deep") from None
+
+
 def create_app(config: Config | None = None) -> Flask:
     """Build the service from ``config`` (``load_config()`` when None) and the app serving it."""
     config = config or load_config()
@@ -51,7 +66,7 @@ def create_app(config: Config | None = None) -> Flask:
         # a moving window: a fixed one lets a guesser spend two windows' worth around each
         # minute's turn (10 guesses at 0:59, 10 more at 1:00)
         RATELIMIT_STRATEGY="moving-window")
-    app.json.sort_keys = False
+    app.json = JSONProvider(app)
     install_service(app, service)
     app.extensions["pyrecognizer.credentials"] = credentials
 

@@ -225,6 +225,12 @@ def dialect_key_checked(key_of, *, required: bool, refused):
     return decorate
 
 
+def dialect_caller_authorized() -> bool:
+    """Whether the caller of a dialect's view (``dialect_key_checked`` ran) holds the token:
+    its key was accepted, or a bearer token or admin session (``is_authorized``)."""
+    return bool(g.get("token_accepted")) or is_authorized()
+
+
 def predict_access_required(purpose: str):
     """Decorate a view with /predict's access policy: when ``security.predict_requires_token``
     is set, refuse it with 401 unless ``is_authorized()`` (``purpose`` ends the message)."""

@@ -23,14 +23,19 @@ What its clients send and read (from their source):
 Here: ``x-api-key`` is this service's API token. Recognise, detect and verify follow
 /predict's access policy; faces and subjects always need the token (or the usual bearer token
 or admin session); a key that is sent and wrong is refused. ``similarity`` is the calibrated
-confidence of /predict (0 for a face the engine leaves unknown, whose best candidate is still
-given, so ``subjects[0]`` always exists once someone is enrolled), and /verify's confidence
-when verifying. The detector answers yes or no: ``box.probability`` is 1.0. Known
+confidence of /predict, and /verify's confidence when verifying. A face the engine leaves
+unknown has its best candidate with similarity 0 for a caller with the token (so
+``subjects[0]`` exists once someone is enrolled, as Viseron reads it), and no subject for an
+anonymous caller, who must not learn who is enrolled (/predict's ``public_answer``); CompreFace
+answers an empty gallery the same way. The detector answers yes or no: ``box.probability`` is 1.0. Known
 ``face_plugins`` are accepted; ``calculator`` adds the 128-d ``embedding``, the others
 (age, gender, mask, landmarks, pose) have no model here and add nothing; unknown names are
-ignored, as CompreFace does. Image ids are the people engine's photo ids. Deleting a subject
-forgets it (``People.forget``: CompreFace keeps no versions, a deleted subject is gone);
-deleting one example removes that photo from the active model.
+ignored, as CompreFace does. Image ids are the people engine's photo ids, listed and found
+through the active model's photo index (``People.photo_index``: built once per model, so a page
+or an id costs no gallery scan). Adding a photo the subject already has answers 201 with its
+image id, as a retry or Double Take's "retrain" expects; under another subject it is refused.
+Deleting a subject forgets it (``People.forget``: CompreFace keeps no versions, a deleted
+subject is gone); deleting one example removes that photo from the active model.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ import time
 from flask import Blueprint, request
 from werkzeug.exceptions import HTTPException
 
-from api.auth import dialect_key_checked
+from api.auth import dialect_caller_authorized, dialect_key_checked
 from api.context import current_service
 from api.errors import register_dialect_errors
 from api.limits import limit
@@ -51,7 +56,7 @@ from datastructure.errors import (DatasetNotValid, FileNotValid, ImageTooLarge, 
                                   PyRecognizerError, TooManyPhotos, TrainingInProgress)
 from datastructure.names import checked_name
 from utils.faces import Face
-from utils.people import Upload, photo_id
+from utils.people import Upload
 from utils.verification import central_face, face_distance, same_probability
 
 blueprint = Blueprint("compreface", __name__, url_prefix="/api/v1")
@@ -207,9 +212,10 @@ def recognize():
     if not pairs:
         raise no_face()
     items = []
+    authorized = dialect_caller_authorized()
     for face, decision in pairs:
         subjects = []
-        if decision is not None:
+        if decision is not None and (decision.name != UNKNOWN or authorized):
             known = decision.name != UNKNOWN
             subjects = [{"subject": decision.name if known else decision.candidate,
                          "similarity": decision.confidence if known else 0.0}][:count]
@@ -259,20 +265,17 @@ def subject_param() -> str:
     return subject
 
 
-def all_faces() -> list[dict]:
-    """Every photo of the active model as CompreFace's ``{"image_id", "subject"}``."""
-    people = current_service().people
-    return [{"image_id": item["id"], "subject": person["name"]}
-            for person in people.listing()["people"] for item in people.person(person["name"])["photos"]]
+def photo_index():
+    """The active model's photos by id (``People.photo_index``)."""
+    return current_service().people.photo_index()
 
 
-def subject_faces(subject: str) -> list[dict]:
-    """The photos of one subject; none for an unknown subject."""
+def subject_label(subject: str) -> str | None:
+    """The stored name ``subject`` designates, or None when nobody has it."""
     try:
-        found = current_service().people.person(subject)
+        return current_service().people.person_label(subject)
     except NotFound:
-        return []
-    return [{"image_id": item["id"], "subject": found["name"]} for item in found["photos"]]
+        return None
 
 
 def refused_example(reason: str) -> CompreFaceError:
@@ -283,13 +286,15 @@ def refused_example(reason: str) -> CompreFaceError:
 
 
 def enrolled(subject: str, data: bytes) -> dict:
-    """Add one example photo to ``subject``: exactly one face, as CompreFace asks."""
+    """Add one example photo to ``subject``: exactly one face, as CompreFace asks; a photo
+    ``subject`` already has answers its image id (``People.enrol``'s ``again_ok``)."""
     try:
-        result = current_service().people.enrol(subject, [Upload("example.jpg", data)])
+        result = current_service().people.enrol(subject, [Upload("example.jpg", data)], again_ok=True)
     except DatasetNotValid as exc:
         skipped = (exc.data or {}).get("skipped") or [{"reason": exc.description}]
         raise refused_example(skipped[0]["reason"]) from None
-    return {"image_id": result["added"][0]["id"], "subject": result["name"]}
+    image_id = result["added"][0]["id"] if result["added"] else result["skipped"][0]["id"]
+    return {"image_id": image_id, "subject": result["name"]}
 
 
 def removed_photos(image_ids) -> list[dict]:
@@ -299,15 +304,16 @@ def removed_photos(image_ids) -> list[dict]:
     that photo's person is then forgotten, as CompreFace, which keeps no versions, would
     leave no one."""
     people = current_service().people
-    owners = {face["image_id"]: face for face in all_faces()}
+    index = people.photo_index()
     removed = []
     for image_id in dict.fromkeys(image_ids):
-        if image_id in owners:
+        owner = index.owner(image_id)
+        if owner is not None:
             try:
-                people.remove_photo(owners[image_id]["subject"], image_id)
+                people.remove_photo(owner, image_id)
             except DatasetNotValid:
-                people.forget(owners[image_id]["subject"])
-            removed.append(owners[image_id])
+                people.forget(owner)
+            removed.append({"image_id": image_id, "subject": owner})
     return removed
 
 
@@ -349,9 +355,14 @@ def list_faces():
     """The examples, a page at a time (``page`` from 0, ``size`` 20), of one ``subject`` or all."""
     page, size = number("page", 0), number("size", 20, low=1)
     subject = request.args.get("subject", "").strip()
-    faces = subject_faces(subject) if subject else all_faces()
-    return {"faces": faces[page * size:(page + 1) * size], "page_number": page, "page_size": size,
-            "total_pages": -(-len(faces) // size), "total_elements": len(faces)}
+    index = photo_index()
+    label = subject_label(subject) if subject else None
+    if subject and label is None:
+        faces, total = [], 0
+    else:
+        faces, total = index.page(page * size, (page + 1) * size, label), index.count(label)
+    return {"faces": [{"image_id": image_id, "subject": owner} for image_id, owner in faces], "page_number": page,
+            "page_size": size, "total_pages": -(-total // size), "total_elements": total}
 
 
 @blueprint.delete("/recognition/faces")
@@ -437,14 +448,11 @@ def delete_subjects():
 
 def example(image_id: str) -> Face:
     """The stored example ``image_id`` of the active model, as a face to compare with."""
-    store = current_service().store
-    model_id = store.active_id()
-    if model_id is not None:
-        arrays, _, _ = store.contents(model_id)
-        for encoding in arrays["encodings"]:
-            if photo_id(encoding) == image_id:
-                return Face(box=(0, 0, 0, 0), encoding=encoding)
-    raise NotFound(f"no example has the image id {image_id}")
+    index = photo_index()
+    row = index.rows.get(image_id)
+    if row is None:
+        raise NotFound(f"no example has the image id {image_id}")
+    return Face(box=(0, 0, 0, 0), encoding=index.encodings[row])
 
 
 @blueprint.post("/recognition/faces/<image_id>/verify")
@@ -454,10 +462,10 @@ def verify_example(image_id: str):
     """Every face of the photo against the example ``image_id``: /verify's confidence as ``similarity``."""
     options = face_options()
     started = time.perf_counter()
-    stored = example(image_id)
-    faces, _ = faces_of(photo())
+    faces, _ = faces_of(photo())  # the photo first: no lookup for a request that brings none
     if not faces:
         raise no_face()
+    stored = example(image_id)
     pairs = largest_first([(face, None) for face in faces], options["limit"])
     return results([described(face, options, started, similarity=round(same_probability(face_distance(stored, face)), 5))
                     for face, _ in pairs], options)

@@ -152,6 +152,16 @@ def redact_headers(headers: str) -> str:
     return _HEADER_LINE.sub(lambda match: f"{match[1]}: {REDACTED}", headers)
 
 
+# Where a request names a person (the people pages and API, CompreFace's subjects and its
+# ``subject=``, DeepStack's ``userid=``): an outlier saved after a forget would name them again.
+_PERSON_IN_URL = re.compile(r"((?:/people/|/recognition/subjects/)|(?:[?&]|\b)(?:subject|userid)=)[^/?&#\s'\"]+")
+
+
+def redact_people(text: str) -> str:
+    """Return ``text`` (a URL, headers or environ) with the person names of request URLs redacted."""
+    return _PERSON_IN_URL.sub(lambda match: f"{match[1]}{REDACTED}", text)
+
+
 def redact_environ(environ: str) -> str:
     """Return ``str(request.environ)`` with the values of the SENSITIVE_HEADERS redacted."""
     return _ENVIRON_ITEM.sub(lambda match: f"'{match[1]}': '{REDACTED}'", environ)
@@ -320,12 +330,13 @@ def _redact_outlier_requests() -> None:
 
 
 def _redacting(add_outlier):
-    """Wrap FMD's ``add_outlier`` to redact the headers and environ texts it is given."""
+    """Wrap FMD's ``add_outlier`` to redact the headers and environ texts it is given, and the
+    person names of its URL (``redact_people``)."""
 
     @functools.wraps(add_outlier)
     def add_redacted_outlier(session, request_id, cpu_percent, memory, stacktrace, request):
         headers, environ, url = request
-        redacted = (redact_headers(headers), redact_environ(environ), url)
+        redacted = (redact_people(redact_headers(headers)), redact_people(redact_environ(environ)), redact_people(url))
         return add_outlier(session, request_id, cpu_percent, memory, stacktrace, redacted)
 
     return add_redacted_outlier

@@ -161,7 +161,8 @@ def image_fields() -> list:
 @blueprint.post("/face/register")
 @api_key_checked(required=True)
 def register():
-    """Add the uploaded photos to ``userid``: "face added" for someone new, else "face updated"."""
+    """Add the uploaded photos to ``userid``: "face added" for someone new, else "face updated"
+    (photos ``userid`` already has too: a retry succeeds; another person's are refused)."""
     userid = request.form.get("userid", "").strip()
     if not userid:
         raise DeepStackError("userid not specified")
@@ -169,7 +170,7 @@ def register():
     if not photos:
         raise MissingFile("No valid image file found")
     try:
-        result = current_service().people.enrol(userid, [Upload(name, data) for name, data in photos])
+        result = current_service().people.enrol(userid, [Upload(name, data) for name, data in photos], again_ok=True)
     except DatasetNotValid as exc:
         reasons = "; ".join(f"{item['file']}: {item['reason']}" for item in (exc.data or {}).get("skipped", []))
         raise DeepStackError(f"No face detected ({reasons})" if reasons else "No face detected") from None
@@ -191,7 +192,8 @@ def face_list():
 def delete():
     """Erase ``userid`` everywhere (``People.forget``): DeepStack keeps no versions, a face it
     deletes is gone, so an older model version must not bring it back. Success too when nobody
-    has that name, as DeepStack answers."""
+    has that name, as DeepStack answers; nothing is erased then (``People.forget`` refuses a
+    name no model holds: a common word must not wipe the log)."""
     userid = request.form.get("userid", "").strip()
     if not userid:
         raise DeepStackError("userid not specified")

@@ -54,10 +54,23 @@ def kept_headers(exc: HTTPException) -> list[tuple[str, str]]:
     return [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
 
 
+# url prefix -> render of each API dialect: a path under it that no view answers (404, 405)
+# is still the dialect's, though no blueprint matched it
+DIALECT_RENDERERS: dict[str, object] = {}
+
+
+def dialect_render(path: str):
+    """The error renderer of the dialect whose url prefix ``path`` is under, or None."""
+    return next((render for prefix, render in DIALECT_RENDERERS.items()
+                 if path == prefix or path.startswith(prefix + "/")), None)
+
+
 def register_dialect_errors(blueprint: Blueprint, render) -> None:
     """Answer ``blueprint``'s errors in its own API dialect (DeepStack, CompreFace):
     ``render(exc, status, headers)`` shapes the body of our typed errors and of werkzeug's HTTP
-    errors alike. Both dialects answer invalid input with 400 where we answer 422."""
+    errors alike, under its url prefix too (``dialect_render``). Both dialects answer invalid
+    input with 400 where we answer 422."""
+    DIALECT_RENDERERS[blueprint.url_prefix] = render
 
     @blueprint.errorhandler(PyRecognizerError)
     def typed_error(exc: PyRecognizerError):
@@ -81,6 +94,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        render = dialect_render(request.path)  # a routing error (404, 405): no blueprint's handler ran
+        if render is not None:
+            return render(exc, exc.code or 500, kept_headers(exc))
         return error_answer(HTTP_CODES.get(exc.code, "HTTP_ERROR"), exc.description, exc.code, headers=kept_headers(exc))
 
     @app.errorhandler(Exception)

@@ -106,10 +106,12 @@ def compat_paths() -> dict:
         "/v1/vision/face/match": {"post": _dialect("Similarity of the main faces of image1 and image2", ds,
                                                    fields=("image1", "image2"), form=DEEPSTACK_KEY)},
         "/api/v1/recognition/recognize": {"post": _dialect(
-            "Recognise faces: subjects with similarity (calibrated confidence)", cf, fields=("file",),
+            "Recognise faces: subjects with similarity (calibrated confidence); a face left unknown has "
+            "its nearest subject at similarity 0 for the token, no subject for anonymous callers", cf, fields=("file",),
             json_body=base64_file, query=FACE_QUERY + (("prediction_count", "integer"),))},
         "/api/v1/recognition/faces": {
-            "post": _dialect("Add an example of ?subject=", cf, fields=("file",), json_body=base64_file,
+            "post": _dialect("Add an example of ?subject= (a photo the subject has: its image_id again)", cf,
+                             fields=("file",), json_body=base64_file,
                              query=(("subject", "string"), ("det_prob_threshold", "number")), answer="image_id, subject",
                              errors=(400, 401, 409, 413, 429)),
             "get": _dialect("List examples (page, size, subject)", cf,

@@ -119,7 +119,7 @@ def import_models():
     service = current_service()
     upload = uploaded_file()
     service.require_free_disk("to import a gallery")
-    gallery = checked_gallery(upload.read())
+    gallery = checked_gallery(upload.read(), archive.limits_from(service.config.limits))
     name = upload.filename or "import"
     job = service.jobs.start("import", lambda progress: service.import_gallery(gallery, source_name=name, progress=progress))
     return envelope(job, description=f"import job {job['id']} started", job_url=url_for("rest.job", job_id=job["id"])), 202

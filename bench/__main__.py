@@ -9,6 +9,8 @@
     python -m bench --only verify           /verify's pipeline against the old one on LFW-style pairs
     python -m bench --only gallery          galleries of 10^3..10^6 encodings (issue 16; not in the
                                             default run: ~15 min, 10^6 needs ~6 GB; --gallery-sizes)
+    python -m bench --only dialects         CompreFace's photo listing and verify at 10^5 encodings
+                                            (issue 24; not in the default run; --quick: 10^4)
 
 Progress goes to stderr; stdout holds the header and the table. The exit status is 1 when a
 section could not run, 0 otherwise (a missed target is a figure, not a failure).
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
 
-SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery")
+SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery", "dialects")
 DEFAULT_SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
@@ -202,6 +204,10 @@ def run_section(name: str, args, faces: Path, workdir: Path):
 
         return verify_section(faces, workdir, cache=ROOT / "dataset" / "cache", say=say)
 
+    if name == "dialects":
+        from bench.dialects import dialects_section
+
+        return dialects_section(faces, workdir, 10_000 if args.quick else 100_000, say=say)
     if name == "gallery":
         from bench.gallery import gallery_section
 

@@ -92,8 +92,38 @@ def sha256_of(path: Path) -> str:
 
 _verified: dict[tuple, str] = {}  # (device, inode, size, mtime_ns) -> sha256 this process found
 _verified_lock = threading.Lock()
-_served_models: dict[tuple, Model] = {}  # the models this process loaded last, by their files' stamps
+
+
+class KeptByStamp:
+    """The last few values this process made, by a key of file stamps (``file_stamp``): the
+    same files give the same value without making it again; the oldest goes past ``kept``."""
+
+    def __init__(self, kept: int):
+        self.kept, self.values, self.lock = kept, {}, threading.Lock()
+
+    def get(self, key, make):
+        """The value of ``key``, made by ``make()`` the first time (every time for a None key)."""
+        with self.lock:
+            found = self.values.get(key) if key else None
+        if found is not None:
+            return found
+        value = make()
+        if key:
+            with self.lock:
+                self.values[key] = value
+                while len(self.values) > self.kept:
+                    self.values.pop(next(iter(self.values)))
+        return value
+
+    def drop(self, matches) -> None:
+        """Forget the values whose key ``matches``."""
+        with self.lock:
+            for key in [key for key in self.values if matches(key)]:
+                del self.values[key]
+
+
 SERVED_MODELS_KEPT = 2
+_served_models = KeptByStamp(SERVED_MODELS_KEPT)  # the models this process loaded last, by their files' stamps
 
 
 def file_stamp(path: Path) -> tuple:
@@ -334,9 +364,7 @@ class ModelStore:
         """Forget this process's loaded copy of ``model_id`` (deleted or rewritten): it would keep
         the old files mapped, their blocks on disk, after a forget."""
         folder = str((self.folder / model_id).resolve())
-        with _verified_lock:
-            for key in [key for key in _served_models if key[:2] == (folder, model_id)]:
-                del _served_models[key]
+        _served_models.drop(lambda key: key[:2] == (folder, model_id))
 
     def _remove(self, model_id: str) -> None:
         self._dropped(model_id)
@@ -453,17 +481,7 @@ class ModelStore:
                    *(file_stamp(folder / name) for name in sorted(manifest) if name not in ("model.dat", DELTA_DAT)))
         except OSError:
             key = None
-        with _verified_lock:
-            cached = _served_models.get(key) if key else None
-        if cached is not None:
-            return cached
-        model = self._built(model_id, folder, manifest)
-        if key:
-            with _verified_lock:
-                _served_models[key] = model
-                while len(_served_models) > SERVED_MODELS_KEPT:
-                    _served_models.pop(next(iter(_served_models)))
-        return model
+        return _served_models.get(key, lambda: self._built(model_id, folder, manifest))
 
     def _built(self, model_id: str, folder: Path, manifest: dict) -> Model:
         try:

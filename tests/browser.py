@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import under_ci
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("PYRECOGNIZER_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = ROOT / "tests" / "artifacts" / "screenshots"
@@ -47,7 +49,7 @@ def require_browser() -> None:
         missing.append(str(CHROMIUM))
     if missing:
         message = f"{' and '.join(missing)} missing: {INSTALL_HINT}"
-        if os.environ.get("CI") == "true":
+        if under_ci():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
 

@@ -25,11 +25,19 @@ PHOTOS_HINT = ("real face photos are missing: put them in ../shared/faces beside
 TEST_CREDENTIALS = {"api_token": "test-api-token-0123456789", "admin_password": "test-admin-password"}
 
 
+CI_TRUE = ("1", "true", "yes", "on")  # how CI services spell "set" (CI=true, CI=1, ...)
+
+
+def under_ci() -> bool:
+    """Whether the tests run under CI, where missing data or tools fail instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() in CI_TRUE
+
+
 def faces_dir() -> Path:
     """Return the shared photo folder; skip (or fail under CI) when it is missing."""
     folder = Path(os.environ.get("PYRECOGNIZER_FACES") or ROOT.parent / "shared" / "faces")
     if not (folder / "celebrities").is_dir():
-        if os.environ.get("CI") == "true":
+        if under_ci():
             pytest.fail(PHOTOS_HINT, pytrace=False)
         pytest.skip(PHOTOS_HINT)
     return folder
@@ -40,7 +48,7 @@ def video_dir() -> Path:
     folder = Path(os.environ.get("PYRECOGNIZER_VIDEO") or ROOT.parent / "shared" / "video")
     if not (folder / "short_hamilton_clip.mp4").is_file():
         message = "the video test data is missing: ../shared/video or PYRECOGNIZER_VIDEO (see its README.md)"
-        if os.environ.get("CI") == "true":
+        if under_ci():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return folder

@@ -143,16 +143,14 @@ def test_models_saved_before_person_scales_still_load():
     assert [d.name for d in old.decisions(X)] == list(y)
 
 
-def test_calibration_stays_fast_on_large_galleries():
-    import time
-
+def test_calibration_caps_its_pairs_on_large_galleries():
+    """The calibration's pairs are capped, whatever the gallery's size (its time is measured in
+    bench/train.py, ``large_calibration``)."""
     rng = np.random.default_rng(2)
     centres = rng.normal(size=(2000, 128)) * 0.06
     who = rng.integers(0, 2000, 30_000)
     X = centres[who] + rng.normal(size=(30_000, 128)) * 0.025
-    started = time.perf_counter()
     model = FaceClassifier().fit(X, np.array([f"p{i}" for i in who]))
-    assert time.perf_counter() - started < 30
     assert model.calibration_["genuine_pairs"] <= 4000
 
 

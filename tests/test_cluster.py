@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 
 from datastructure.errors import ClusterUnavailable
-from tests.support import ROOT, TEST_CREDENTIALS, Server, free_port, make_config
+from tests.support import ROOT, TEST_CREDENTIALS, Server, free_port, make_config, under_ci
 
-distributed = pytest.importorskip("distributed") if os.environ.get("CI") != "true" else __import__("distributed")
+distributed = pytest.importorskip("distributed") if not under_ci() else __import__("distributed")
 
 pytestmark = [pytest.mark.usefixtures("faces"), pytest.mark.e2e, pytest.mark.slow]  # Dask and servers
 

@@ -109,7 +109,8 @@ def test_deepstack_python_registers_recognises_lists_and_deletes(server, faces):
         right += best["userid"] == item["expected"]
     assert right >= 23, [(i["expected"], i["predictions"]) for i in out["recognized"]]
     assert out["detected"] and out["detected"][0]["confidence"] == 1.0
-    assert out["wrong_key"] != "accepted"
+    assert out["wrong_key"] == "KeyError('faces')"  # the library reads "faces" of any answer
+    assert out["wrong_key_answer"] == {"status": 401, "body": {"success": False, "error": "Incorrect api key", "duration": 0}}
     assert out["delete"] == {"status": 200, "body": {"success": True, "duration": 0}}
     assert sorted(out["list_after_delete"]) == PEOPLE[1:]
 

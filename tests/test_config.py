@@ -69,3 +69,12 @@ def test_a_file_that_is_not_json_is_named(tmp_path):
     path.write_text("{server: 1}")
     with pytest.raises(ConfigError, match="is not valid JSON"):
         load_config(path, environ={})
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("1", True), ("TRUE", True), ("yes", True), ("on", True),
+                                             ("", False), ("0", False), ("false", False)])
+def test_the_fixtures_see_every_usual_spelling_of_ci(monkeypatch, value, expected):
+    from tests.support import under_ci
+
+    monkeypatch.setenv("CI", value)
+    assert under_ci() is expected

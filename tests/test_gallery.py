@@ -132,11 +132,20 @@ def test_a_20000_encoding_import_through_the_cli_then_predict_over_http(trained,
     server = server_factory(data_dir)
     right = 0
     val = sorted((faces / "celebrities" / "val").glob("*/*"))
+    arrays, state, _ = ModelStore(data_dir / "dataset" / "model").contents(result["model"])
+    state["params"]["index_min"] = 10**9  # the same model, searched exhaustively
+    exhaustive = FaceClassifier.restored(state, arrays["encodings"], arrays["labels"])
     for photo in val:
         answer = server.post("/predict", files={"file": photo.read_bytes()}).json()["response"]
         right += photo.parent.name in answer["data"]
+        names = [face["name"] for face in answer["faces"]]
+        assert set(names) <= {photo.parent.name, "unknown"}, (photo, names)  # a miss is unknown, never someone else
+        encoded = server.post("/encode", files={"file": photo.read_bytes()}).json()["response"]["data"]
+        if encoded:  # the index finds what the exhaustive search finds, in-process
+            assert [d.name for d in exhaustive.decisions(np.array([face["encoding"] for face in encoded]))] == names
     # 23 with the 5 people alone; ~2,000 synthetic people drawn around real faces make the
-    # calibrated ratio rule stricter (the exhaustive search decides the same, in-process)
+    # calibrated ratio rule stricter: the misses are unknown faces (asserted above), as the
+    # exhaustive search decides them
     assert right >= 20, f"{right} of {len(val)} val photos named"
 
     # an enrolment over HTTP into the indexed gallery: a version sharing the base files (hard
@@ -184,3 +193,19 @@ def test_the_vote_is_scikit_learns(weights):
     ours = FaceClassifier(n_neighbors=5, weights=weights).fit(X, y)
     theirs = KNeighborsClassifier(n_neighbors=5, weights=weights).fit(X.astype(np.float32), y)
     assert [d.candidate for d in ours.decisions(queries)] == list(theirs.predict(queries.astype(np.float32)))
+
+
+def test_an_npz_inflates_only_the_arrays_an_import_uses():
+    import tracemalloc
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, encodings=X4, names=Y4, junk=np.zeros(64 * 1024**2, dtype=np.uint8))
+    data = buffer.getvalue()
+    assert len(data) < 1024**2  # 64 MB of zeros, deflated
+    tracemalloc.start()
+    try:
+        gallery = checked_gallery(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(gallery.names) == 4 and peak < 16 * 1024**2, peak

@@ -54,11 +54,24 @@ def test_the_id_of_a_deleted_model_never_comes_back(tmp_path):
 
 
 def test_loaded_model_decides_like_the_saved_one(tmp_path):
+    """Faces off the gallery, near and far (a face on a stored photo is at distance 0, which
+    any threshold names), on a gallery large enough for the calibrated rule (under PRIOR_PAIRS
+    photos each person's mean decides): the loaded threshold, ratio and scales must decide as
+    the classifier that was saved, named and unknown alike."""
     store = ModelStore(tmp_path)
-    model_id = saved_model(store)
-    loaded = store.load(model_id)
-    probe = loaded.classifier.encodings_[:3]
-    assert [d.name for d in loaded.classifier.decisions(probe)] == list(loaded.classifier.labels_[:3])
+    rng = np.random.default_rng(3)
+    X = np.repeat(rng.normal(size=(25, 128)) * 0.06, 10, axis=0) + rng.normal(size=(250, 128)) * 0.02
+    y = np.repeat([f"p{i}" for i in range(25)], 10)
+    saved = FaceClassifier().fit(X, y)
+    model_id = store.save(saved, X, y, [f"{i}.jpg" for i in range(250)], {"photos": 250})
+    loaded = store.load(model_id).classifier
+    assert saved.rule_ == loaded.rule_ == "nearest"
+    probe = np.vstack([X[i] + rng.normal(size=(8, 128)) * spread for i, spread in
+                       ((0, 0.01), (50, 0.02), (100, 0.03), (150, 0.04), (200, 0.05), (240, 0.08))])
+    expected, found = saved.decisions(probe), loaded.decisions(probe)
+    assert {d.name for d in expected} > {"unknown"} and any(d.name == "unknown" for d in expected)
+    assert [(d.name, d.candidate) for d in found] == [(d.name, d.candidate) for d in expected]
+    assert [d.confidence for d in found] == pytest.approx([d.confidence for d in expected], abs=1e-6)
 
 
 def test_newest_model_is_active_until_another_is_activated(tmp_path):

@@ -257,3 +257,43 @@ def test_forget_reports_a_place_it_could_not_erase_and_erases_the_others(app, fa
     assert b"madonna" not in service.paths.dashboard_db.read_bytes().lower()
     with pytest.raises(NotFound):
         service.people.forget("Madonna")  # nothing left anywhere
+
+
+def test_dashboard_rows_erased_leave_no_trace_in_the_write_ahead_log(tmp_path):
+    """A dashboard process keeps the database open in WAL mode: deleted rows would stay
+    readable in dashboard.db-wal until a checkpoint empties it."""
+    from utils.people import Matcher, erased_dashboard_rows
+
+    database = tmp_path / "dashboard.db"
+    dashboard = sqlite3.connect(database)  # the dashboard's own connection, open throughout
+    dashboard.execute("PRAGMA journal_mode=WAL")
+    dashboard.execute("CREATE TABLE Outlier (id INTEGER PRIMARY KEY, request_url TEXT)")
+    dashboard.executemany("INSERT INTO Outlier (request_url) VALUES (?)",
+                          [("/people/Madonna/photos",)] * 3 + [("/predict",)] * 3)
+    dashboard.commit()
+    try:
+        assert b"madonna" in (tmp_path / "dashboard.db-wal").read_bytes().lower()
+        assert erased_dashboard_rows(database, Matcher({"Madonna"})) == 3
+        for path in tmp_path.iterdir():
+            assert b"madonna" not in path.read_bytes().lower(), path.name
+        assert dashboard.execute("SELECT COUNT(*) FROM Outlier").fetchone()[0] == 3
+    finally:
+        dashboard.close()
+
+
+def test_misleading_names_are_refused_and_look_alikes_reported_in_a_training_set():
+    from datastructure.errors import NameNotValid
+    from datastructure.names import Lookalikes, checked_name, checked_new_name, names_problems
+
+    for name in (".", "..", "\u3164", "\u2800", "\u115f\u1160", "\u0301"):
+        with pytest.raises(NameNotValid):
+            checked_name(name)
+    assert checked_name("a\u2800") == "a\u2800" and checked_name("Zoë") == "Zoë"
+    people = Lookalikes(["madonna", "Elton John"])
+    for twin in ("Маdonna", "МАDONNA", "madonnа"):  # Cyrillic letters
+        with pytest.raises(NameNotValid, match="looks like 'madonna'"):
+            checked_new_name(twin, people)
+    assert checked_new_name("Madonna", people) == "Madonna"  # the same person: no look-alike
+    assert checked_new_name("Madona", people) == "Madona"
+    problems = names_problems(["Маdonna", "madonna", "Ben"])
+    assert set(problems) == {"Маdonna", "madonna"} and "looks like" in problems["madonna"][0]

@@ -177,7 +177,9 @@ def test_login_needs_the_csrf_token_and_the_password(main):
     assert no_token.status_code == 400 and envelope_of(no_token)["error"] == "CSRF_FAILED"
     # A client without a cookie gets the form back, not a session.
     bare = requests.post(main.url + "/login", data={"password": main.password}, allow_redirects=False, timeout=30)
-    assert bare.status_code != 302
+    assert bare.status_code == 200 and 'type="password"' in bare.text  # the login form again
+    envelope_of(requests.get(main.url + "/jobs", cookies=bare.cookies, headers={"Accept": "application/json"}, timeout=30),
+                401, "UNAUTHORIZED")  # whatever cookie came with it opens nothing
     token = csrf_token_of(session.get(main.url + "/login").text)
     wrong = session.post(main.url + "/login", data={"password": "wrong", "csrf_token": token}, allow_redirects=False)
     assert wrong.status_code == 401

@@ -21,7 +21,7 @@ from PIL import Image
 from conf.config import ConfigError, load_config
 from datastructure.annotated import AnnotatedCopies
 from tests.conftest import app_over
-from tests.support import TEST_CREDENTIALS, envelope_of, make_config
+from tests.support import TEST_CREDENTIALS, envelope_of, make_config, under_ci
 
 TOKEN = {"Authorization": f"Bearer {TEST_CREDENTIALS['api_token']}"}
 
@@ -142,7 +142,7 @@ def small_disk(tmp_path):
     folder.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
-        if os.environ.get("CI") == "true":
+        if under_ci():
             pytest.fail(f"cannot mount a tmpfs: {mounted.stderr.decode()}")
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     yield folder

@@ -12,9 +12,13 @@ versions without being stored, and the same for models trained from zips.
 
 Forgetting is erasure: the person's rows leave every stored model (a model left with no one
 is deleted), their encodings leave the encoding cache, their name leaves job records,
-evaluations, the service log and the dashboard's database, and annotated copies showing
-their face are deleted. The engine never logs a name it may have to forget without being
-able to find it again: names logged are removed from the log by ``forget``.
+evaluations, the service log and the dashboard's database (its write-ahead log included),
+and annotated copies showing their face are deleted. The engine never logs a name it may
+have to forget without being able to find it again: names logged are removed from the log
+by ``forget``. Only a person some stored model holds is forgotten (else NotFound), or one
+whose erasure failed somewhere and is retried (``ForgetRetries``); and text is erased only
+where it names them as a person (``Matcher``: quoted, a path segment, a query value), never
+where a common word happens to be their name.
 
 No Flask here: the REST blueprint, the pages and the CLI are thin adapters over ``People``.
 """
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import numpy as np
 
@@ -41,8 +45,8 @@ from conf.config import Config, Paths
 from datastructure.classifier import FaceClassifier
 from datastructure.errors import DatasetNotValid, ModelsBusy, NameNotValid, NotFound, PyRecognizerError, TooManyPhotos
 from datastructure.files import atomic_write
-from datastructure.model_store import ModelStore
-from datastructure.names import checked_name, name_key, person_name, shown
+from datastructure.model_store import KeptByStamp, ModelStore, file_stamp
+from datastructure.names import Lookalikes, checked_name, checked_new_name, name_key, person_name, shown
 from utils import archive
 from utils.encoding import encoded_photos
 from utils.faces import Options, decoded, faces_in
@@ -136,6 +140,12 @@ class Gallery:
         return np.isin(self.ids, np.asarray(list(ids), dtype=str))
 
 
+def already_theirs(skipped: list[dict]) -> bool:
+    """Whether some skipped photo is already the person's and none is someone else's."""
+    reasons = {item["reason"] for item in skipped}
+    return "already enrolled" in reasons and "already enrolled as another person" not in reasons
+
+
 def label_among(labels: np.ndarray, name: str) -> str | None:
     """The label of ``labels`` (sorted, unique: a model's classes) that ``name`` designates
     (same key), or None; an exact match is found without computing every label's key."""
@@ -147,6 +157,64 @@ def label_among(labels: np.ndarray, name: str) -> str | None:
         if name_key(label) == key:
             return label
     return None
+
+
+@dataclass(frozen=True)
+class PhotoIndex:
+    """A model's photos by id, built once per model and process (``People.photo_index``):
+    listing a page of photos or finding one by id then costs no read and no hashing."""
+
+    model: str | None
+    ids: np.ndarray        # each row's photo id
+    labels: np.ndarray     # each row's person
+    encodings: np.ndarray  # float64, as stored
+    order: np.ndarray      # rows by person (sorted by name), then as stored: the listing order
+    rows: dict             # photo id -> row
+    people: np.ndarray     # the people, sorted
+    sorted_labels: np.ndarray  # labels[order]: a person's rows are one slice of order
+
+    @classmethod
+    def of(cls, model_id: str | None, gallery: "Gallery") -> "PhotoIndex":
+        ids = gallery.ids
+        order = np.argsort(gallery.labels, kind="stable")
+        return cls(model_id, ids, gallery.labels, gallery.encodings, order,
+                   {photo: row for row, photo in enumerate(ids.tolist())}, np.unique(gallery.labels),
+                   gallery.labels[order])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def page(self, start: int, stop: int, label: str | None = None) -> list[tuple[str, str]]:
+        """(photo id, person) of the photos ``start`` to ``stop`` in listing order, of ``label`` only if given."""
+        return [(str(self.ids[row]), str(self.labels[row])) for row in self._rows(label)[start:stop]]
+
+    def count(self, label: str | None = None) -> int:
+        """The number of photos, of ``label`` only if given."""
+        return len(self._rows(label))
+
+    def _rows(self, label: str | None) -> np.ndarray:
+        if label is None:
+            return self.order
+        low = int(np.searchsorted(self.sorted_labels, label, side="left"))
+        high = int(np.searchsorted(self.sorted_labels, label, side="right"))
+        return self.order[low:high]
+
+    def owner(self, photo: str) -> str | None:
+        """The person holding photo ``photo``, or None."""
+        row = self.rows.get(photo)
+        return None if row is None else str(self.labels[row])
+
+
+_photo_indexes = KeptByStamp(2)  # by the model folder's manifest stamp: a rewrite is a new key
+# model id -> the skeletons of its people (``Lookalikes``), for the model this process made last:
+# the next enrolment of someone new checks their name in one lookup, not 10^5 skeletons
+_lookalikes: dict[str, Lookalikes] = {}
+
+
+def lookalikes_in(model_id: str | None, labels: np.ndarray) -> Lookalikes:
+    """The skeletons of the people of ``model_id`` (whose labels are ``labels``)."""
+    found = _lookalikes.get(model_id) if model_id else None
+    return found if found is not None else Lookalikes(np.unique(labels).tolist())
 
 
 class People:
@@ -169,6 +237,30 @@ class People:
         return {"model": model_id,
                 "people": [{"name": name, "photos": count} for name, count in gallery.counts().items()]}
 
+    def photo_index(self) -> PhotoIndex:
+        """The active model's photos by id (``PhotoIndex``), built on the first call for a model
+        (reading and hashing its gallery) and served from memory after."""
+        model_id = self.store.active_id()
+        if model_id is None:
+            return PhotoIndex.of(None, Gallery.empty())
+        try:
+            key = (str(self.store.folder), model_id, file_stamp(self.store.folder / model_id / "manifest.json"))
+        except OSError:
+            key = None
+
+        def made() -> PhotoIndex:
+            arrays, _, metadata = self.store.contents(model_id)
+            return PhotoIndex.of(model_id, Gallery.of(arrays, metadata))
+
+        return _photo_indexes.get(key, made)
+
+    def person_label(self, name: str) -> str:
+        """The stored name of the active model's person ``name`` designates; NotFound when none."""
+        label = label_among(self.photo_index().people, person_name(name))
+        if label is None:
+            raise NotFound(f"nobody named {shown(name)!r} in the active model")
+        return label
+
     def person(self, name: str) -> dict:
         """Return one person of the active model: their photos' ids, source names and added dates."""
         model_id, gallery = self._active_gallery()
@@ -179,11 +271,12 @@ class People:
             for row in rows]}
 
     # -- changes -------------------------------------------------------------------------
-    def enrol(self, name: str, uploads: Iterable[Upload]) -> dict:
+    def enrol(self, name: str, uploads: Iterable[Upload], *, again_ok: bool = False) -> dict:
         """Add photos of ``name`` (created if new); each must show exactly one face.
 
         Photos are encoded before the change lock is taken (the slow part), so other changes
         wait only for the save. Returns the new model, the photos added and those skipped.
+        ``again_ok``: see ``enrol_encodings``.
         """
         name = checked_name(name)
         self.check_disk()
@@ -194,11 +287,17 @@ class People:
                                 "train from a zip of person folders instead (POST /train)",
                                 {"photos": len(photos), "limit": limit, "train_url": "/train"})
         encodings, sources, skipped = self._encoded(photos)
-        return self.enrol_encodings(name, encodings, sources, skipped=skipped)
+        return self.enrol_encodings(name, encodings, sources, skipped=skipped, again_ok=again_ok)
 
-    def enrol_encodings(self, name: str, encodings, sources: list[str], *, skipped: list[dict] = ()) -> dict:
+    def enrol_encodings(self, name: str, encodings, sources: list[str], *, skipped: list[dict] = (),
+                        again_ok: bool = False) -> dict:
         """Add already computed 128-d encodings of ``name`` (one per photo, named by ``sources``):
         ``enrol`` without the photos (adapters that receive embeddings, the bench).
+
+        A photo ``name`` already has is skipped ("already enrolled", with its ``id``); one that
+        another person has is refused. With nothing new, DatasetNotValid, unless ``again_ok``
+        and some photo is already ``name``'s: then nothing changes and the answer says so
+        (the dialects' clients retry, and re-send an enrolled photo to "retrain").
 
         Into a large (indexed) gallery whose calibration is not due, the photos join the served
         model's delta (``FaceClassifier.extended``, ``ModelStore.save_delta``): nothing of the
@@ -227,17 +326,22 @@ class People:
                     found = gallery.labels[gallery.rows_equal_to(encoding)]
                     return str(found[0]) if len(found) else None
             created = label not in labels
+            lookalikes = lookalikes_in(parent, labels) if created else None
+            if created:  # a new person: their name must not look like someone else's
+                checked_new_name(label, lookalikes)
             added, seen = [], {}
             for encoding, source in zip(rows, sources):
                 identity = photo_id(encoding)
                 holder = owner(encoding)
                 if holder is not None or identity in seen:
                     same = holder == label or identity in seen
-                    skipped.append({"file": source, "reason": "already enrolled" if same
-                                    else "already enrolled as another person"})
+                    skipped.append({"file": source, "reason": "already enrolled", "id": identity} if same
+                                   else {"file": source, "reason": "already enrolled as another person"})
                     continue
                 seen[identity] = True
                 added.append((encoding, source, identity))
+            if not added and again_ok and already_theirs(skipped):
+                return {"model": parent, "name": label, "created": False, "added": [], "skipped": skipped}
             if not added:
                 raise DatasetNotValid("no photo could be enrolled: each must show exactly one face",
                                       {"name": label, "skipped": skipped})
@@ -249,6 +353,12 @@ class People:
             else:
                 model_id = self._saved(gallery.plus(new_rows.encodings, new_rows.labels, new_rows.files,
                                                     new_rows.added), served, parent, "enrol", len(added))
+            carried = lookalikes if lookalikes is not None else _lookalikes.get(parent)
+            if carried is not None:  # the new version's people: the parent's, and the newcomer
+                if created:
+                    carried.add(label)
+                _lookalikes.clear()
+                _lookalikes[model_id] = carried
         log.info("enrolled %d photos into model %s (%d skipped)", len(added), model_id, len(skipped))
         return {"model": model_id, "name": label, "created": created,
                 "added": [{"id": identity, "source": source} for _, source, identity in added],
@@ -317,6 +427,7 @@ class People:
             if other is not None and other != label:
                 raise NameNotValid(f"{shown(new_name)!r} is already the name of a person of the model",
                                    {"name": shown(new_name), "problems": ["the name is taken"]})
+            checked_new_name(new_name, [other for other in np.unique(gallery.labels).tolist() if other != label])
             labels = np.where(gallery.labels == label, new_name, gallery.labels)
             renamed = Gallery(gallery.encodings, labels, gallery.files, gallery.added)
             model_id = self._saved(renamed, previous, parent, "rename", 0)
@@ -336,10 +447,12 @@ class People:
             models = {model_id: self.store.contents(model_id) for model_id in self.store.ids()}
             galleries = {model_id: Gallery.of(arrays, metadata) for model_id, (arrays, _, metadata) in models.items()}
             labels = {label for gallery in galleries.values() for label in gallery.labels.tolist() if name_key(label) == key}
-            if not labels:  # a retry after a partial erasure: what still names them, by name
-                rest = self._erased_elsewhere(Matcher({person_name(name)}), np.zeros((0, 128)), set())
-                if not rest.get("failed") and not any(rest.values()):
+            retries = ForgetRetries(self.paths)
+            if not labels:  # nobody has the name: only a retry after a partial erasure goes on
+                if not retries.pending(name):
                     raise NotFound(f"nobody named {shown(name)!r} in any stored model")
+                rest = self._erased_elsewhere(Matcher({person_name(name)}), np.zeros((0, 128)), set())
+                retries.note(name, failed=bool(rest.get("failed")))
                 return {"forgotten": not rest.get("failed"), "erased": {**erased, **rest}}
             theirs = np.vstack([gallery.encodings[np.isin(gallery.labels, list(labels))] for gallery in galleries.values()])
             their_ids = {photo_id(row) for row in theirs}
@@ -372,6 +485,9 @@ class People:
                                    columns={"added": kept.added})
                 erased["models_rewritten"].append(model_id)
             erased.update(self._erased_elsewhere(match, theirs, their_ids))
+            retries.note(name, failed="failed" in erased)
+        _photo_indexes.drop(lambda key: True)  # this process keeps none of their encodings in memory
+        _lookalikes.clear()  # nor their name
         log.info("forgot a person: %d photos, %d models rewritten, %d deleted", erased["photos"],
                  len(erased["models_rewritten"]), len(erased["models_deleted"]))
         return {"forgotten": "failed" not in erased, "erased": erased}
@@ -505,21 +621,69 @@ class People:
         return erased
 
 
+class ForgetRetries:
+    """The people whose erasure failed somewhere (a locked or broken file): forgetting their
+    name again retries it, though no model holds them any more. Kept as SHA-256 digests of
+    their name keys in ``dataset/forget-retries.json``, so the file names nobody."""
+
+    def __init__(self, paths: Paths | None):
+        self.path = None if paths is None else paths.root / "dataset" / "forget-retries.json"
+
+    @staticmethod
+    def digest(name: str) -> str:
+        return hashlib.sha256(name_key(name).encode()).hexdigest()
+
+    def _digests(self) -> set[str]:
+        try:
+            return set(json.loads(self.path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def pending(self, name: str) -> bool:
+        """Whether an erasure of ``name`` failed and was not retried with success since."""
+        return self.path is not None and self.digest(name) in self._digests()
+
+    def note(self, name: str, *, failed: bool) -> None:
+        """Record that the erasure of ``name`` ``failed`` (to retry), or succeeded."""
+        if self.path is None:
+            return
+        digests, digest = self._digests(), self.digest(name)
+        if (digest in digests) == failed:
+            return
+        digests = digests | {digest} if failed else digests - {digest}
+        atomic_write(self.path, json.dumps(sorted(digests)).encode())
+
+
+def folded(text: str) -> str:
+    """``text`` in the normal form names are compared in (``name_key``'s: NFKD, case-folded,
+    NFC), so that ``STRASSE`` finds ``Straße`` and ``i̇lker`` finds ``İlker``."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFKD", text).casefold())
+
+
+# Where text names a person as a person: quoted (``'Ana'``, as ``shown`` echoes names; JSON's
+# ``"Ana"``), a path segment (``/people/Ana/photos``, ``Ana/1.jpg``), a query or form value
+# (``subject=Ana&``, ``GET /people/Ana HTTP/1.1``). A word in a sentence is not a name:
+# ``forget active`` leaves "the active model" alone.
+NAME_BEFORE = r"(?:^|(?<=['\"/=]))"
+NAME_AFTER = r"(?=$|['\"/&?#\s,;)\]])"
+
+
 class Matcher:
-    """Finds one person's names in text: as stored, NFD, URL-quoted, JSON-escaped, any case."""
+    """Finds one person's names in text where text names a person (``NAME_BEFORE``,
+    ``NAME_AFTER``): as stored, URL-quoted, JSON-escaped, both sides folded (``folded``)."""
 
     def __init__(self, names: Iterable[str]):
         forms = set()
         for name in names:
-            for form in (name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)):
-                forms.update({form, quote(form, safe=""), quote(form), json.dumps(form)[1:-1]})
-        self.forms = sorted({form.casefold() for form in forms if form}, key=len, reverse=True)
+            for form in (name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name), folded(name)):
+                forms.update({form, quote(form, safe=""), quote(form), quote_plus(form), json.dumps(form)[1:-1]})
+        self.forms = sorted({folded(form) for form in forms if form}, key=len, reverse=True)
         self.keys = {name_key(name) for name in names}
-        self.words = re.compile("|".join(rf"(?<!\w){re.escape(form)}(?!\w)" for form in self.forms), re.IGNORECASE)
+        self.words = re.compile(NAME_BEFORE + "(?:" + "|".join(re.escape(form) for form in self.forms) + ")" + NAME_AFTER)
 
     def found(self, text: str) -> bool:
-        """Whether ``text`` holds one of the names as a whole word (``Al`` is not in ``Alan``)."""
-        return bool(self.words.search(text))
+        """Whether ``text`` names the person (a quoted name, a path segment, a query value)."""
+        return bool(self.words.search(folded(text)))
 
     def is_name(self, text: str) -> bool:
         """Whether ``text`` is the name, or a path whose first part is (``Name/1.jpg``)."""
@@ -619,7 +783,8 @@ def erased_log_lines(paths: Iterable[Path], match: Matcher) -> int:
 
 def erased_dashboard_rows(database: Path, match: Matcher) -> int:
     """Delete the dashboard's rows with a text field naming the person, then rebuild the file
-    so that no freed page still holds the name; return how many rows went."""
+    and empty its write-ahead log so that no freed page still holds the name; return how many
+    rows went."""
     if not database.is_file():
         return 0
     removed = 0
@@ -638,6 +803,19 @@ def erased_dashboard_rows(database: Path, match: Matcher) -> int:
         connection.commit()
         if removed:
             connection.execute("VACUUM")
+            checkpointed(connection)
     finally:
         connection.close()
     return removed
+
+
+def checkpointed(connection: sqlite3.Connection, attempts: int = 50) -> None:
+    """Copy the write-ahead log into the database and empty it (``wal_checkpoint(TRUNCATE)``):
+    deleted rows stay readable in ``dashboard.db-wal`` until then. A dashboard reading at that
+    moment makes it busy: try again, then say so (the caller reports the place as failed)."""
+    for _ in range(attempts):
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return
+        time.sleep(0.1)
+    raise sqlite3.OperationalError("the dashboard's write-ahead log stayed busy: its deleted rows are still in it")

@@ -33,6 +33,8 @@ try:
     out["wrong_key"] = "accepted"
 except Exception as exc:  # the library raises KeyError reading "faces" of the 401 answer
     out["wrong_key"] = repr(exc)
+refused = requests.post(f"http://{host}:{port}/v1/vision/face/list", data={"api_key": "not-the-token"}, timeout=60)
+out["wrong_key_answer"] = {"status": refused.status_code, "body": refused.json()}  # what the library read
 deleted = requests.post(f"http://{host}:{port}/v1/vision/face/delete", data={"userid": people[0], "api_key": api_key},
                         timeout=60)
 out["delete"] = {"status": deleted.status_code, "body": deleted.json()}
