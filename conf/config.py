@@ -66,9 +66,12 @@ class Server:
     keepalive: int = setting(min=0)
     timeout: int = setting(min=1)
     header_timeout: float = setting(min=0.1)  # seconds for a request's headers to arrive whole
-    body_timeout: float = setting(min=0.1)  # seconds a body may pause (api/worker.py)
+    body_timeout: float = setting(min=0.1)  # seconds a body may pause, or lag behind min_body_rate (api/worker.py)
+    min_body_rate: int = setting(min=1)  # bytes a second every body must keep up after its first body_timeout seconds
     max_buffered: int = setting(min=1)  # requests each worker reads at once before a thread takes them
-    buffer_bytes: int = setting(min=0)  # body bytes each worker holds for them; past it bodies stream to a thread
+    buffer_bytes: int = setting(min=0)  # body bytes each worker holds for them; past it a request is refused (503)
+    client_connections: int = setting(min=1)  # connections one client address may have being read, per worker (429)
+    client_buffer_bytes: int = setting(min=0)  # body bytes one client address may have buffered, per worker (429)
 
 
 @dataclass(frozen=True)
