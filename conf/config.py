@@ -171,7 +171,8 @@ class Annotated:
 class Video:
     """How /predict/video looks at a video (see utils/video.py)."""
 
-    direct_seconds: float = setting(min=0)  # up to this length the request answers; longer: a job
+    direct_seconds: float = setting(min=0)  # up to this length (decoded, not declared) the request answers; longer: a job
+    anonymous_max_seconds: float = setting(min=0)  # the longest video an anonymous caller may send (their quota per upload)
     sample_fps: float = setting(min=0.1, max=120)
     detect_size: int = setting(min=80)  # frames are scaled (up or down) to this longest side for detection
     confirm_seconds: float = setting(min=0)
