@@ -19,7 +19,9 @@ Bodies are held in memory up to ``SPOOL_MEMORY`` bytes, then in a temporary file
 ``buffer_bytes`` for all the requests of a worker and ``client_buffer_bytes`` for those of
 one client address; one address may have ``client_connections`` connections in the front.
 Past those, the request is refused at once (503 for the worker's budget, 429 for an
-address's) instead of waiting. A worker accepts a new connection while it has a free thread
+address's) instead of waiting. A full front (``max_buffered`` connections) closes its slowest
+connection to take a new one, so slow clients from many addresses cannot keep a quick request
+out either. A worker accepts a new connection while it has a free thread
 and room in its front, so a worker busy with predictions still leaves new connections to an
 idle one (as gthread without keep-alive did). TLS handshakes run in the front too.
 
@@ -61,6 +63,10 @@ READ_CHUNK = 64 * 1024
 # gthread; a slow one stops counting soon, so it cannot keep the worker from accepting.
 FRESH_GRACE = 0.05
 RETRY_AFTER = 30  # seconds a client refused for a full front is told to wait
+# A full front makes room for a new connection by closing its slowest one (fewest bytes a
+# second since it was accepted) among those older than this: many slow clients from many
+# addresses then cannot keep a fast request, /health's say, waiting behind them.
+EVICTABLE_AFTER = 1.0
 # The app's answer to what gunicorn's parser refuses (werkzeug's errors, so the app's own
 # handlers give them the route's error shape); any other parse error is a 400.
 PARSE_ERRORS = ((parse_errors.LimitRequestLine, http_exceptions.RequestURITooLarge),
@@ -127,6 +133,11 @@ def front_answer(status: int, reason: str, code: str, description: str, retry_af
 
 TIMED_OUT = front_answer(408, "Request Timeout", "REQUEST_TIMEOUT",
                          "the request arrived too slowly: send it whole, at a steady rate")
+TOO_MANY_CONNECTIONS = front_answer(429, "Too Many Requests", "TOO_MANY_REQUESTS",
+                                    "too many connections from this address are still sending their requests")
+EVICTED = front_answer(503, "Service Unavailable", "SERVER_BUSY",
+                       "the service is full of requests still arriving, and yours was the slowest: retry later",
+                       RETRY_AFTER)
 
 
 def client_host(client) -> str:
@@ -244,11 +255,30 @@ class BufferingWorker(ThreadWorker):
         super().set_accept_enabled(enabled and self.has_room())
 
     def has_room(self) -> bool:
-        """Whether to accept another connection: the front is not full, and the threads plus
-        the connections accepted just now leave a thread free (see FRESH_GRACE)."""
+        """Whether to accept another connection: the front is not full or can close a slow one
+        (see make_room), and the threads plus the connections accepted just now leave a thread
+        free (see FRESH_GRACE)."""
         now = time.monotonic()
         fresh = sum(now - pending.accepted < FRESH_GRACE for pending in self.pending.values())
-        return len(self.pending) < self.max_buffered and self.nr_conns + fresh < self.worker_connections
+        return (self.nr_conns + fresh < self.worker_connections
+                and (len(self.pending) < self.max_buffered or bool(self.evictable(now))))
+
+    def evictable(self, now: float) -> list[PendingRequest]:
+        """The connections a full front may close: those older than EVICTABLE_AFTER."""
+        return [pending for pending in self.pending.values() if now - pending.accepted > EVICTABLE_AFTER]
+
+    def make_room(self) -> bool:
+        """Whether the front has room for one more connection, once it has closed (503) its
+        slowest evictable connection if it was full."""
+        if len(self.pending) < self.max_buffered:
+            return True
+        now = time.monotonic()
+        older = self.evictable(now)
+        if not older:
+            return False
+        slowest = min(older, key=lambda pending: (len(pending.header) + pending.received) / (now - pending.accepted))
+        self.drop(slowest, EVICTED)
+        return True
 
     def wait_for_and_dispatch_events(self, timeout):
         """Wait for socket events, waking up soon enough to accept again."""
@@ -266,15 +296,9 @@ class BufferingWorker(ThreadWorker):
             return
         client_sock.setblocking(False)
         if self.client_pending[client_host(client_addr)] >= self.client_connections:
-            if not self.cfg.is_ssl:  # over TLS, before the handshake, an answer would be garbage
-                refusal = Refused(429, "Too Many Requests", "TOO_MANY_REQUESTS",
-                                  "too many connections from this address are still sending their requests")
-                try:
-                    client_sock.send(refusal.answer)
-                except OSError:
-                    pass
-            client_sock.close()
-            return
+            return self.refuse(client_sock, TOO_MANY_CONNECTIONS)
+        if not self.make_room():
+            return self.refuse(client_sock, EVICTED)
         if self.cfg.is_ssl:
             try:
                 client_sock = self.tls_context().wrap_socket(
@@ -287,6 +311,15 @@ class BufferingWorker(ThreadWorker):
                                           time.monotonic() + self.header_timeout))
         if not self.has_room():
             super().set_accept_enabled(False)
+
+    def refuse(self, client_sock, answer: bytes) -> None:
+        """Answer a connection just accepted and close it."""
+        if not self.cfg.is_ssl:  # over TLS, before the handshake, an answer would be garbage
+            try:
+                client_sock.send(answer)
+            except OSError:
+                pass
+        client_sock.close()
 
     def tls_context(self):
         """Return the TLS context of the configuration, made once."""

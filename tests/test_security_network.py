@@ -23,7 +23,8 @@ from tests.support import Server, envelope_of
 
 pytestmark = pytest.mark.e2e
 
-TIMEOUTS = {"header_timeout": 2, "body_timeout": 2, "buffer_bytes": 1_000_000, "client_connections": 8}
+TIMEOUTS = {"header_timeout": 2, "body_timeout": 2, "min_body_rate": 100, "buffer_bytes": 1_000_000,
+            "client_connections": 8, "max_buffered": 10}
 
 
 def connect_from(server, address: str = "127.0.0.2", timeout: float = 30) -> socket.socket:
@@ -39,13 +40,14 @@ def health_answers(server) -> None:
 
 
 def answer_of(connection: socket.socket, timeout: float) -> bytes:
-    """What the server sends on ``connection`` until it closes it (b"" for a plain close)."""
+    """What the server sends on ``connection`` until it closes it (b"" for a plain close), or
+    until ``timeout`` seconds of silence."""
     connection.settimeout(timeout)
     answer = b""
     try:
         while chunk := connection.recv(4096):
             answer += chunk
-    except ConnectionResetError:
+    except (ConnectionResetError, TimeoutError):
         pass
     return answer
 
@@ -89,7 +91,7 @@ def test_slow_clients_hold_no_thread_and_are_closed_after_the_timeout(server):
             answer = b""
             while chunk := connection.recv(4096):
                 answer += chunk
-            assert answer.startswith(b"HTTP/1.1 408") or answer == b"", answer[:100]
+            assert answer[:12] in (b"HTTP/1.1 408", b"HTTP/1.1 503", b""), answer[:100]  # 503: see below
     finally:
         for connection in held:
             connection.close()
@@ -199,6 +201,33 @@ def test_one_address_gets_client_connections_per_worker_and_429_past_them(server
     assert len(refused) >= 24 - 2 * TIMEOUTS["client_connections"], [answer[:12] for answer in answers]
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers if answer not in refused)
     assert json.loads(refused[0].split(b"\r\n\r\n", 1)[1])["response"]["error"] == "TOO_MANY_REQUESTS"
+
+
+def test_a_full_front_closes_its_slowest_connection_to_take_a_new_one(server):
+    """Issue 24: bodies arriving just above min_body_rate from more addresses than the fronts
+    hold (2 x 10) kept every other request, /health's included, waiting for as long as they
+    lasted. A full front now closes its slowest connection (503) to take the new one."""
+    chunk = b"12C\r\n" + b"x" * 300 + b"\r\n"  # 300 bytes every half second: 6 times min_body_rate
+    held = [connect_from(server, f"127.0.3.{number + 1}") for number in range(30)]
+    try:
+        for connection in held:
+            connection.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        began = time.monotonic()
+        while time.monotonic() - began < 5:
+            for connection in held:
+                try:
+                    connection.sendall(chunk)
+                except OSError:  # closed by the server to make room: read below
+                    pass
+            if time.monotonic() - began > 1.5:  # the fronts are full
+                health_answers(server)
+            time.sleep(0.5)
+        answers = [answer_of(connection, 0.2) for connection in held]
+    finally:
+        for connection in held:
+            connection.close()
+    evicted = [answer for answer in answers if answer.startswith(b"HTTP/1.1 503")]
+    assert evicted and json.loads(evicted[0].split(b"\r\n\r\n", 1)[1])["response"]["error"] == "SERVER_BUSY"
 
 
 @pytest.mark.parametrize("path, dialect", [
