@@ -131,13 +131,12 @@ def front_answer(status: int, reason: str, code: str, description: str, retry_af
     return head.encode() + body
 
 
-TIMED_OUT = front_answer(408, "Request Timeout", "REQUEST_TIMEOUT",
-                         "the request arrived too slowly: send it whole, at a steady rate")
-TOO_MANY_CONNECTIONS = front_answer(429, "Too Many Requests", "TOO_MANY_REQUESTS",
-                                    "too many connections from this address are still sending their requests")
-EVICTED = front_answer(503, "Service Unavailable", "SERVER_BUSY",
-                       "the service is full of requests still arriving, and yours was the slowest: retry later",
-                       RETRY_AFTER)
+# The front's own answers, made when sent (the envelope is dated)
+TIMED_OUT = (408, "Request Timeout", "REQUEST_TIMEOUT", "the request arrived too slowly: send it whole, at a steady rate")
+TOO_MANY_CONNECTIONS = (429, "Too Many Requests", "TOO_MANY_REQUESTS",
+                        "too many connections from this address are still sending their requests")
+EVICTED = (503, "Service Unavailable", "SERVER_BUSY",
+           "the service is full of requests still arriving, and yours was the slowest: retry later", RETRY_AFTER)
 
 
 def client_host(client) -> str:
@@ -277,7 +276,7 @@ class BufferingWorker(ThreadWorker):
         if not older:
             return False
         slowest = min(older, key=lambda pending: (len(pending.header) + pending.received) / (now - pending.accepted))
-        self.drop(slowest, EVICTED)
+        self.drop(slowest, front_answer(*EVICTED))
         return True
 
     def wait_for_and_dispatch_events(self, timeout):
@@ -296,9 +295,9 @@ class BufferingWorker(ThreadWorker):
             return
         client_sock.setblocking(False)
         if self.client_pending[client_host(client_addr)] >= self.client_connections:
-            return self.refuse(client_sock, TOO_MANY_CONNECTIONS)
+            return self.refuse(client_sock, front_answer(*TOO_MANY_CONNECTIONS))
         if not self.make_room():
-            return self.refuse(client_sock, EVICTED)
+            return self.refuse(client_sock, front_answer(*EVICTED))
         if self.cfg.is_ssl:
             try:
                 client_sock = self.tls_context().wrap_socket(
@@ -479,7 +478,7 @@ class BufferingWorker(ThreadWorker):
         now = time.monotonic()
         for pending in list(self.pending.values()):
             if pending.late(now, self.body_timeout, self.min_body_rate):
-                self.drop(pending, TIMED_OUT)
+                self.drop(pending, front_answer(*TIMED_OUT))
 
     # -- the answer to a request gunicorn's parser refuses ------------------------------
     def handle(self, conn):
