@@ -504,7 +504,7 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
                 if score > track.best[0]:
                     track.best = (score, sample.time, thumbnail(sample.rgb(), boxes[i]))
     progress(decoded_frames, decoded_frames, "done")
-    seconds = info.seconds or decoded_frames / info.fps
+    seconds = max(info.seconds, decoded_frames / info.fps)  # a header may say less (or nothing)
     info = VideoInfo(info.container, info.codec, info.width, info.height, info.fps, decoded_frames, seconds, info.offset)
     timeline = [timeline_entry(name, known, members, options, info, save_thumbnail)
                 for name, known, members in grouped(tracker.tracks_)]
