@@ -105,6 +105,8 @@ def test_anonymous_jobs_have_a_quota_and_their_own_slot_and_are_cancelled_by_own
     finally:
         for url in started:
             server.delete(url)
+        for url in started:  # ended, so that stopping the server does not wait for them
+            server.wait_for_job(url, timeout=60)
     over_quota = grey_video(tmp_path / "over-quota.mp4", ANONYMOUS_SECONDS + 20)
     envelope_of(upload(server, over_quota), 413, "VIDEO_TOO_LARGE")
     envelope_of(server.delete("/jobs/" + "0" * 32), 404)
