@@ -18,7 +18,7 @@ import zipfile
 import pytest
 
 from tests.hostile import grey_video, lying_about_its_length
-from tests.support import Server, envelope_of, video_dir
+from tests.support import Server, envelope_of, faces_dir, video_dir, zipped
 
 pytestmark = pytest.mark.e2e
 
@@ -110,3 +110,16 @@ def test_anonymous_jobs_have_a_quota_and_their_own_slot_and_are_cancelled_by_own
     over_quota = grey_video(tmp_path / "over-quota.mp4", ANONYMOUS_SECONDS + 20)
     envelope_of(upload(server, over_quota), 413, "VIDEO_TOO_LARGE")
     envelope_of(server.delete("/jobs/" + "0" * 32), 404)
+
+
+def test_an_admin_cancels_a_training_and_the_active_model_stays(server, tmp_path):
+    """DELETE /jobs/<id>: a training stops at its next progress report, saves nothing, and the
+    model that was active stays so."""
+    active = envelope_of(server.get("/health"), 200)["data"]["model"]
+    photos = zipped(faces_dir() / "celebrities" / "train", tmp_path / "celebrities.zip")
+    started = envelope_of(server.post("/train", files={"file": ("celebrities.zip", photos.read_bytes())}), 202)
+    assert envelope_of(server.delete(started["job_url"]), 200)["data"]["cancel_requested"]
+    job = server.wait_for_job(started["job_url"], timeout=120)
+    assert job["state"] == "cancelled" and job["result"] is None, job
+    assert envelope_of(server.get("/health"), 200)["data"]["model"] == active
+    envelope_of(server.delete(started["job_url"]), 200)  # an ended job is left as it is
