@@ -153,36 +153,48 @@ def test_whole_requests_of_every_framing_pass_the_front(server, faces):
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
 
 
+def trickled(server, heads: list[bytes], piece: bytes, seconds: float, subnet: int, probe_after: float = 0) -> list[bytes]:
+    """Send each of ``heads`` from an address of its own (127.0.``subnet``.n), then ``piece`` on
+    every connection each half second for ``seconds``, checking meanwhile (after ``probe_after``
+    seconds) that /health answers; return what the server answered on each connection."""
+    held = [connect_from(server, f"127.0.{subnet}.{number + 1}") for number in range(len(heads))]
+    try:
+        for connection, first in zip(held, heads):
+            connection.sendall(first)
+        began = time.monotonic()
+        while time.monotonic() - began < seconds:
+            for connection in held:
+                try:
+                    connection.sendall(piece)
+                except OSError:  # closed by the server: read below
+                    pass
+            if time.monotonic() - began >= probe_after:
+                health_answers(server)
+            time.sleep(0.5)
+        return [answer_of(connection, 0.3) for connection in held]
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def error_code(answer: bytes) -> str:
+    """The ``error`` of the envelope in a raw HTTP answer."""
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])["response"]["error"]
+
+
 def test_trickled_bodies_of_every_framing_keep_a_minimum_rate_or_are_closed(server):
     """Issue 24: a chunked body sending a byte every half second (never idle for body_timeout)
     had 90 minutes, and a body declaring more than the front's buffer went to a thread limited
     only per recv: four of those held every thread. Now every body must keep up min_body_rate
     past body_timeout (408), and one past the buffer is refused at once (503), never streamed
     to a thread; /health answers throughout."""
-    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n")
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
     heads = ([head + b"Transfer-Encoding: chunked\r\n\r\n"] * 6 + [head + b"Content-Length: 300000\r\n\r\n"] * 2
              + [head + b"Content-Length: 2000000\r\n\r\n"] * 4)  # past the 1 MB buffer of a worker
-    held = [connect_from(server, f"127.0.1.{number + 1}") for number in range(len(heads))]
-    try:
-        for connection, first in zip(held, heads):
-            connection.sendall(first)
-        began = time.monotonic()
-        while time.monotonic() - began < TIMEOUTS["body_timeout"] + 4:
-            for connection in held:
-                try:
-                    connection.sendall(b"1")  # a hex digit of a chunk size, or a byte of the body
-                except OSError:  # closed by the server: read below
-                    pass
-            health_answers(server)
-            time.sleep(0.5)
-        answers = [answer_of(connection, 2) for connection in held]
-    finally:
-        for connection in held:
-            connection.close()
-    statuses = [answer[:12] for answer in answers]
-    assert statuses == [b"HTTP/1.1 408"] * 8 + [b"HTTP/1.1 503"] * 4, statuses
-    busy = json.loads(answers[-1].split(b"\r\n\r\n", 1)[1])["response"]
-    assert busy["error"] == "SERVER_BUSY" and b"Retry-After: " in answers[-1]
+    # a byte every half second: a hex digit of a chunk size, or a byte of the body
+    answers = trickled(server, heads, b"1", TIMEOUTS["body_timeout"] + 4, subnet=1)
+    assert [answer[:12] for answer in answers] == [b"HTTP/1.1 408"] * 8 + [b"HTTP/1.1 503"] * 4, answers
+    assert error_code(answers[-1]) == "SERVER_BUSY" and b"Retry-After: " in answers[-1]
 
 
 def test_one_address_gets_client_connections_per_worker_and_429_past_them(server):
@@ -200,7 +212,7 @@ def test_one_address_gets_client_connections_per_worker_and_429_past_them(server
     refused = [answer for answer in answers if answer.startswith(b"HTTP/1.1 429")]
     assert len(refused) >= 24 - 2 * TIMEOUTS["client_connections"], [answer[:12] for answer in answers]
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers if answer not in refused)
-    assert json.loads(refused[0].split(b"\r\n\r\n", 1)[1])["response"]["error"] == "TOO_MANY_REQUESTS"
+    assert error_code(refused[0]) == "TOO_MANY_REQUESTS"
 
 
 def test_a_full_front_closes_its_slowest_connection_to_take_a_new_one(server):
@@ -208,26 +220,10 @@ def test_a_full_front_closes_its_slowest_connection_to_take_a_new_one(server):
     hold (2 x 10) kept every other request, /health's included, waiting for as long as they
     lasted. A full front now closes its slowest connection (503) to take the new one."""
     chunk = b"12C\r\n" + b"x" * 300 + b"\r\n"  # 300 bytes every half second: 6 times min_body_rate
-    held = [connect_from(server, f"127.0.3.{number + 1}") for number in range(30)]
-    try:
-        for connection in held:
-            connection.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        began = time.monotonic()
-        while time.monotonic() - began < 5:
-            for connection in held:
-                try:
-                    connection.sendall(chunk)
-                except OSError:  # closed by the server to make room: read below
-                    pass
-            if time.monotonic() - began > 1.5:  # the fronts are full
-                health_answers(server)
-            time.sleep(0.5)
-        answers = [answer_of(connection, 0.2) for connection in held]
-    finally:
-        for connection in held:
-            connection.close()
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answers = trickled(server, [head] * 30, chunk, 5, subnet=3, probe_after=1.5)  # full after ~0.5 s
     evicted = [answer for answer in answers if answer.startswith(b"HTTP/1.1 503")]
-    assert evicted and json.loads(evicted[0].split(b"\r\n\r\n", 1)[1])["response"]["error"] == "SERVER_BUSY"
+    assert evicted and error_code(evicted[0]) == "SERVER_BUSY"
 
 
 @pytest.mark.parametrize("path, dialect", [
