@@ -414,12 +414,12 @@ class BufferingWorker(ThreadWorker):
     def reserve(self, pending: PendingRequest, size: int) -> None:
         """Hold ``size`` more bytes of the budgets for ``pending``; Refused (429: its address has
         too much in the front; 503: the worker has) when they do not fit."""
-        if self.client_reserved[pending.host] + size > self.client_buffer_bytes:
-            raise Refused(429, "Too Many Requests", "TOO_MANY_REQUESTS",
-                          "this address is sending too many request bodies at once: send them one after the other")
         if self.reserved + size > self.buffer_bytes:
             raise Refused(503, "Service Unavailable", "SERVER_BUSY",
                           "the service is receiving too many uploads at once: retry later", RETRY_AFTER)
+        if self.client_reserved[pending.host] + size > self.client_buffer_bytes:
+            raise Refused(429, "Too Many Requests", "TOO_MANY_REQUESTS",
+                          "this address is sending too many request bodies at once: send them one after the other")
         self.reserved += size
         self.client_reserved[pending.host] += size
         pending.reserved += size

@@ -24,7 +24,7 @@ from tests.support import Server, envelope_of
 pytestmark = pytest.mark.e2e
 
 TIMEOUTS = {"header_timeout": 2, "body_timeout": 2, "min_body_rate": 100, "buffer_bytes": 1_000_000,
-            "client_connections": 8, "max_buffered": 10}
+            "client_buffer_bytes": 500_000, "client_connections": 8, "max_buffered": 10}
 
 
 def connect_from(server, address: str = "127.0.0.2", timeout: float = 30) -> socket.socket:
@@ -199,8 +199,8 @@ def test_trickled_bodies_of_every_framing_keep_a_minimum_rate_or_are_closed(serv
 
 def test_one_address_gets_client_connections_per_worker_and_429_past_them(server):
     """Issue 24: one address could fill every worker's front; now it holds at most
-    client_connections per worker, the others are answered 429 at once, and other addresses
-    are served."""
+    client_connections connections and client_buffer_bytes of bodies per worker, past them it
+    is answered 429 at once, and other addresses are served."""
     held = [connect_from(server, "127.0.0.3") for _ in range(24)]  # 2 workers x 8 at most are kept
     try:
         time.sleep(1)  # every connection has been accepted (or refused)
@@ -213,6 +213,11 @@ def test_one_address_gets_client_connections_per_worker_and_429_past_them(server
     assert len(refused) >= 24 - 2 * TIMEOUTS["client_connections"], [answer[:12] for answer in answers]
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers if answer not in refused)
     assert error_code(refused[0]) == "TOO_MANY_REQUESTS"
+    # and at most client_buffer_bytes of bodies: a 600 kB one fits the worker's 1 MB, not the address's share
+    with connect_from(server, "127.0.0.4") as large:
+        large.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Length: 600000\r\n\r\n")
+        answer = answer_of(large, TIMEOUTS["body_timeout"] + 5)
+    assert answer.startswith(b"HTTP/1.1 429") and error_code(answer) == "TOO_MANY_REQUESTS", answer[:200]
 
 
 def test_a_full_front_closes_its_slowest_connection_to_take_a_new_one(server):
