@@ -21,7 +21,12 @@ from datastructure.response import envelope
 log = logging.getLogger(__name__)
 
 HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-              413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS"}
+              413: "REQUEST_TOO_LARGE", 414: "URI_TOO_LONG", 415: "UNSUPPORTED_MEDIA_TYPE", 417: "EXPECTATION_FAILED",
+              429: "TOO_MANY_REQUESTS", 431: "HEADER_FIELDS_TOO_LARGE", 501: "NOT_IMPLEMENTED"}
+# The WSGI environ key under which the worker's front (api/worker.py) hands the app an error it
+# found before the app ran (a 414 for a request line too long for gunicorn's parser), so that
+# the route's own handlers answer it in their shape.
+FRONT_ERROR = "pyrecognizer.front_error"
 PAGE_BLUEPRINTS = ("pages",)  # whose views are pages: their errors are pages whatever the Accept header
 
 
@@ -83,6 +88,13 @@ def register_dialect_errors(blueprint: Blueprint, render) -> None:
 
 def register_error_handlers(app: Flask) -> None:
     """Route every exception a view can raise to ``error_answer``."""
+
+    @app.before_request
+    def front_error():
+        """Raise the error the worker's front found (see FRONT_ERROR), before anything else runs."""
+        error = request.environ.get(FRONT_ERROR)
+        if error is not None:
+            raise error
 
     @app.errorhandler(PyRecognizerError)
     def typed_error(exc: PyRecognizerError):

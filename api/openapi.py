@@ -162,7 +162,11 @@ def specification() -> dict:
             "/tune": {"post": {**train, "summary": "Start a tuning job (grid search) from a zip", "operationId": "tune"}},
             "/jobs": {"get": {"summary": "List jobs", "operationId": "jobs", "responses": {"200": _answer("jobs")}}},
             "/jobs/{job_id}": {"get": {"summary": "A job's state and progress", "operationId": "job", "parameters": [JOB_ID],
-                                       "responses": {"200": _answer("the job"), **_errors(404)}}},
+                                       "responses": {"200": _answer("the job"), **_errors(404)}},
+                               "delete": {"summary": "Cancel a job: it ends in the state cancelled at its next "
+                                                     "progress report", "operationId": "cancelJob", "parameters": [JOB_ID],
+                                          "responses": {"200": _answer("the job, cancel_requested while it stops"),
+                                                        **_errors(401, 404)}}},
             "/models": {"get": {"summary": "List models", "operationId": "models", "responses": {"200": _answer("models")}}},
             "/models/import": {"post": {
                 "summary": "Import a gallery of precomputed encodings as a new active model",
@@ -225,7 +229,11 @@ def specification() -> dict:
             "/predict/video/jobs/{job_id}": {"get": {
                 "summary": "A video job: state, progress (frames decoded / total), the timeline when done",
                 "operationId": "videoJob", "parameters": [JOB_ID],
-                "responses": {"200": _answer("the job"), **_errors(401, 404)}}},
+                "responses": {"200": _answer("the job"), **_errors(401, 404)}},
+                "delete": {"summary": "Cancel a video job: for whoever started it (an anonymous caller: from the same "
+                                      "address) or an admin", "operationId": "cancelVideoJob", "parameters": [JOB_ID],
+                           "responses": {"200": _answer("the job, cancel_requested while it stops"),
+                                         **_errors(401, 403, 404)}}},
             "/health": {"get": {"summary": "Liveness, the loaded model and warnings (LOW_DISK_SPACE); the worker pid for "
                                            "authorised callers", "operationId": "health", "responses": {"200": _answer("up", _envelope(
                                                {"type": "object", "properties": {

@@ -140,6 +140,14 @@ def job(job_id: str):
     return envelope(found, description=f"job {found['state']}")
 
 
+@blueprint.delete("/jobs/<job_id>")
+@login_required
+def cancel_job(job_id: str):
+    """Cancel a training, tuning or import job: it stops at its next progress report."""
+    found = current_service().jobs.cancel(job_id)
+    return envelope(found, description=f"job {'cancelling' if found.get('cancel_requested') else found['state']}")
+
+
 @blueprint.get("/models")
 @login_required
 def models():

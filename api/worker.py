@@ -8,41 +8,75 @@ answering (issue 13).
 
 Here the worker's event loop reads each connection without blocking (selectors) until its
 headers and body are complete, holding up to ``max_buffered`` such connections, and only
-then queues it for a thread, which finds the whole request already read. Headers must arrive
-within ``header_timeout`` seconds of the connection; a body may pause at most
-``body_timeout`` seconds and must arrive within ``body_timeout`` plus one second per
-``MIN_BODY_RATE`` bytes; past that the connection is answered 408 and closed. Bodies are held
-in memory up to ``SPOOL_MEMORY`` bytes, then in a temporary file, up to ``buffer_bytes``
-for all the requests of a worker: a body past that budget (large uploads arriving
-together) goes to a thread as it streams in, and there, as for every socket operation of a
-thread (writing an answer to a client that does not read included), a pause longer than
-``body_timeout`` ends the connection. A worker accepts a new
-connection while it has a free thread and room in its front, so a worker busy with
-predictions still leaves new connections to an idle one (as gthread without keep-alive did).
-TLS handshakes run in the front too.
+then queues it for a thread, which finds the whole request already read: a thread never waits
+for a client. Headers must arrive within ``header_timeout`` seconds of the connection. Every
+body, whatever its framing (Content-Length or chunked) and size, may pause at most
+``body_timeout`` seconds and must keep up ``min_body_rate`` bytes a second after its first
+``body_timeout`` seconds; past that the connection is answered 408 and closed (issue 24: a
+chunked body had 90 minutes, and one past the buffer went to a thread).
+
+Bodies are held in memory up to ``SPOOL_MEMORY`` bytes, then in a temporary file, up to
+``buffer_bytes`` for all the requests of a worker and ``client_buffer_bytes`` for those of
+one client address; one address may have ``client_connections`` connections in the front.
+Past those, the request is refused at once (503 for the worker's budget, 429 for an
+address's) instead of waiting. A full front (``max_buffered`` connections) closes its slowest
+connection to take a new one, so slow clients from many addresses cannot keep a quick request
+out either. A worker accepts a new connection while it has a free thread
+and room in its front, so a worker busy with predictions still leaves new connections to an
+idle one (as gthread without keep-alive did). TLS handshakes run in the front too.
+
+The request errors gunicorn's parser finds (a 414 for a request line past 4094 bytes, 431,
+400) are answered by the app, so they have the route's own error shape (the envelope, or a
+dialect's) instead of gunicorn's HTML page.
 """
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import selectors
 import socket
 import ssl
 import tempfile
+import threading
 import time
+from collections import Counter
 from functools import partial
 
 from gunicorn import http
 from gunicorn import sock as gunicorn_sock
+from gunicorn.http import errors as parse_errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
+from werkzeug import exceptions as http_exceptions
+from werkzeug.test import EnvironBuilder
+
+from api.errors import FRONT_ERROR, HTTP_CODES
+from datastructure.response import envelope
+
+log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024  # more than gunicorn's own limits (8 KB line, 100 x 8 KB fields) would accept anyway
 SPOOL_MEMORY = 1 << 20
-MIN_BODY_RATE = 50_000  # bytes per second a long upload must average
 READ_CHUNK = 64 * 1024
 # A connection still being read counts as taking a thread for its first FRESH_GRACE seconds:
 # a request that arrives at once (most do) then goes to a worker with a free thread, as with
 # gthread; a slow one stops counting soon, so it cannot keep the worker from accepting.
 FRESH_GRACE = 0.05
+RETRY_AFTER = 30  # seconds a client refused for a full front is told to wait
+# A full front makes room for a new connection by closing its slowest one (fewest bytes a
+# second since it was accepted) among those older than this: many slow clients from many
+# addresses then cannot keep a fast request, /health's say, waiting behind them.
+EVICTABLE_AFTER = 1.0
+# The app's answer to what gunicorn's parser refuses (werkzeug's errors, so the app's own
+# handlers give them the route's error shape); any other parse error is a 400.
+PARSE_ERRORS = ((parse_errors.LimitRequestLine, http_exceptions.RequestURITooLarge),
+                (parse_errors.LimitRequestHeaders, http_exceptions.RequestHeaderFieldsTooLarge),
+                (parse_errors.UnsupportedTransferCoding, http_exceptions.NotImplemented),
+                (parse_errors.ExpectationFailed, http_exceptions.ExpectationFailed),
+                (parse_errors.ForbiddenProxyRequest, http_exceptions.Forbidden))
+# Parse errors that are the service's fault, not the client's: gunicorn's own 500.
+SERVER_FAULTS = (parse_errors.InvalidResponseHeader, parse_errors.InvalidResponseHeaderName,
+                 parse_errors.ConfigurationProblem)
 
 
 class ChunkedEnd:
@@ -80,27 +114,71 @@ class ChunkedEnd:
             self.state, self.remaining = ("trailer", 0) if size == 0 else ("data", size + 2)
 
 
+class Refused(Exception):
+    """A request the front answers itself and closes: ``answer`` is the whole HTTP answer."""
+
+    def __init__(self, status: int, reason: str, code: str, description: str, retry_after: int | None = None):
+        super().__init__(description)
+        self.answer = front_answer(status, reason, code, description, retry_after)
+
+
+def front_answer(status: int, reason: str, code: str, description: str, retry_after: int | None = None) -> bytes:
+    """The KO envelope as a whole HTTP answer that closes the connection (the front's own refusals,
+    sent from the event loop, where the path may not even be known yet)."""
+    body = json.dumps(envelope(None, description=description, error=code, status="KO")).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            + (f"Retry-After: {retry_after}\r\n" if retry_after else "") + "Connection: close\r\n\r\n")
+    return head.encode() + body
+
+
+# The front's own answers, made when sent (the envelope is dated)
+TIMED_OUT = (408, "Request Timeout", "REQUEST_TIMEOUT", "the request arrived too slowly: send it whole, at a steady rate")
+TOO_MANY_CONNECTIONS = (429, "Too Many Requests", "TOO_MANY_REQUESTS",
+                        "too many connections from this address are still sending their requests")
+EVICTED = (503, "Service Unavailable", "SERVER_BUSY",
+           "the service is full of requests still arriving, and yours was the slowest: retry later", RETRY_AFTER)
+
+
+def client_host(client) -> str:
+    """The client's address without its port ('' for a Unix socket)."""
+    return client[0] if isinstance(client, tuple) else ""
+
+
 class PendingRequest:
     """One connection whose request is still arriving: its bytes so far and its deadlines."""
 
     def __init__(self, sock, client, server, header_deadline: float):
         self.sock, self.client, self.server = sock, client, server
+        self.host = client_host(client)
         self.header = bytearray()
         self.body = None  # a spooled file once the headers are complete
         self.expected = None  # body bytes still due (Content-Length), None for chunked
         self.chunked: ChunkedEnd | None = None
         self.reserved = 0  # bytes of the worker's buffer_bytes held for this body
-        self.deadline = header_deadline
-        self.idle_deadline = header_deadline
+        self.received = 0  # body bytes so far
+        self.header_deadline = header_deadline
+        self.body_started = self.idle_deadline = 0.0
         self.accepted = time.monotonic()
         self.handshaking = isinstance(sock, ssl.SSLSocket)
         self.interim = b""  # e.g. "100 Continue", sent before the body is read
+
+    def late(self, now: float, body_timeout: float, min_rate: float) -> bool:
+        """Whether the request is past its deadline: its head not whole within header_timeout, or
+        its body paused longer than body_timeout or behind min_rate (by more than body_timeout)."""
+        if self.body is None:
+            return now > self.header_deadline
+        return now > self.idle_deadline or now - self.body_started > body_timeout + self.received / min_rate
+
+    def request_line(self) -> bytes:
+        """The start of the request line (its method and path), for the answer to a parse error."""
+        return bytes(self.header[:8192]).split(b"\n", 1)[0]
 
 
 class FrontConn(TConn):
     """gthread's connection, whose socket operations in a thread time out (``io_timeout``)."""
 
     io_timeout = 30.0
+    request_line = b""
 
     def init(self):
         """gthread's set-up of the connection, then the socket timeout."""
@@ -143,22 +221,29 @@ class BufferingWorker(ThreadWorker):
 
     header_timeout = 10.0
     body_timeout = 30.0
+    min_body_rate = 50_000  # bytes per second a body must keep up after its first body_timeout seconds
     max_buffered = 100
-    buffer_bytes = 256 << 20  # body bytes the front holds at once (memory and temporary files)
+    buffer_bytes = 512 << 20  # body bytes the front holds at once (memory and temporary files)
+    client_buffer_bytes = 256 << 20  # of which one client address may hold
+    client_connections = 20  # connections one client address may have in the front
     max_body = 256 << 20  # a larger declared body goes straight to the app, which refuses it (413)
 
     @classmethod
-    def configured(cls, *, header_timeout: float, body_timeout: float, max_buffered: int, buffer_bytes: int,
-                   max_body: int):
-        """Return this worker class with the timeouts and budgets of the configuration."""
-        return type(cls.__name__, (cls,), {"header_timeout": header_timeout, "body_timeout": body_timeout,
-                                          "max_buffered": max_buffered, "buffer_bytes": buffer_bytes,
-                                          "max_body": max_body})
+    def configured(cls, **limits):
+        """Return this worker class with the timeouts and budgets of the configuration (the
+        class attributes above, by name)."""
+        unknown = set(limits) - set(vars(BufferingWorker))
+        if unknown:
+            raise TypeError(f"not a limit of the front: {sorted(unknown)}")
+        return type(cls.__name__, (cls,), limits)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pending: dict[int, PendingRequest] = {}
         self.reserved = 0  # of buffer_bytes, by the pending requests
+        self.client_reserved: Counter[str] = Counter()  # of client_buffer_bytes, per address
+        self.client_pending: Counter[str] = Counter()  # connections in the front, per address
+        self.current = threading.local()  # the request line of the connection a thread handles
         self._tls_context = None
 
     # -- accepting -----------------------------------------------------------------------
@@ -169,11 +254,30 @@ class BufferingWorker(ThreadWorker):
         super().set_accept_enabled(enabled and self.has_room())
 
     def has_room(self) -> bool:
-        """Whether to accept another connection: the front is not full, and the threads plus
-        the connections accepted just now leave a thread free (see FRESH_GRACE)."""
+        """Whether to accept another connection: the front is not full or can close a slow one
+        (see make_room), and the threads plus the connections accepted just now leave a thread
+        free (see FRESH_GRACE)."""
         now = time.monotonic()
         fresh = sum(now - pending.accepted < FRESH_GRACE for pending in self.pending.values())
-        return len(self.pending) < self.max_buffered and self.nr_conns + fresh < self.worker_connections
+        return (self.nr_conns + fresh < self.worker_connections
+                and (len(self.pending) < self.max_buffered or bool(self.evictable(now))))
+
+    def evictable(self, now: float) -> list[PendingRequest]:
+        """The connections a full front may close: those older than EVICTABLE_AFTER."""
+        return [pending for pending in self.pending.values() if now - pending.accepted > EVICTABLE_AFTER]
+
+    def make_room(self) -> bool:
+        """Whether the front has room for one more connection, once it has closed (503) its
+        slowest evictable connection if it was full."""
+        if len(self.pending) < self.max_buffered:
+            return True
+        now = time.monotonic()
+        older = self.evictable(now)
+        if not older:
+            return False
+        slowest = min(older, key=lambda pending: (len(pending.header) + pending.received) / (now - pending.accepted))
+        self.drop(slowest, front_answer(*EVICTED))
+        return True
 
     def wait_for_and_dispatch_events(self, timeout):
         """Wait for socket events, waking up soon enough to accept again."""
@@ -181,7 +285,8 @@ class BufferingWorker(ThreadWorker):
         super().wait_for_and_dispatch_events(min(timeout, FRESH_GRACE) if self.pending else timeout)
 
     def accept(self, listener):
-        """Accept a connection into the front (not to a thread): its head is read there first."""
+        """Accept a connection into the front (not to a thread): its head is read there first.
+        An address that already has ``client_connections`` there is answered 429 at once."""
         try:
             client_sock, client_addr = listener.accept()
         except OSError as exc:
@@ -189,6 +294,10 @@ class BufferingWorker(ThreadWorker):
                 raise
             return
         client_sock.setblocking(False)
+        if self.client_pending[client_host(client_addr)] >= self.client_connections:
+            return self.refuse(client_sock, front_answer(*TOO_MANY_CONNECTIONS))
+        if not self.make_room():
+            return self.refuse(client_sock, front_answer(*EVICTED))
         if self.cfg.is_ssl:
             try:
                 client_sock = self.tls_context().wrap_socket(
@@ -201,6 +310,15 @@ class BufferingWorker(ThreadWorker):
                                           time.monotonic() + self.header_timeout))
         if not self.has_room():
             super().set_accept_enabled(False)
+
+    def refuse(self, client_sock, answer: bytes) -> None:
+        """Answer a connection just accepted and close it."""
+        if not self.cfg.is_ssl:  # over TLS, before the handshake, an answer would be garbage
+            try:
+                client_sock.send(answer)
+            except OSError:
+                pass
+        client_sock.close()
 
     def tls_context(self):
         """Return the TLS context of the configuration, made once."""
@@ -219,6 +337,7 @@ class BufferingWorker(ThreadWorker):
     def start_reading(self, pending: PendingRequest) -> None:
         """Read the request of ``pending`` in the front, as its bytes arrive."""
         self.pending[pending.sock.fileno()] = pending
+        self.client_pending[pending.host] += 1
         self.poller.register(pending.sock, selectors.EVENT_READ, partial(self.on_readable, pending))
 
     # -- reading -------------------------------------------------------------------------
@@ -236,11 +355,14 @@ class BufferingWorker(ThreadWorker):
                     return self.hand_over(pending)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
             return  # more later
+        except Refused as refusal:
+            return self.drop(pending, refusal.answer)
         except (OSError, ValueError):
             return self.drop(pending)
 
     def received(self, pending: PendingRequest, data: bytes) -> bool:
-        """Take ``data``; return True once the request is complete (or must go to the app as is)."""
+        """Take ``data``; return True once the request is complete (or must go to the app as is).
+        Refused when the body does not fit the worker's or the address's budget."""
         now = time.monotonic()
         if pending.body is None:
             pending.header += data
@@ -254,7 +376,7 @@ class BufferingWorker(ThreadWorker):
             head, rest = bytes(pending.header[:end]), bytes(pending.header[end:])
             fields = header_values(head)
             pending.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
-            pending.idle_deadline = now + self.body_timeout
+            pending.body_started = now
             if b"chunked" in b",".join(fields.get(b"transfer-encoding", [])).lower():
                 pending.chunked = ChunkedEnd()
             else:
@@ -266,10 +388,7 @@ class BufferingWorker(ThreadWorker):
                 if pending.expected is None or pending.expected < 0 or pending.expected > self.max_body:
                     pending.body.write(head + rest)  # malformed or too large: the parser or the app refuses it
                     return True
-                if not self.reserve(pending, pending.expected):
-                    pending.body.write(head + rest)  # over the budget: a thread reads the rest, with a timeout
-                    return True
-            pending.deadline = now + self.body_timeout + (pending.expected or self.max_body) / MIN_BODY_RATE
+                self.reserve(pending, pending.expected)
             if b"100-continue" in b",".join(fields.get(b"expect", [])).lower():
                 head = self.without_expect(head)
                 pending.interim = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -280,22 +399,30 @@ class BufferingWorker(ThreadWorker):
             pending.body.write(head)
             data = rest
         pending.idle_deadline = now + self.body_timeout
-        if pending.chunked is not None:
-            pending.body.write(data)
-            pending.chunked.feed(data)
-            over_budget = not self.reserve(pending, len(data))
-            return pending.chunked.done or pending.chunked.bad or over_budget
+        pending.received += len(data)
         pending.body.write(data)
+        if pending.chunked is not None:
+            if pending.received > self.max_body:
+                raise Refused(413, "Content Too Large", "REQUEST_TOO_LARGE",
+                              f"the request body is larger than {self.max_body:,} bytes")
+            self.reserve(pending, len(data))
+            pending.chunked.feed(data)
+            return pending.chunked.done or pending.chunked.bad
         pending.expected -= len(data)
         return pending.expected <= 0
 
-    def reserve(self, pending: PendingRequest, size: int) -> bool:
-        """Hold ``size`` more bytes of the budget for ``pending``; False when they do not fit."""
+    def reserve(self, pending: PendingRequest, size: int) -> None:
+        """Hold ``size`` more bytes of the budgets for ``pending``; Refused (429: its address has
+        too much in the front; 503: the worker has) when they do not fit."""
         if self.reserved + size > self.buffer_bytes:
-            return False
+            raise Refused(503, "Service Unavailable", "SERVER_BUSY",
+                          "the service is receiving too many uploads at once: retry later", RETRY_AFTER)
+        if self.client_reserved[pending.host] + size > self.client_buffer_bytes:
+            raise Refused(429, "Too Many Requests", "TOO_MANY_REQUESTS",
+                          "this address is sending too many request bodies at once: send them one after the other")
         self.reserved += size
+        self.client_reserved[pending.host] += size
         pending.reserved += size
-        return True
 
     @staticmethod
     def without_expect(head: bytes) -> bytes:
@@ -309,15 +436,22 @@ class BufferingWorker(ThreadWorker):
         pending.body.seek(0)
         conn = FrontConn(self.cfg, pending.sock, pending.client, pending.server)
         conn.io_timeout = self.body_timeout
+        conn.request_line = pending.request_line()
         conn.parser = http.get_parser(self.cfg, BufferedSource(pending.body, pending.sock), pending.client)
         conn.data_ready = True
         self.nr_conns += 1
         self.enqueue_req(conn)
 
     def forget(self, pending: PendingRequest) -> None:
-        """Stop watching ``pending`` and release its share of the buffer budget."""
-        self.pending.pop(pending.sock.fileno(), None)
+        """Stop watching ``pending`` and release its share of the budgets."""
+        if self.pending.pop(pending.sock.fileno(), None) is not None:
+            self.client_pending[pending.host] -= 1
+            if not self.client_pending[pending.host]:
+                del self.client_pending[pending.host]
         self.reserved -= pending.reserved
+        self.client_reserved[pending.host] -= pending.reserved
+        if self.client_reserved[pending.host] <= 0:
+            del self.client_reserved[pending.host]
         pending.reserved = 0
         try:
             self.poller.unregister(pending.sock)
@@ -343,5 +477,47 @@ class BufferingWorker(ThreadWorker):
         super().murder_keepalived(*args, **kwargs)
         now = time.monotonic()
         for pending in list(self.pending.values()):
-            if now > pending.deadline or now > pending.idle_deadline:
-                self.drop(pending, b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            if pending.late(now, self.body_timeout, self.min_body_rate):
+                self.drop(pending, front_answer(*TIMED_OUT))
+
+    # -- the answer to a request gunicorn's parser refuses ------------------------------
+    def handle(self, conn):
+        """gthread's handling of a whole request, remembering its request line for handle_error."""
+        self.current.request_line = getattr(conn, "request_line", b"")
+        return super().handle(conn)
+
+    def handle_error(self, req, client, addr, exc):
+        """Answer what the parser refuses through the app, in the route's own error shape;
+        gunicorn's own answer (its log line and a 500) for everything else."""
+        if not isinstance(exc, parse_errors.ParseException) or isinstance(exc, SERVER_FAULTS):
+            return super().handle_error(req, client, addr, exc)
+        error = next((kind() for parsed, kind in PARSE_ERRORS if isinstance(exc, parsed)), None)
+        error = error or http_exceptions.BadRequest(f"the request is malformed: {exc}")
+        log.warning("refused a malformed request from %s: %s", client_host(addr), type(exc).__name__)
+        try:
+            answer = self.app_answer(self.current.request_line, error)
+        except Exception:  # a request line the app cannot even route: the envelope, still no HTML
+            log.exception("the answer to a malformed request failed")
+            answer = front_answer(error.code, error.name, HTTP_CODES.get(error.code, "BAD_REQUEST"), error.description)
+        try:
+            client.sendall(answer)
+        except OSError:
+            pass
+
+    def app_answer(self, request_line: bytes, error: Exception) -> bytes:
+        """The app's answer to ``error`` for the path of ``request_line`` (cut to its first 1 KB,
+        without its query), as a whole HTTP answer that closes the connection."""
+        method, _, rest = request_line.decode("latin-1").partition(" ")
+        path = rest.split(" ", 1)[0].split("?", 1)[0][:1024]
+        environ = EnvironBuilder(path=path if path.startswith("/") else "/",
+                                 method=method if method.isalpha() and len(method) < 16 else "GET").get_environ()
+        environ[FRONT_ERROR] = error
+        started = []
+        chunks = self.wsgi(environ, lambda status, headers, exc_info=None: started.extend((status, headers)))
+        try:
+            body = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()
+        status, headers = started
+        fields = "".join(f"{name}: {value}\r\n" for name, value in headers if name.lower() != "connection")
+        return f"HTTP/1.1 {status}\r\n{fields}Connection: close\r\n\r\n".encode("latin-1") + body

@@ -35,9 +35,11 @@ class Server(BaseApplication):
         threads, keepalive = server.threads, server.keepalive
         # gthread behind a front that reads each request whole before a thread takes it, so
         # slow or stalled clients hold no thread (api/worker.py)
-        worker = BufferingWorker.configured(header_timeout=server.header_timeout, body_timeout=server.body_timeout,
-                                            max_buffered=server.max_buffered, buffer_bytes=server.buffer_bytes,
-                                            max_body=self.service_config.limits.max_content_length)
+        worker = BufferingWorker.configured(
+            header_timeout=server.header_timeout, body_timeout=server.body_timeout, min_body_rate=server.min_body_rate,
+            max_buffered=server.max_buffered, buffer_bytes=server.buffer_bytes,
+            client_connections=server.client_connections, client_buffer_bytes=server.client_buffer_bytes,
+            max_body=self.service_config.limits.max_content_length)
         settings = {
             "bind": f"{server.host}:{server.port}",
             "workers": server.workers,

@@ -68,9 +68,12 @@ class Server:
     keepalive: int = setting(min=0)
     timeout: int = setting(min=1)
     header_timeout: float = setting(min=0.1)  # seconds for a request's headers to arrive whole
-    body_timeout: float = setting(min=0.1)  # seconds a body may pause (api/worker.py)
+    body_timeout: float = setting(min=0.1)  # seconds a body may pause, or lag behind min_body_rate (api/worker.py)
+    min_body_rate: int = setting(min=1)  # bytes a second every body must keep up after its first body_timeout seconds
     max_buffered: int = setting(min=1)  # requests each worker reads at once before a thread takes them
-    buffer_bytes: int = setting(min=0)  # body bytes each worker holds for them; past it bodies stream to a thread
+    buffer_bytes: int = setting(min=0)  # body bytes each worker holds for them; past it a request is refused (503)
+    client_connections: int = setting(min=1)  # connections one client address may have being read, per worker (429)
+    client_buffer_bytes: int = setting(min=0)  # body bytes one client address may have buffered, per worker (429)
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,8 @@ class Annotated:
 class Video:
     """How /predict/video looks at a video (see utils/video.py)."""
 
-    direct_seconds: float = setting(min=0)  # up to this length the request answers; longer: a job
+    direct_seconds: float = setting(min=0)  # up to this length (decoded, not declared) the request answers; longer: a job
+    anonymous_max_seconds: float = setting(min=0)  # the longest video an anonymous caller may send (their quota per upload)
     sample_fps: float = setting(min=0.1, max=120)
     detect_size: int = setting(min=80)  # frames are scaled (up or down) to this longest side for detection
     confirm_seconds: float = setting(min=0)

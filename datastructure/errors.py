@@ -160,3 +160,9 @@ class VideoInProgress(PyRecognizerError):
     """A long video is already being analysed in the background: one at a time."""
 
     code, status = "VIDEO_IN_PROGRESS", 409
+
+
+class NotYours(PyRecognizerError):
+    """A job someone else started: only its owner or an admin may cancel it."""
+
+    code, status = "FORBIDDEN", 403

@@ -459,3 +459,46 @@ def logged_in(server: Server, session: requests.Session | None = None, password:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# --- videos ------------------------------------------------------------------------------
+
+
+def muxed(out, stream, frames) -> None:
+    """Encode every frame of ``frames`` into ``stream`` of the container ``out``, then flush it."""
+    for frame in frames:
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
+def grey_video(path: Path, seconds: float, *, fps: int = 10, size=(16, 16), codec: str = "mpeg4") -> Path:
+    """An mp4 of ``seconds`` of grey frames (a few bytes each), written with PyAV."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        grey = np.full((size[1], size[0], 3), 128, np.uint8)
+        muxed(out, stream, (av.VideoFrame.from_ndarray(grey, format="rgb24") for _ in range(int(seconds * fps))))
+    return path
+
+
+# Where a duration sits after a box's type: (version 0 offset, size), (version 1 offset, size).
+DURATION_FIELDS = {b"mvhd": ((20, 4), (28, 8)), b"mdhd": ((20, 4), (28, 8)), b"tkhd": ((24, 4), (32, 8))}
+
+
+def lying_about_its_length(path: Path) -> Path:
+    """``path`` (an mp4) with every duration box (mvhd, mdhd, tkhd) saying 1 tick: the header of a
+    short clip over all its frames (issue 24: 3,000 s decoded inside a request)."""
+    data = bytearray(path.read_bytes())
+    for box, fields in DURATION_FIELDS.items():
+        start = 0
+        while (start := data.find(box, start)) >= 0:
+            offset, size = fields[data[start + 4]]  # the byte after the type is the box's version
+            data[start + offset:start + offset + size] = (1).to_bytes(size, "big")
+            start += 4
+    path.write_bytes(bytes(data))
+    return path

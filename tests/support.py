@@ -169,7 +169,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.get(job_url).json()["response"]["data"]
-            if job["state"] in ("done", "failed"):
+            if job["state"] in ("done", "failed", "cancelled"):
                 return job
             time.sleep(0.3)
         raise AssertionError(f"job {job_url} did not finish in {timeout} s")

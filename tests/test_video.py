@@ -20,6 +20,7 @@ import pytest
 
 from tests.browser import Watched, check_on_a_phone, drop_file, screenshot
 from tests.conftest import app_over
+from tests.hostile import muxed
 from tests.support import ROOT, TEST_CREDENTIALS, Server, envelope_of, video_dir
 
 LIN, ALEX = "Lin-Manuel Miranda", "Alex Lacamoire"
@@ -48,15 +49,6 @@ def people_zip(shared_video, tmp_path_factory) -> Path:
         archive.write(shared_video / "lin-manuel-miranda.png", f"{LIN}/lin-manuel-miranda.png")
         archive.write(shared_video / "alex-lacamoire.png", f"{ALEX}/alex-lacamoire.png")
     return target
-
-
-def muxed(out, stream, frames) -> None:
-    """Encode every frame of ``frames`` into ``stream`` of the container ``out``, then flush it."""
-    for frame in frames:
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
 
 
 def synthetic(path: Path, container: str, codec: str, *, size=(64, 48), frames: int = 10, pix_fmt="yuv420p") -> Path:

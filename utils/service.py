@@ -88,16 +88,21 @@ class Service:
         return faces_and_decisions(data, self.active, self.predict_options,
                                    self.config.faces.cnn_fallback_gallery_under)
 
-    def video_info(self, path: Path) -> VideoInfo:
-        """Return a video's header once it is checked (format, video stream, caps): bad ones fail here."""
-        with opened_video(path, self.video_limits) as (_, _, info):
+    def video_info(self, path: Path, limits: VideoLimits | None = None) -> VideoInfo:
+        """Return a video's header once it is checked (format, video stream, caps; ``limits``:
+        lower ones than the service's): bad ones fail here."""
+        with opened_video(path, limits or self.video_limits) as (_, _, info):
             return info
 
-    def predict_video(self, path: Path, *, progress=lambda *_: None, save_thumbnails: bool = True) -> dict:
-        """Return who appears when in the video at ``path`` (see utils.video.video_timeline)."""
+    def predict_video(self, path: Path, *, progress=lambda *_: None, save_thumbnails: bool = True,
+                      limits: VideoLimits | None = None, budget: float | None = None) -> dict:
+        """Return who appears when in the video at ``path`` (see utils.video.video_timeline);
+        ``limits``: lower caps than the service's; ``budget``: the decoded seconds an answer
+        given at once may take (LongerThanDeclared past them)."""
         model = self.active.current()
-        result = video_timeline(path, model.classifier, self.video_options, self.video_limits,
-                                save_thumbnail=self.saved_thumbnail if save_thumbnails else None, progress=progress)
+        result = video_timeline(path, model.classifier, self.video_options, limits or self.video_limits,
+                                save_thumbnail=self.saved_thumbnail if save_thumbnails else None, progress=progress,
+                                budget=budget)
         return {**result, "model": model.id}
 
     def saved_thumbnail(self, jpeg: bytes) -> str | None:

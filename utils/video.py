@@ -10,7 +10,12 @@ encodings: one blurry frame cannot rename a person.
 Every upload is hostile until it has decoded: the container is decided by its first bytes and
 opened with that one demuxer (FFmpeg's probing would also try playlists and other demuxers that
 open further files), and the pixel, frame and duration caps are checked against the header
-and again on every decoded frame, since a header can lie.
+and again on every decoded frame, since a header can lie. For the same reason an answer given
+at once (a video whose header says it is short) has a budget of decoded time and frames: past
+it, ``LongerThanDeclared`` tells the caller to make it a job instead.
+
+FFmpeg's error messages name the file they read (the upload's absolute path): refusals give
+only their reason.
 """
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ OTHER_MEDIA = ((b"FLV", "FLV"), (b"OggS", "Ogg"), (b"\x00\x00\x01\xba", "MPEG pr
                (b"\x00\x00\x01\xb3", "MPEG video"), (b"\x30\x26\xb2\x75", "ASF/WMV"), (b"GIF8", "GIF"),
                (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"ID3", "MP3"), (b"fLaC", "FLAC"),
                (b"#EXTM3U", "M3U playlist"), (b"ffconcat", "FFmpeg concat list"))
+# The frame budget of an answer given at once, per second of its time budget: frames whose
+# timestamps lie (all zero, say) still count.
+DIRECT_FPS = 60
 SAME_FACE = 0.55  # two unknown tracks closer than this (mean encodings) are one stranger
 THUMBNAIL_SIDE = 160
 
@@ -57,6 +65,14 @@ class VideoLimits:
     def from_config(cls, limits) -> "VideoLimits":
         """Return the caps of the ``limits`` config section."""
         return cls(limits.max_video_pixels, limits.max_video_frames, limits.max_video_seconds)
+
+    def within(self, seconds: float) -> "VideoLimits":
+        """Return these caps, lowered to ``seconds`` of video (and DIRECT_FPS frames a second of it)."""
+        return VideoLimits(self.max_pixels, min(self.max_frames, int(seconds * DIRECT_FPS)), min(self.max_seconds, seconds))
+
+
+class LongerThanDeclared(Exception):
+    """A video answered at once decodes past its budget: its header said it was shorter."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +178,7 @@ def opened_video(path: Path, limits: VideoLimits = VideoLimits()):
     try:
         container = av.open(str(path), format=demuxer)
     except (av.FFmpegError, ValueError, OSError) as exc:
-        raise VideoNotValid(f"the video cannot be read: {exc}") from None
+        raise VideoNotValid(f"the video cannot be read: {reason(exc)}") from None
     try:
         streams = container.streams.video
         if not streams:
@@ -173,6 +189,11 @@ def opened_video(path: Path, limits: VideoLimits = VideoLimits()):
         yield container, stream, info
     finally:
         container.close()
+
+
+def reason(exc: Exception) -> str:
+    """FFmpeg's reason for an error, without the file name its message carries."""
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def video_info(container, stream, demuxer: str) -> VideoInfo:
@@ -250,11 +271,14 @@ class Sample:
 
 
 def sampled_frames(container, stream, info: VideoInfo, limits: VideoLimits, every: float,
-                   on_frame: Callable[[int], None] = lambda _: None) -> Iterator[Sample]:
+                   on_frame: Callable[[int], None] = lambda _: None,
+                   budget: float | None = None) -> Iterator[Sample]:
     """Decode every frame (inter frames need their predecessors) and yield one each ``every`` seconds.
 
     Only the sampled frames are converted to RGB. Each decoded frame is held to the caps, so a
-    header announcing 10 frames of 64x64 cannot deliver a million frames of 8K.
+    header announcing 10 frames of 64x64 cannot deliver a million frames of 8K; with a
+    ``budget`` (seconds), LongerThanDeclared past that much decoded time or DIRECT_FPS frames
+    a second of it.
     """
     av = _av()
     stream.thread_type = "AUTO"  # FFmpeg's frame threads: decoding overlaps the detection
@@ -274,12 +298,14 @@ def sampled_frames(container, stream, info: VideoInfo, limits: VideoLimits, ever
                 raise VideoTooLarge(f"longer than the {limits.max_seconds:,.0f}-second cap")
             if frame.width * frame.height > limits.max_pixels:
                 raise VideoTooLarge(f"a {frame.width}x{frame.height} frame is over the pixel cap")
+            if budget is not None and (seconds > budget or index >= budget * DIRECT_FPS):
+                raise LongerThanDeclared(f"frame {index + 1} at {seconds:.1f} s, past {budget:g} s")
             on_frame(index + 1)
             if seconds + 1e-6 >= next_time:
                 next_time = max(next_time + every, seconds + every / 2)
                 yield Sample(index, max(seconds, 0.0), frame)
     except av.FFmpegError as exc:
-        raise VideoNotValid(f"the video stops decoding at frame {index + 1}: {exc}") from None
+        raise VideoNotValid(f"the video stops decoding at frame {index + 1}: {reason(exc)}") from None
     if index < 0:
         raise VideoNotValid("the video has no frame that decodes")
 
@@ -439,11 +465,11 @@ def timeline_entry(name: str, known: bool, tracks: list[Track], options: VideoOp
 
 def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(),
                    limits: VideoLimits = VideoLimits(), *, save_thumbnail: Callable[[bytes], str] | None = None,
-                   progress: Callable[[int, int, str], None] = lambda *_: None) -> dict:
+                   progress: Callable[[int, int, str], None] = lambda *_: None, budget: float | None = None) -> dict:
     """Return who appears when in the video at ``path``, named by ``classifier``.
 
     ``save_thumbnail(jpeg) -> name`` stores each row's best-frame thumbnail (None: no thumbnails);
-    ``progress(done, total, step)`` follows the frames decoded.
+    ``progress(done, total, step)`` follows the frames decoded; ``budget``: see sampled_frames.
     """
     step = 1 / options.sample_fps
     tracker = IouTracker(options.min_iou, max_gap=max(options.gap_seconds, 1.5 * step))
@@ -458,7 +484,7 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
             progress(count, max(total, count), "analysing")
 
         samples = 0
-        for sample in sampled_frames(container, stream, info, limits, step, on_frame):
+        for sample in sampled_frames(container, stream, info, limits, step, on_frame, budget):
             samples += 1
             boxes = frame_boxes(sample, options.detect_size)
             tracks = tracker.update(sample.time, boxes)
@@ -478,7 +504,7 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
                 if score > track.best[0]:
                     track.best = (score, sample.time, thumbnail(sample.rgb(), boxes[i]))
     progress(decoded_frames, decoded_frames, "done")
-    seconds = info.seconds or decoded_frames / info.fps
+    seconds = max(info.seconds, decoded_frames / info.fps)  # a header may say less (or nothing)
     info = VideoInfo(info.container, info.codec, info.width, info.height, info.fps, decoded_frames, seconds, info.offset)
     timeline = [timeline_entry(name, known, members, options, info, save_thumbnail)
                 for name, known, members in grouped(tracker.tracks_)]

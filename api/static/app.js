@@ -481,7 +481,7 @@
             failures = 0;
             const job = answer.data;
             this.show(job);
-            if (job.state === "done" || job.state === "failed") {
+            if (job.state === "done" || job.state === "failed" || job.state === "cancelled") {
               try {
                 sessionStorage.setItem(FINISHED_KEY, job.id); // the next page opens the predict page in a moment
               } catch (error) { /* then it does not */ }

@@ -111,6 +111,7 @@ document.addEventListener("DOMContentLoaded", () => {
       const job = answer.data;
       if (job.state === "done") return show(job.result);
       if (job.state === "failed") return failed({status: "KO", ...(job.error || {}), error: (job.error || {}).code});
+      if (job.state === "cancelled") return failed({status: "KO", error: "CANCELLED", description: "the analysis was cancelled"});
       setProgress(job.state === "queued" ? "Waiting" : "Analysing", job.progress.done, job.progress.total);
       await kit.sleep(400);
     }
