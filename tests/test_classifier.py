@@ -232,3 +232,19 @@ def test_a_one_photo_person_in_a_gallery_of_many_photo_people_is_judged_by_their
     assert corrected == pytest.approx(np.sqrt(0.51 ** 2 - MEAN_NOISE), abs=1e-6)
     mean = X[y == "person0"].mean(axis=0)
     assert model.predict((mean + 0.51 * step)[None])[0] == UNKNOWN
+
+
+def test_the_calibration_report_warns_when_a_gallery_is_too_crowded_for_the_stranger_budget():
+    """Issue 27: 100 people whose photos crowd each other (centres about as far apart as a
+    person's photos): no rule of the grid keeps simulated strangers within 1% at the recognition
+    it needs, and the report says so; a spacious gallery of the same size has no warning."""
+    rng = np.random.default_rng(0)
+    for spacing, warned in ((0.025, ["STRANGER_BUDGET_EXCEEDED"]), (0.035, [])):
+        centres = rng.normal(size=(100, 128)) * spacing
+        X = np.repeat(centres, 4, axis=0) + rng.normal(size=(400, 128)) * 0.025
+        y = np.repeat([f"p{i:03d}" for i in range(100)], 4)
+        model = FaceClassifier().fit(X, y)
+        budget = model.calibration_["budget"]
+        assert budget["warnings"] == model.budget_warnings() == warned, budget
+        assert (budget["strangers_accepted"] > 0.01) == bool(warned) and budget["gallery"] == 400
+    assert FaceClassifier().fit(*clusters(5, 8)[:2]).budget_warnings() == []  # small galleries lean on the prior
