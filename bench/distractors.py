@@ -158,7 +158,7 @@ def figures_of(named: np.ndarray, truth: np.ndarray, strangers: int) -> dict:
     probes, others = named[:len(named) - strangers], named[len(named) - strangers:]
     right = probes == truth
     wrong = (probes != truth) & (probes != "unknown")
-    celebrity = np.array([" " in name for name in truth])
+    celebrity = np.array(["_" not in name for name in truth])  # lfw names have underscores; "Madonna" has no space
     return {"recognised": round(float(right.mean()), 4), "wrong": int(wrong.sum()),
             "celebrities_val_right": int(right[celebrity].sum()), "celebrities_val": int(celebrity.sum()),
             "celebrities_val_wrong": int(wrong[celebrity].sum()),
