@@ -288,6 +288,8 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         fresh.confidence_coef_ = tuple(self.confidence_coef_)
         fresh.rule_ = getattr(self, "rule_", "nearest")
         fresh.calibration_ = {**calibration, "spread": spread_figures, "gallery": gallery, "changed_since": since}
+        if fresh.rule_ == "centroid":  # its one-photo threshold follows the number of people
+            fresh.calibration_["centroid"] = fresh.centroid_figures()
         return fresh
 
     def extendable(self, rows: int, *, recalibrate_share: float) -> bool:
