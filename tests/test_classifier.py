@@ -248,3 +248,14 @@ def test_the_calibration_report_warns_when_a_gallery_is_too_crowded_for_the_stra
         assert budget["warnings"] == model.budget_warnings() == warned, budget
         assert (budget["strangers_accepted"] > 0.01) == bool(warned) and budget["gallery"] == 400
     assert FaceClassifier().fit(*clusters(5, 8)[:2]).budget_warnings() == []  # small galleries lean on the prior
+
+
+def test_a_gallery_past_the_encoders_size_limit_warns_of_its_recall(monkeypatch):
+    """Issue 27: past RECALL_BUDGET_SIZE photos the encoder loses more than 2 points of
+    recognition whatever the rule (bench/distractors.py); the report says so at that size."""
+    import datastructure.classifier as classifier
+
+    X, y, _ = clusters(40, 8, spread=0.025)
+    assert FaceClassifier().fit(X, y).budget_warnings() == []
+    monkeypatch.setattr(classifier, "RECALL_BUDGET_SIZE", len(y))  # 10^5 photos take a minute to fit
+    assert FaceClassifier().fit(X, y).budget_warnings() == ["RECALL_BUDGET_EXCEEDED"]
