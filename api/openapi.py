@@ -234,7 +234,8 @@ def specification() -> dict:
                                       "address) or an admin", "operationId": "cancelVideoJob", "parameters": [JOB_ID],
                            "responses": {"200": _answer("the job, cancel_requested while it stops"),
                                          **_errors(401, 403, 404)}}},
-            "/health": {"get": {"summary": "Liveness, the loaded model and warnings (LOW_DISK_SPACE); the worker pid for "
+            "/health": {"get": {"summary": "Liveness, the loaded model and warnings (LOW_DISK_SPACE; GALLERY_STRANGER_BUDGET_EXCEEDED and "
+                                           "GALLERY_RECALL_BUDGET_EXCEEDED when the active gallery is too large for its budgets); the worker pid for "
                                            "authorised callers", "operationId": "health", "responses": {"200": _answer("up", _envelope(
                                                {"type": "object", "properties": {
                                                    "up": {"type": "boolean"}, "model_loaded": {"type": "boolean"},

@@ -199,10 +199,13 @@ def health():
     the worker's pid only to an authorised caller."""
     service = current_service()
     try:
-        model_id = service.active.current().id
+        model = service.active.current()
+        model_id, size_warnings = model.id, model.classifier.budget_warnings()
     except Exception:  # health must answer whatever state the model is in
-        model_id = None
-    data = {"up": True, "model_loaded": model_id is not None, "model": model_id, "warnings": []}
+        model_id, size_warnings = None, []
+    # the active gallery's size puts its stranger rate or recall past the budget (issue 27)
+    data = {"up": True, "model_loaded": model_id is not None, "model": model_id,
+            "warnings": [f"GALLERY_{warning}" for warning in size_warnings]}
     try:
         if service.low_on_disk():
             data["warnings"].append("LOW_DISK_SPACE")

@@ -45,6 +45,9 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS), help="comma-separated: " + ",".join(SECTIONS))
     parser.add_argument("--gallery-sizes", default="1000,10000,100000,1000000", help="the gallery section's sizes")
     parser.add_argument("--gallery-requests", type=int, default=40, help="POST /predict per gallery size")
+    parser.add_argument("--gallery-parts", default="serve,curve",
+                        help="the gallery section's parts: serve (import, load, HTTP per size), curve (recognition "
+                             "against distractors, bench/distractors.py)")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
     parser.add_argument("--single-photos", type=int, help="photos for the 1-worker run (default 400; quick 200)")
     parser.add_argument("--plain-photos", type=int, help="photos for the plain recipe's CPU/photo (150; quick 60)")
@@ -212,7 +215,8 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.gallery import gallery_section
 
         sizes = [int(float(size)) for size in args.gallery_sizes.split(",")]
-        return gallery_section(faces, workdir, sizes, args.gallery_requests, say=say)
+        return gallery_section(faces, workdir, sizes, args.gallery_requests, say=say,
+                               parts=[part.strip() for part in args.gallery_parts.split(",")])
     from bench.serve import serve_section
 
     return serve_section(faces, workdir, args.requests, args.requests_one, args.server_threads, say=say)

@@ -234,8 +234,23 @@ def measured_size(size: int, gallery_real: tuple, queries: np.ndarray, photo: by
             "in_process": decisions, "http": http, "enrol": enrol}
 
 
-def gallery_section(faces: Path, workdir: Path, sizes=SIZES, requests_count: int = 40, say=print):
+def gallery_section(faces: Path, workdir: Path, sizes=SIZES, requests_count: int = 40, say=print,
+                    parts=("serve", "curve")):
+    """The section: "serve" (import, load, decide and serve per size) and "curve" (recognition
+    and false accepts against the number of distractors: bench/distractors.py)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    rows, results = [], {}
+    if "serve" in parts:
+        rows, results = served_sizes(faces, workdir, sizes, requests_count, say)
+    if "curve" in parts:
+        from bench.distractors import curve_rows, distractor_curve
+
+        results["curve"] = distractor_curve(faces, sizes=sizes, say=say)
+        rows += curve_rows(results["curve"])
+    return rows, results
+
+
+def served_sizes(faces: Path, workdir: Path, sizes, requests_count: int, say=print):
     lfw = lfw_encodings(faces, say=say)
     gallery_real, (held_X, _) = split_lfw(lfw)
     queries = np.vstack([held_X, lfw["strangers"]]).astype(np.float32)

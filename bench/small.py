@@ -17,6 +17,10 @@ requires). Reported per recipe: the median and the worst draw of recognition, wr
 strangers accepted, the worst draw of ours measured against plain on the same draw, and totals
 over all draws. "Rule alone" gives plain's rule this pipeline's faces as well, so it compares
 the unknown rules alone (what the issue's own measurement did).
+
+"One photo each" (issue 25) draws galleries of 3-8 lfw/people enrolled from one photo each,
+tested on their other photos and the same number of strangers, and "LFW prior" measures again
+the within-person variance and the one-photo stranger tail the classifier's constants hold.
 """
 from __future__ import annotations
 
@@ -120,6 +124,23 @@ def drawn(rng: np.random.Generator, pool: Pool) -> Draw:
     return Draw(gallery, tests, others)
 
 
+def one_photo_drawn(rng: np.random.Generator, pool: Pool) -> Draw:
+    """Return one draw of a one-photo gallery (issue 25): 3-8 lfw/people, each enrolled from one
+    photo where this pipeline found exactly one face, tested on the rest (at most TEST_CAP)."""
+    people = pool.ours
+    usable = sorted(name for name, samples in people.items() if "_" in name
+                    and any(s.faces == 1 for s in samples) and len(samples) >= 1 + MIN_TEST)
+    chosen = rng.choice(usable, int(rng.integers(PEOPLE_RANGE[0], PEOPLE_RANGE[1] + 1)), replace=False)
+    gallery, tests = [], []
+    for name in chosen:
+        order = [int(i) for i in rng.permutation(len(people[name]))]
+        enrolled = next(i for i in order if people[name][i].faces == 1)
+        gallery.append((name, enrolled))
+        tests += [(name, i) for i in order if i != enrolled][:TEST_CAP]
+    others = [int(i) for i in rng.choice(len(pool.ours_strangers), min(STRANGERS, len(pool.ours_strangers)), replace=False)]
+    return Draw(gallery, tests, others)
+
+
 def side_of(draw: Draw, people: dict, strangers: list):
     """Return (gallery encodings, labels, queries) of a draw in one pipeline: gallery photos
     where it did not find exactly one face are left out, as its training leaves them out."""
@@ -147,14 +168,17 @@ def draw_figures(draw: Draw, pool: Pool, params: dict) -> dict:
             "rule_alone": summary(alone.truth, alone.named, alone.found)}
 
 
-def small_evaluation(pool: Pool, draws: int = 50, seed: int = 0, params: dict | None = None) -> dict:
-    """Return the figures of ``draws`` random small galleries (see the module's docstring)."""
+def small_evaluation(pool: Pool, draws: int = 50, seed: int = 0, params: dict | None = None,
+                     one_photo: bool = False) -> dict:
+    """Return the figures of ``draws`` random small galleries (see the module's docstring);
+    ``one_photo``: galleries of lfw/people enrolled from one photo each (``one_photo_drawn``)."""
     if params is None:
         from utils.training import classifier_params
 
         params = classifier_params(engine_config(ROOT))
     rng = np.random.default_rng(seed)
-    rows = [draw_figures(drawn(rng, pool), pool, params) for _ in range(draws)]
+    draw = one_photo_drawn if one_photo else drawn
+    rows = [draw_figures(draw(rng, pool), pool, params) for _ in range(draws)]
 
     def side(name: str) -> dict:
         rates = [row[name]["recognition_rate"] for row in rows]
@@ -188,10 +212,34 @@ def verdicts(figures: dict) -> dict:
     }
 
 
+def one_photo_prior(pool: Pool, seed: int = 0) -> dict:
+    """The LFW prior behind datastructure/classifier.py's MEAN_NOISE and ONE_PHOTO_TAIL, measured
+    again on this pipeline's lfw/people encodings: the pooled within-person variance, and how
+    often another person's photo falls within corrected distance t of one photo (each person's
+    photos against one random photo of every other person, 3 draws)."""
+    people = {name: np.array([s.encoding for s in samples if s.encoding is not None and s.faces == 1])
+              for name, samples in pool.ours.items() if "_" in name}
+    residual = sum(float(((photos - photos.mean(axis=0)) ** 2).sum()) for photos in people.values() if len(photos) > 1)
+    noise = residual / sum(len(photos) - 1 for photos in people.values() if len(photos) > 1)
+    rng = np.random.default_rng(seed)
+    names, reach = sorted(people), []
+    for _ in range(3):
+        for name in names:
+            photo = people[name][rng.integers(len(people[name]))]
+            others = np.vstack([people[other][rng.choice(len(people[other]), 3)] for other in names if other != name])
+            reach.append(np.sqrt(np.maximum(((others - photo) ** 2).sum(axis=1) - noise, 0.0)))
+    reach = np.concatenate(reach)
+    return {"mean_noise": round(noise, 4), "pairs": int(len(reach)),
+            "tail": [[p, round(float(np.quantile(reach, p)), 3)] for p in (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)]}
+
+
 def small_section(faces: Path, workdir: Path, draws: int, cache: Path | None = None, seed: int = 0,
                   say=lambda message: None):
     """The bench section: (rows, details)."""
-    figures = small_evaluation(encoded_pool(faces, cache or workdir / "cache", say=say), draws, seed)
+    pool = encoded_pool(faces, cache or workdir / "cache", say=say)
+    figures = small_evaluation(pool, draws, seed)
+    one = small_evaluation(pool, draws, seed, one_photo=True)
+    prior = one_photo_prior(pool)
     met = verdicts(figures)
     ours, plain, alone = figures["ours"], figures["plain"], figures["rule_alone"]
 
@@ -215,8 +263,23 @@ def small_section(faces: Path, workdir: Path, draws: int, cache: Path | None = N
         Row("rule alone: worst draw, ours - plain's rule (points)", None, pct(figures["rule_alone_worst_gap"]), digits=1),
         Row("rule alone: wrong names / strangers accepted", f"{alone['wrong']} / {alone['strangers_accepted']}",
             f"{ours['wrong']} / {ours['strangers_accepted']}"),
+        # issue 25: galleries of lfw/people enrolled from one photo each
+        Row(f"one photo each ({draws} draws, seed {seed}): median % recognised", pct(one["plain"]["median_recognised"]),
+            pct(one["ours"]["median_recognised"]), digits=1),
+        Row("one photo each: % recognised, all draws", pct(one["plain"]["recognition_rate"]),
+            pct(one["ours"]["recognition_rate"]), digits=1),
+        Row("one photo each: wrong names, all draws", one["plain"]["wrong"], one["ours"]["wrong"]),
+        Row(f"one photo each: strangers accepted of {one['ours']['strangers']:,} (%)",
+            f"{one['plain']['strangers_accepted']} ({pct(one['plain']['strangers_accepted_rate'])})",
+            f"{one['ours']['strangers_accepted']} ({pct(one['ours']['strangers_accepted_rate'])})", target="<= 1%",
+            met=one["ours"]["strangers_accepted_rate"] <= 0.01),
+        Row("one photo each: worst draw, strangers accepted %", pct(one["plain"]["worst_strangers_accepted"]),
+            pct(one["ours"]["worst_strangers_accepted"]), digits=1),
+        Row("LFW prior: within-person variance (MEAN_NOISE) / 1-in-1000 one-photo reach", None,
+            f"{prior['mean_noise']} / {dict(prior['tail'])[0.001]}"),
     ]
     return rows, {**{key: value for key, value in figures.items() if key != "per_draw"}, "verdicts": met,
+                  "one_photo": {key: value for key, value in one.items() if key != "per_draw"}, "prior": prior,
                   "per_draw": [{key: row[key] for key in ("people", "photos", "threshold", "ratio")}
                                | {side: {k: row[side][k] for k in ("recognition_rate", "wrong", "strangers_accepted")}
                                   for side in ("ours", "plain")} for row in figures["per_draw"]]}

@@ -209,3 +209,34 @@ def test_an_npz_inflates_only_the_arrays_an_import_uses():
     finally:
         tracemalloc.stop()
     assert len(gallery.names) == 4 and peak < 16 * 1024**2, peak
+
+
+def test_health_warns_when_the_active_gallery_is_too_crowded_for_its_stranger_budget(client):
+    """Issue 27: a gallery whose people crowd each other cannot keep simulated strangers within
+    1%: its calibration report says so and /health warns while it is active; a spacious one
+    of the same size brings no warning."""
+    import time
+
+    from tests.support import TEST_CREDENTIALS
+
+    headers = {"Authorization": f"Bearer {TEST_CREDENTIALS['api_token']}"}
+    rng = np.random.default_rng(0)
+
+    def imported(spacing: float) -> dict:
+        centres = rng.normal(size=(100, 128)) * spacing
+        X = np.repeat(centres, 4, axis=0) + rng.normal(size=(400, 128)) * 0.025
+        names = np.repeat([f"p{i:03d}" for i in range(100)], 4)
+        answer = client.post("/models/import", data={"file": (io.BytesIO(npz_bytes(encodings=X, names=names)), "g.npz")},
+                             headers=headers)
+        job_url = envelope_of(answer, 202)["job_url"]
+        for _ in range(600):
+            job = envelope_of(client.get(job_url, headers=headers), 200)["data"]
+            if job["state"] in ("done", "failed"):
+                break
+            time.sleep(0.1)
+        assert job["state"] == "done", job
+        return envelope_of(client.get("/health"), 200)["data"]
+
+    crowded = imported(0.025)
+    assert crowded["warnings"] == ["GALLERY_STRANGER_BUDGET_EXCEEDED"] and crowded["model_loaded"], crowded
+    assert imported(0.035)["warnings"] == []
