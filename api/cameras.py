@@ -190,7 +190,9 @@ def events():
     seconds = service.config.cameras.sse_seconds
 
     def stream(after: int = after):
-        yield "retry: 1000\n\n"
+        # the starting point as the last event id: a stream that ends before any event resumes
+        # from here, not from whatever is newest when EventSource reconnects
+        yield f"retry: 1000\nid: {after}\n\n"
         deadline = time.monotonic() + seconds
         seen, pinged = None, time.monotonic()
         while time.monotonic() < deadline:

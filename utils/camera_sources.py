@@ -298,6 +298,10 @@ def mjpeg_response(url: str, options: SourceOptions):
         raise
     except urllib.error.HTTPError as exc:
         exc.close()
+        location = (exc.headers or {}).get("Location") or ""
+        if 300 <= exc.code < 400 and urlsplit(location).scheme.lower() not in ("", parts.scheme.lower()):
+            # urllib refuses some schemes itself, before SameSchemeRedirects sees them
+            raise CameraError(f"the camera redirected to another scheme ({urlsplit(location).scheme}:): refused") from None
         if exc.code == 401:
             raise CameraError("wrong credentials (the camera answered 401)") from None
         raise CameraError(f"the camera answered HTTP {exc.code}") from None

@@ -65,6 +65,8 @@ IMPROVEMENT = 0.05  # a track's confidence must rise this much for an ``update``
 STALE_STATE = 5.0  # seconds without a state write after which the supervisor counts as not running
 SNAPSHOT_EVERY = 1.0  # seconds between two snapshots of a camera
 STRANGERS_KEPT = 500  # unknown faces remembered (in memory only) to number them across tracks
+STABLE = 10.0  # seconds a stream must deliver before its failure counts as a drop (``reconnecting``, backoff
+# from 1 s again) rather than one more failed attempt (``error``: a stream that stalls after a frame or two)
 KEEP_PER_TRACK = 30  # encodings and decisions a long track keeps (its vote is over these)
 
 
@@ -453,7 +455,7 @@ class CameraReader:
         self.frames = self.samples = self.reconnects = 0
         self.lag = 0.0
         self.stream_rate, self.sample_rate = Rate(), Rate()
-        self.streamed = False  # a stream has delivered frames since the reader started
+        self.connected = 0.0  # when the stream last began to deliver frames (monotonic)
         self.origin = time.monotonic()
         self.threads = [threading.Thread(target=self.grab, name=f"camera-{camera.name}-grab", daemon=True),
                         threading.Thread(target=self.look, name=f"camera-{camera.name}-watch", daemon=True)]
@@ -499,8 +501,8 @@ class CameraReader:
             if self.stopping.is_set():
                 return
             reason = scrubbed(error.reason, self.camera.url)
-            if self.state == "streaming":
-                backoff = 1.0
+            if self.state == "streaming" and time.monotonic() - self.connected >= STABLE:
+                backoff = 1.0  # it streamed a while: a drop, not a camera that fails each time
                 self.set_state("reconnecting", reason)
             else:
                 self.set_state("error", reason)
@@ -518,10 +520,12 @@ class CameraReader:
             self.frames += 1
             self.stream_rate.tick(now)
             if self.state != "streaming":
-                self.streamed = True
+                self.connected = now
                 self.set_state("streaming")
-            if now >= next_sample:
-                next_sample = max(next_sample + step, now - step / 2)  # keep the cadence; no burst after a pause
+            # a frame a little early still counts (a 4-fps camera sampled at 4 fps must not lose
+            # every other frame to jitter); the cadence holds, with no burst after a pause
+            if now + step / 4 >= next_sample:
+                next_sample = max(next_sample + step, now - step / 2)
                 self.mailbox.put(Grabbed(frame, time.time(), now))
 
     def wait_to_retry(self, seconds: float, refused: bool) -> None:
@@ -639,9 +643,10 @@ class Supervisor:
         finally:
             for reader in self.readers.values():
                 reader.stop()
+            deadline = time.monotonic() + 3  # a read under way ends within read_timeout; the threads are daemons
             for reader in self.readers.values():
                 for thread in reader.threads:
-                    thread.join(timeout=2)
+                    thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self.hub.close()
             state_path(self.paths).unlink(missing_ok=True)
             log.info("camera supervisor %d stopped", os.getpid())
