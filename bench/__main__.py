@@ -9,6 +9,8 @@
     python -m bench --only verify           /verify's pipeline against the old one on LFW-style pairs
     python -m bench --only gallery          galleries of 10^3..10^6 encodings (issue 16; not in the
                                             default run: ~15 min, 10^6 needs ~6 GB; --gallery-sizes)
+    python -m bench --only cameras          camera latency, capacity, a --minutes soak (issue 26; not in
+                                            the default run: ~20 min, or ~6 with --quick --minutes 2)
 
 Progress goes to stderr; stdout holds the header and the table. The exit status is 1 when a
 section could not run, 0 otherwise (a missed target is a figure, not a failure).
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
 
-SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery")
+SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery", "cameras")
 DEFAULT_SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
@@ -43,6 +45,7 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS), help="comma-separated: " + ",".join(SECTIONS))
     parser.add_argument("--gallery-sizes", default="1000,10000,100000,1000000", help="the gallery section's sizes")
     parser.add_argument("--gallery-requests", type=int, default=40, help="POST /predict per gallery size")
+    parser.add_argument("--minutes", type=float, default=10.0, help="the cameras section's soak, in minutes")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
     parser.add_argument("--single-photos", type=int, help="photos for the 1-worker run (default 400; quick 200)")
     parser.add_argument("--plain-photos", type=int, help="photos for the plain recipe's CPU/photo (150; quick 60)")
@@ -201,6 +204,11 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.verify import verify_section
 
         return verify_section(faces, workdir, cache=ROOT / "dataset" / "cache", say=say)
+
+    if name == "cameras":
+        from bench.cameras import cameras_section
+
+        return cameras_section(workdir, args.minutes, args.quick, say=say)
 
     if name == "gallery":
         from bench.gallery import gallery_section

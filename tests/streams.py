@@ -6,6 +6,7 @@
   (``loop``) or alternates a grey picture and a face photo (``stamped``) and prints, for each
   appearance of the face, the wall-clock time its first frame was sent: the bench's latency
   starts there.
+- ``EventStream``: a script's client of /events (server-sent events), in a thread.
 - ``MjpegServer``: an HTTP server of this process serving MJPEG (multipart/x-mixed-replace)
   streams of a video's frames, and the bad cases: frames over a pixel cap, a stream that
   stalls, a page that is not a stream, redirects to other schemes.
@@ -26,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import requests
 from PIL import Image
 
 from tests.support import ROOT, free_port
@@ -194,6 +196,52 @@ class RtspCamera:
                     process.wait(10)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+class EventStream:
+    """A script's /events client in a thread (``server``: tests.support.Server): every event in
+    order, and the wall-clock time each arrived; reconnects after each stream's end with
+    Last-Event-ID, as EventSource does."""
+
+    def __init__(self, server):
+        self.server, self.events, self.arrivals, self.last_id = server, [], [], None
+        self.streams = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopping.is_set():
+            headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+            try:
+                with self.server.get("/events", headers=headers, stream=True, timeout=30) as answer:
+                    if answer.status_code != 200:
+                        time.sleep(1)
+                        continue
+                    self.streams += 1
+                    event_id, data = None, None
+                    for line in answer.iter_lines(decode_unicode=True):
+                        if line.startswith("id: "):
+                            event_id = line[4:]
+                        elif line.startswith("data: "):
+                            data = line[6:]
+                        elif line == "":  # an id without data moves the resume point too (as in EventSource)
+                            if data is not None:
+                                self.arrivals.append(time.time())
+                                self.events.append(json.loads(data))
+                            self.last_id = event_id or self.last_id
+                            data = None
+            except requests.RequestException:
+                time.sleep(0.5)
+
+    def wait_for(self, test, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in list(self.events):
+                if test(event):
+                    return event
+            time.sleep(0.2)
+        raise AssertionError(f"no such event in {timeout} s; got {self.events[-10:]}")
 
 
 # --- MJPEG over HTTP, served by this process ------------------------------------------------------

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 
 import pytest
-import requests
 
 from tests.browser import Watched, log_in, no_sideways_scroll, screenshot
-from tests.streams import MjpegServer, RtspCamera
+from tests.streams import EventStream, MjpegServer, RtspCamera
 from tests.support import envelope_of, video_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -29,50 +27,6 @@ CONFIG = {
     "limits": {"max_video_pixels": 500_000},  # the clip (640x360) passes, /big.mjpg (1000x800) does not
     "server": {"threads": 4},  # event streams take a thread each: the page's and the test's
 }
-
-
-class EventStream:
-    """A script's /events client in a thread: every event, in order; reconnects after each
-    stream's end with Last-Event-ID, as EventSource does."""
-
-    def __init__(self, server):
-        self.server, self.events, self.last_id = server, [], None
-        self.streams = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.stopping.is_set():
-            headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
-            try:
-                with self.server.get("/events", headers=headers, stream=True, timeout=30) as answer:
-                    if answer.status_code != 200:
-                        time.sleep(1)
-                        continue
-                    self.streams += 1
-                    event_id, data = None, None
-                    for line in answer.iter_lines(decode_unicode=True):
-                        if line.startswith("id: "):
-                            event_id = line[4:]
-                        elif line.startswith("data: "):
-                            data = line[6:]
-                        elif line == "":  # an id without data moves the resume point too (as in EventSource)
-                            if data is not None:
-                                self.events.append(json.loads(data))
-                            self.last_id = event_id or self.last_id
-                            data = None
-            except requests.RequestException:
-                time.sleep(0.5)
-
-    def wait_for(self, test, timeout: float = WAIT) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in list(self.events):
-                if test(event):
-                    return event
-            time.sleep(0.2)
-        raise AssertionError(f"no such event in {timeout} s; got {self.events[-10:]}")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +90,7 @@ def test_a_camera_added_over_rest_names_lin_over_server_sent_events(rig):
     health = envelope_of(server.get("/health"), 200)["data"]
     assert health["cameras"]["stage"]["state"] == "streaming" and "fps" in health["cameras"]["stage"]
     # one event per track, not per frame: each track starts with new and ends with end
-    ended = events.wait_for(lambda event: event["camera"] == "stage" and event["type"] == "end")
+    ended = events.wait_for(lambda event: event["camera"] == "stage" and event["type"] == "end", WAIT)
     kinds = [event["type"] for event in events.events if event["camera"] == "stage" and event["track_id"] == ended["track_id"]]
     assert kinds[0] == "new" and kinds[-1] == "end" and set(kinds[1:-1]) <= {"update"}, kinds
     assert events.streams >= 1

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")  # also an MQTT topic level and an entity id part
 SETTINGS = ("sample_fps", "min_face_px", "enabled")
+MAX_CAMERAS = 100
 IMPROVEMENT = 0.05  # a track's confidence must rise this much for an ``update`` event
 STALE_STATE = 5.0  # seconds without a state write after which the supervisor counts as not running
 SNAPSHOT_EVERY = 1.0  # seconds between two snapshots of a camera
@@ -192,6 +193,9 @@ class CameraStore:
         """Add a camera (201); CameraExists (409) when the name is taken."""
         camera = checked_camera(values, self.settings)
         with self._changing() as cameras:
+            if len(self.configured) + len(cameras) >= MAX_CAMERAS:
+                raise CameraNotValid(f"at most {MAX_CAMERAS} cameras", {"name": camera.name,
+                                                                       "problems": [f"at most {MAX_CAMERAS} cameras"]})
             if any(other.name == camera.name for other in self.configured + cameras):
                 raise CameraExists(f"a camera named {camera.name!r} exists: change it with PATCH /cameras/{camera.name}")
             cameras.append(camera)
