@@ -53,9 +53,17 @@ def command_serve(args, config: Config) -> int:
 
 def command_cameras(args, config: Config) -> int:
     """Watch the cameras in this process (the supervisor `serve` starts; alone, e.g. on a second machine)."""
-    from utils.cameras import run_supervisor
+    import signal
+    import threading
 
-    run_supervisor(config, parent_pid=args.parent_pid)
+    from utils.cameras import Supervisor
+    from utils.service import build_service
+
+    build_service(config)  # logging, the data folders, dlib's models
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    Supervisor(config).run(stop, parent_pid=args.parent_pid)
     return 0
 
 

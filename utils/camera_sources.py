@@ -16,6 +16,7 @@ are refused before they are decoded when the header says their size, and as they
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import http.client
 import io
@@ -186,6 +187,24 @@ def checked_size(width: int, height: int, options: SourceOptions) -> None:
         raise CameraError(f"frames of {width}x{height} are over limits.max_video_pixels ({options.max_pixels:,})")
 
 
+@contextlib.contextmanager
+def camera_errors(options: SourceOptions):
+    """Turn any failure of the block into the CameraError saying why (``reason_of``)."""
+    try:
+        yield
+    except CameraError:
+        raise
+    except Exception as exc:
+        raise reason_of(exc, options) from None
+
+
+def checked_frames(frames, options: SourceOptions) -> Iterator:
+    """Yield ``frames``, each held to the pixel cap."""
+    for frame in frames:
+        checked_size(frame.width, frame.height, options)
+        yield frame
+
+
 # --- sources ----------------------------------------------------------------------------------
 
 
@@ -223,14 +242,8 @@ def rtsp_frames(url: str, options: SourceOptions) -> Iterator:
         context = stream.codec_context
         if context.width and context.height:
             checked_size(context.width, context.height, options)
-        try:
-            for frame in container.decode(stream):
-                checked_size(frame.width, frame.height, options)
-                yield frame
-        except CameraError:
-            raise
-        except Exception as exc:
-            raise reason_of(exc, options) from None
+        with camera_errors(options):
+            yield from checked_frames(container.decode(stream), options)
         raise CameraError("the stream ended")
     finally:
         container.close()
@@ -248,8 +261,7 @@ def file_frames(path: Path, options: SourceOptions) -> Iterator:
             offset = 0.0
             while True:
                 last = None
-                for frame in container.decode(stream):
-                    checked_size(frame.width, frame.height, options)
+                for frame in checked_frames(container.decode(stream), options):
                     stamp = (float(frame.time) if frame.time is not None else 0.0) + offset
                     wait = origin + stamp - time.monotonic()
                     if wait > 0:
@@ -327,27 +339,29 @@ def mjpeg_frames(url: str, options: SourceOptions) -> Iterator:
     response, boundary = mjpeg_response(url, options)
     decoder = av.CodecContext.create("mjpeg", "r")
     try:
-        while True:
-            data = mjpeg_part(response, boundary)
-            if data is None:
-                raise CameraError("the stream ended")
-            try:
-                with Image.open(io.BytesIO(data)) as header:  # the size from the JPEG header, before decoding
-                    checked_size(*header.size, options)
-                frames = decoder.decode(av.Packet(data))
-            except CameraError:
-                raise
-            except Exception:
-                raise CameraError("a part of the stream is not a JPEG") from None
-            for frame in frames:
-                checked_size(frame.width, frame.height, options)
-                yield frame
-    except CameraError:
-        raise
-    except Exception as exc:
-        raise reason_of(exc, options) from None
+        with camera_errors(options):
+            yield from mjpeg_decoded(response, boundary, decoder, options)
     finally:
         response.close()
+
+
+def mjpeg_decoded(response, boundary: bytes, decoder, options: SourceOptions) -> Iterator:
+    """The frames of the parts of an open MJPEG response."""
+    import av
+
+    while True:
+        data = mjpeg_part(response, boundary)
+        if data is None:
+            raise CameraError("the stream ended")
+        try:
+            with Image.open(io.BytesIO(data)) as header:  # the size from the JPEG header, before decoding
+                checked_size(*header.size, options)
+            frames = decoder.decode(av.Packet(data))
+        except CameraError:
+            raise
+        except Exception:
+            raise CameraError("a part of the stream is not a JPEG") from None
+        yield from checked_frames(frames, options)
 
 
 def mjpeg_part(response, boundary: bytes) -> bytes | None:

@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -654,17 +653,6 @@ class Supervisor:
             self.hub.close()
             state_path(self.paths).unlink(missing_ok=True)
             log.info("camera supervisor %d stopped", os.getpid())
-
-
-def run_supervisor(config: Config, parent_pid: int | None = None) -> None:
-    """``main.py cameras``: run the supervisor in this process until SIGTERM or SIGINT."""
-    from utils.service import build_service
-
-    build_service(config)  # logging, data folders, dlib's models
-    stop = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop.set())
-    Supervisor(config).run(stop, parent_pid)
 
 
 class SupervisorProcess:

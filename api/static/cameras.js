@@ -69,7 +69,7 @@ document.addEventListener("DOMContentLoaded", () => {
     kit.setBusy(button, true);
     const body = {name: form.elements.name.value.trim(), url: form.elements.url.value.trim(),
       sample_fps: Number(form.elements.sample_fps.value)};
-    const {http, answer} = await sendJson("POST", form.action, body);
+    const {http, answer} = await kit.request("POST", form.action, {json: body});
     kit.setBusy(button, false);
     if (http === 201) {
       form.reset();
@@ -97,24 +97,6 @@ document.addEventListener("DOMContentLoaded", () => {
       kit.showMessage(kit.described(answer));
     }
   });
-
-  // JSON bodies: app.js's request() sends forms; the same answer handling, with a JSON type.
-  function sendJson(method, url, body) {
-    return new Promise((resolve) => {
-      const xhr = new XMLHttpRequest();
-      xhr.open(method, url);
-      xhr.setRequestHeader("Accept", "application/json");
-      xhr.setRequestHeader("Content-Type", "application/json");
-      xhr.setRequestHeader("X-CSRFToken", document.querySelector('meta[name="csrf-token"]')?.content || "");
-      xhr.addEventListener("load", () => {
-        let answer = null;
-        try { answer = JSON.parse(xhr.responseText).response; } catch (error) { answer = null; }
-        resolve({http: xhr.status, answer: answer || {status: "KO", error: "INTERNAL_ERROR", description: "", data: null}});
-      });
-      xhr.addEventListener("error", () => resolve({http: 0, answer: {status: "KO", error: "NETWORK", description: "", data: null}}));
-      xhr.send(JSON.stringify(body));
-    });
-  }
 
   function addEvent(data) {
     const item = eventTemplate.content.firstElementChild.cloneNode(true);
