@@ -53,11 +53,15 @@ def encoder_output(port: int, fps: int, width: int, height: int):
     return output, stream
 
 
-def send(output, stream, array: np.ndarray, index: int) -> None:
+def send(output, stream, array: np.ndarray, index: int, key: bool = False) -> None:
+    """Encode and send one frame; ``key``: as a key frame (a camera's encoder starts a new scene
+    with one; x264's ultrafast preset does not detect scene cuts)."""
     import av
 
     frame = av.VideoFrame.from_ndarray(array, format="rgb24")
     frame.pts = index
+    if key:
+        frame.pict_type = av.video.frame.PictureType.I
     for packet in stream.encode(frame):
         output.mux(packet)
 
@@ -111,7 +115,7 @@ def produce(args) -> None:
             start = time.monotonic() - index / args.fps
         if appears:
             print(json.dumps({"appear": time.time(), "index": index}), flush=True)
-        send(output, stream, array, index)
+        send(output, stream, array, index, key=appears)
 
 
 def producer_main(argv=None) -> None:
