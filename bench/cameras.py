@@ -240,8 +240,11 @@ def soak(server, events, workdir: Path, folder: Path, minutes: float, say) -> di
     for label, points in samples.items():
         after = [point for point in points if point[0] >= warm]
         if len(after) >= 2:
+            # descriptors: the fewest open in the first and the last three samples (a connection
+            # that happens to be open at one sample is not growth)
             growth[label] = {"rss_mb_range": round(max(p[1] for p in after) - min(p[1] for p in after), 1),
-                             "rss_mb_last": round(after[-1][1], 1), "fd_growth": after[-1][2] - after[0][2]}
+                             "rss_mb_last": round(after[-1][1], 1),
+                             "fd_growth": min(p[2] for p in after[-3:]) - min(p[2] for p in after[:3])}
     return {"minutes": minutes, "reconnect_seconds": reconnects, "appearances": seen, "lost": lost,
             "processes": growth}
 

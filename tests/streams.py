@@ -41,7 +41,8 @@ BOUNDARY = "pyrecognizerframe"
 
 def encoder_output(port: int, fps: int, width: int, height: int):
     """Return (container, stream): libx264 frames as RTP to 127.0.0.1:``port``, a key frame with
-    SPS/PPS every second (late joiners start there)."""
+    SPS/PPS every second (late joiners start there), one slice per frame (x264's zerolatency
+    cuts frames into slices, which the relay's depayloader and payloader mangle: half-grey frames)."""
     import av
 
     output = av.open(f"rtp://127.0.0.1:{port}?pkt_size=1200", "w", format="rtp")
@@ -49,7 +50,7 @@ def encoder_output(port: int, fps: int, width: int, height: int):
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.time_base = Fraction(1, fps)
     stream.options = {"preset": "ultrafast", "tune": "zerolatency",
-                      "x264-params": f"repeat-headers=1:keyint={fps}:min-keyint={fps}:scenecut=0"}
+                      "x264-params": f"repeat-headers=1:keyint={fps}:min-keyint={fps}:scenecut=0:sliced-threads=0:threads=1"}
     return output, stream
 
 

@@ -14,7 +14,7 @@ from tests.conftest import app_over
 from tests.support import TEST_CREDENTIALS, envelope_of, make_config, video_dir
 from utils.camera_sources import redacted, scrubbed, url_problems
 from utils.cameras import CameraStore, CameraWatch, Strangers, checked_camera
-from utils.events import EventHub, Journal, journal_entries
+from utils.events import EventHub, Journal, journal_entries, journal_path
 
 TOKEN = {"Authorization": f"Bearer {TEST_CREDENTIALS['api_token']}"}
 SECRET_URL = "rtsp://admin:s3cret-pass@192.168.1.20:554/Streaming/Channels/101?user=admin&password=hunter22&channel=1"
@@ -147,9 +147,10 @@ class Recorder:
         pass
 
 
-def test_a_track_makes_one_event_when_named_and_one_when_it_ends(tmp_path, config):
+def test_a_track_makes_one_event_when_named_and_one_when_it_ends_and_forget_erases_them(tmp_path, config):
     """The shared clip's frames through the real pipeline: Lin-Manuel Miranda's two appearances
-    are two tracks, each announced once (then confirmed, not repeated per frame) and ended."""
+    are two tracks, each announced once (then confirmed, not repeated per frame) and ended.
+    Forgetting him erases his events from the journal and his face crops."""
     import av
 
     from datastructure.annotated import AnnotatedCopies
@@ -162,9 +163,10 @@ def test_a_track_makes_one_event_when_named_and_one_when_it_ends(tmp_path, confi
     service.people.enrol("Lin-Manuel Miranda", [Upload("lin.png", (video / "lin-manuel-miranda.png").read_bytes())])
     service.people.enrol("Alex Lacamoire", [Upload("alex.png", (video / "alex-lacamoire.png").read_bytes())])
     recorder = Recorder()
-    hub = EventHub([recorder])
+    hub = EventHub([recorder, Journal(journal_path(service.paths))])
     camera = checked_camera({"name": "stage", "url": "rtsp://stage.local/1", "min_face_px": 0}, config.cameras)
-    watch = CameraWatch(camera, VideoOptions(sample_fps=4), hub, Strangers(), AnnotatedCopies(tmp_path / "crops"))
+    crops = AnnotatedCopies(service.paths.cameras / "crops")
+    watch = CameraWatch(camera, VideoOptions(sample_fps=4), hub, Strangers(), crops)
     classifier = service.active.current().classifier
     with av.open(str(video / "short_hamilton_clip.mp4")) as container:
         for index, frame in enumerate(container.decode(video=0)):
@@ -186,3 +188,9 @@ def test_a_track_makes_one_event_when_named_and_one_when_it_ends(tmp_path, confi
             assert isinstance(event["unknown_id"], int)
         assert event["crop_url"].startswith("/cameras/stage/crops/")
         assert set(event["box"]) == {"top", "right", "bottom", "left"}
+
+    crops_before = len(crops.copies())
+    erased = service.people.forget("Lin-Manuel Miranda")["erased"]
+    assert erased["camera_events"] == len(lin) and erased["camera_crops"] >= 1
+    assert not [entry for entry in journal_entries(journal_path(service.paths)) if "Lin-Manuel" in json.dumps(entry)]
+    assert len(crops.copies()) == crops_before - erased["camera_crops"]

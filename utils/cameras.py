@@ -707,7 +707,10 @@ class SupervisorProcess:
     def spawn(self) -> None:
         command = [sys.executable, str(PROJECT_ROOT / "main.py"), "--config", "/dev/stdin", "cameras",
                    "--parent-pid", str(os.getpid())]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, cwd=PROJECT_ROOT)
+        # a session of its own: a SIGTERM to the service's process group stops gunicorn, which then
+        # stops the supervisor (instead of the watch above starting it again meanwhile); a
+        # service killed outright leaves it to notice its parent is gone (--parent-pid)
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, cwd=PROJECT_ROOT, start_new_session=True)
         self.process.stdin.write(json.dumps(as_dict(self.config)).encode())
         self.process.stdin.close()
         self.spawned = time.monotonic()
