@@ -76,7 +76,7 @@ def test_a_camera_added_over_rest_names_lin_over_server_sent_events(rig):
     envelope_of(server.post("/cameras", json={"name": "lobby", "url": f"{mjpeg.url}/clip.mjpg"}), 201)
 
     for camera in ("stage", "lobby"):  # the supervisor started (no restart) and watches both
-        match = events.wait_for(lambda event: event["camera"] == camera and event["name"] == LIN)
+        match = events.wait_for(lambda event: event["camera"] == camera and event["name"] == LIN, WAIT)
         assert match["type"] in ("new", "update") and match["confidence"] > 0.5
         assert match["source"] == "camera" and match["unknown_id"] is None
         assert abs(match["time"] - time.time()) < WAIT
@@ -178,8 +178,10 @@ def test_cameras_page_in_chromium(rig, browser):
         log_in(page, server.password, "/cameras")
         card = page.locator('li[data-camera="stage"]')
         card.locator('.camera__state[data-state="streaming"]').wait_for(timeout=WAIT * 1000)
-        page.wait_for_function("document.querySelector('li[data-camera=stage] img').naturalWidth > 0",
-                               timeout=WAIT * 1000)
+        deadline = time.monotonic() + WAIT  # polled here: wait_for_function's eval is what the page's CSP forbids
+        while not page.evaluate("() => document.querySelector('li[data-camera=stage] img').naturalWidth > 0"):
+            assert time.monotonic() < deadline, "the camera's last frame was never shown"
+            time.sleep(0.3)
         assert rtsp.url in card.locator(".camera__url").inner_text()
         page.locator(f'#events li[data-name="{LIN}"]').first.wait_for(timeout=WAIT * 1000)
         screenshot(page, "cameras")
