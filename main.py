@@ -1,6 +1,7 @@
 """PyRecognizer's command line: serve, train, tune, import, predict, models, people, enrol, forget, evaluate.
 
     python main.py serve [--host H] [--port P] [--dev]     (the default command)
+    python main.py cameras                                  watch the cameras (serve starts this itself)
     python main.py train PATH [--tune]                      PATH: a zip or a folder of person folders
     python main.py tune PATH
     python main.py import FILE                              a gallery of encodings (.npz or JSON) as a model
@@ -32,17 +33,37 @@ def print_envelope(answer: dict) -> None:
 
 
 def command_serve(args, config: Config) -> int:
+    from utils.cameras import supervised_cameras
+
     if args.dev:
         from api.app import create_app
         from api.tls import certificate_files
 
         tls = certificate_files(Paths(config.data_dir).tls, config.security) if config.security.tls else None
-        create_app(config).run(host=config.server.host, port=config.server.port, threaded=True,
-                               ssl_context=tls)
+        app = create_app(config)
+        with supervised_cameras(config):
+            app.run(host=config.server.host, port=config.server.port, threaded=True, ssl_context=tls)
         return 0
     from api.wsgi import serve
 
-    serve(config)
+    with supervised_cameras(config):  # the camera supervisor: its own process, started and stopped with the service
+        serve(config)
+    return 0
+
+
+def command_cameras(args, config: Config) -> int:
+    """Watch the cameras in this process (the supervisor `serve` starts; alone, e.g. on a second machine)."""
+    import signal
+    import threading
+
+    from utils.cameras import Supervisor
+    from utils.service import build_service
+
+    build_service(config)  # logging, the data folders, dlib's models
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    Supervisor(config).run(stop, parent_pid=args.parent_pid)
     return 0
 
 
@@ -211,6 +232,8 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="FILE", help="photos, or videos (mp4, mov, mkv, webm, avi)")
     predict.add_argument("--annotate", action="store_true",
                          help="also write an annotated copy (videos: thumbnails) under uploads/ (kept as annotated.keep/max_age say)")
+    cameras = commands.add_parser("cameras", help="watch the cameras (the supervisor `serve` starts), until stopped")
+    cameras.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # serve's: stop when it is gone
     commands.add_parser("models", help="list the models")
     people = commands.add_parser("people", help="the active model's people, or one person's photos")
     people.add_argument("name", nargs="?")
@@ -243,7 +266,7 @@ def overrides(args) -> dict:
 COMMANDS = {"serve": command_serve, "train": command_train, "tune": command_train, "import": command_import,
             "predict": command_predict, "models": command_models,
             "people": command_people, "enrol": command_enrol, "forget": command_forget,
-            "evaluate": command_evaluate}
+            "evaluate": command_evaluate, "cameras": command_cameras}
 
 
 def main(argv=None) -> int:

@@ -141,6 +141,65 @@ def compat_paths() -> dict:
     }
 
 
+CAMERA_NAME = {"name": "name", "in": "path", "required": True, "description": "a camera's name",
+               "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"}}
+CAMERA_STATUS = {"type": "object", "description": "the supervisor's view of a camera", "properties": {
+    "state": {"type": "string", "description": "streaming, reconnecting, connecting, disabled, or error: <reason>"},
+    "fps": {"type": "number", "description": "frames looked at per second"},
+    "dropped": {"type": "integer", "description": "sampled frames skipped because the camera fell behind"}}}
+CAMERA = {"type": "object", "properties": {
+    "name": {"type": "string"}, "url": {"type": "string", "description": "without its credentials"},
+    "sample_fps": {"type": "number"}, "min_face_px": {"type": "integer"}, "enabled": {"type": "boolean"},
+    "defined_in": {"type": "string", "enum": ["config", "api"]}, "status": CAMERA_STATUS,
+    "snapshot_url": {"type": "string"}}}
+CAMERA_BODY = {"type": "object", "properties": {
+    "name": CAMERA_NAME["schema"],
+    "url": {"type": "string", "description": "rtsp://, rtsps://, http(s):// MJPEG; file:// where cameras.allow_files"},
+    "sample_fps": {"type": "number", "minimum": 0.1, "maximum": 30}, "min_face_px": {"type": "integer", "minimum": 0},
+    "enabled": {"type": "boolean"}}}
+
+
+def camera_paths() -> dict:
+    """The cameras (api/cameras.py): definitions, snapshots, crops, and the events stream."""
+    jpeg = {"description": "JPEG", "content": {"image/jpeg": {}}}
+    json_body = {"required": True, "content": {"application/json": {"schema": CAMERA_BODY}}}
+    return {
+        "/cameras": {
+            "get": {"summary": "Every camera with its state, fps and dropped frames", "operationId": "cameras",
+                    "responses": {"200": _answer("cameras", _envelope({"type": "array", "items": CAMERA})), **_errors(401)}},
+            "post": {"summary": "Add a camera: watched within seconds, no restart", "operationId": "addCamera",
+                     "requestBody": {**json_body, "content": {"application/json": {"schema": {
+                         **CAMERA_BODY, "required": ["name", "url"]}}}},
+                     "responses": {"201": _answer("the camera", _envelope(CAMERA)), **_errors(401, 409, 422)}}},
+        "/cameras/{name}": {
+            "get": {"summary": "One camera and its state", "operationId": "camera", "parameters": [CAMERA_NAME],
+                    "responses": {"200": _answer("the camera", _envelope(CAMERA)), **_errors(401, 404)}},
+            "patch": {"summary": "Change a camera's url or settings", "operationId": "changeCamera",
+                      "parameters": [CAMERA_NAME], "requestBody": json_body,
+                      "responses": {"200": _answer("the camera", _envelope(CAMERA)), **_errors(401, 404, 409, 422)}},
+            "delete": {"summary": "Stop watching a camera and remove it", "operationId": "removeCamera",
+                       "parameters": [CAMERA_NAME], "responses": {"200": _answer("removed"), **_errors(401, 404, 409)}}},
+        "/cameras/{name}/snapshot": {"get": {
+            "summary": "The camera's last frame looked at, with a box and a name per face", "operationId": "cameraSnapshot",
+            "parameters": [CAMERA_NAME], "responses": {"200": jpeg, **_errors(401, 404)}}},
+        "/cameras/{name}/crops/{crop}": {"get": {
+            "summary": "The face crop of an event (its crop_url), while kept", "operationId": "cameraCrop",
+            "parameters": [CAMERA_NAME, {"name": "crop", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": jpeg, **_errors(401, 404)}}},
+        "/events": {"get": {
+            "summary": "Server-sent events: each camera event (new, update, end of a track) as `event: face`",
+            "description": "`id` is the event's journal number (Last-Event-ID resumes after it); `data` the event JSON: "
+                           "id, type, camera, source, track_id, name, unknown_id, confidence, box, time, crop_url, "
+                           "face_id, frigate_event_id. A stream ends after cameras.sse_seconds; EventSource reconnects.",
+            "operationId": "events",
+            "parameters": [{"name": "recent", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100},
+                            "description": "start with the last N events"},
+                           {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the stream", "content": {"text/event-stream": {}}},
+                          **_errors(401, 503)}}},
+    }
+
+
 def specification() -> dict:
     """Return the OpenAPI 3 document of the REST API."""
     predict = {"summary": "Recognise every face in a photo", "requestBody": _upload("a photo (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
@@ -234,14 +293,16 @@ def specification() -> dict:
                                       "address) or an admin", "operationId": "cancelVideoJob", "parameters": [JOB_ID],
                            "responses": {"200": _answer("the job, cancel_requested while it stops"),
                                          **_errors(401, 403, 404)}}},
-            "/health": {"get": {"summary": "Liveness, the loaded model and warnings (LOW_DISK_SPACE; GALLERY_STRANGER_BUDGET_EXCEEDED and "
-                                           "GALLERY_RECALL_BUDGET_EXCEEDED when the active gallery is too large for its budgets); the worker pid for "
-                                           "authorised callers", "operationId": "health", "responses": {"200": _answer("up", _envelope(
+            **camera_paths(),
+            "/health": {"get": {"summary": "Liveness, the loaded model and warnings (LOW_DISK_SPACE, CAMERA_ERROR; GALLERY_STRANGER_BUDGET_EXCEEDED and "
+                                           "GALLERY_RECALL_BUDGET_EXCEEDED when the active gallery is too large for its budgets); the worker pid and each "
+                                           "camera's state for authorised callers", "operationId": "health", "responses": {"200": _answer("up", _envelope(
                                                {"type": "object", "properties": {
                                                    "up": {"type": "boolean"}, "model_loaded": {"type": "boolean"},
                                                    "model": {"type": ["string", "null"]},
                                                    "warnings": {"type": "array", "items": {"type": "string"}},
-                                                   "pid": {"type": "integer"}}}))}}},
+                                                   "pid": {"type": "integer"},
+                                                   "cameras": {"type": "object", "additionalProperties": CAMERA_STATUS}}}))}}},
             **compat_paths(),
         },
         "components": {"schemas": {"Envelope": _envelope()}},

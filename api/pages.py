@@ -68,6 +68,11 @@ MESSAGES = {
                         "Its frames, length or number of frames are over the service's limits: cut or scale it down."),
     "VIDEO_IN_PROGRESS": ("A long video is already being analysed",
                           "Only one long video is analysed at a time: try again when it has finished."),
+    "CAMERA_NOT_VALID": ("This camera cannot be watched", "Check its name and stream URL (rtsp://, rtsps:// or an "
+                         "http(s):// MJPEG stream) and its settings."),
+    "CAMERA_EXISTS": ("A camera of that name exists", "Choose another name, or remove the other camera first."),
+    "CAMERA_IN_CONFIG": ("This camera is defined in the configuration file", "Change it there, then restart the service."),
+    "EVENTS_BUSY": ("Too many live event streams", "Close another Cameras page, or wait a moment."),
     "CSRF_FAILED": ("This page has expired", "Reload the page and try again."),
     "UNAUTHORIZED": ("You need to log in", "Log in with the admin password, then try again."),
     "FORBIDDEN": ("This is not allowed", "The service refuses this action, whoever asks."),

@@ -17,6 +17,7 @@ from api.openapi import specification
 from datastructure.errors import InsufficientStorage, MissingFile, NotFound
 from datastructure.response import envelope
 from utils import archive
+from utils.cameras import camera_states
 from utils.importing import checked_gallery
 from utils.recognition import public_answer
 
@@ -195,8 +196,8 @@ def upload(name: str):
 
 @blueprint.get("/health")
 def health():
-    """Whether the service is up, which model it serves, and warnings (``LOW_DISK_SPACE``);
-    the worker's pid only to an authorised caller."""
+    """Whether the service is up, which model it serves, and warnings (``LOW_DISK_SPACE``,
+    ``CAMERA_ERROR``); the worker's pid and each camera's state only to an authorised caller."""
     service = current_service()
     try:
         model = service.active.current()
@@ -211,8 +212,13 @@ def health():
             data["warnings"].append("LOW_DISK_SPACE")
     except OSError:
         data["warnings"].append("DATA_FOLDER_UNREADABLE")
+    cameras = camera_states(service.paths, service.cameras.cameras())
+    if any(camera["status"]["state"].startswith("error") for camera in cameras):
+        data["warnings"].append("CAMERA_ERROR")
     if is_authorized():
         data["pid"] = os.getpid()
+        # each camera's state, fps and dropped frames (names and states are the admin's business)
+        data["cameras"] = {camera["name"]: camera["status"] for camera in cameras}
     return envelope(data, description="up" if not data["warnings"] else "up, with warnings: " + ", ".join(data["warnings"]))
 
 

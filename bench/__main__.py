@@ -11,6 +11,8 @@
                                             default run: ~15 min, 10^6 needs ~6 GB; --gallery-sizes)
     python -m bench --only dialects         CompreFace's photo listing and verify at 10^5 encodings
                                             (issue 24; not in the default run; --quick: 10^4)
+    python -m bench --only cameras          camera latency, capacity, a --minutes soak (issue 26; not in
+                                            the default run: ~20 min, or ~6 with --quick --minutes 2)
 
 Progress goes to stderr; stdout holds the header and the table. The exit status is 1 when a
 section could not run, 0 otherwise (a missed target is a figure, not a failure).
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
 
-SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery", "dialects")
+SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery", "dialects", "cameras")
 DEFAULT_SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
@@ -48,6 +50,7 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--gallery-parts", default="serve,curve",
                         help="the gallery section's parts: serve (import, load, HTTP per size), curve (recognition "
                              "against distractors, bench/distractors.py)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="the cameras section's soak, in minutes")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
     parser.add_argument("--single-photos", type=int, help="photos for the 1-worker run (default 400; quick 200)")
     parser.add_argument("--plain-photos", type=int, help="photos for the plain recipe's CPU/photo (150; quick 60)")
@@ -211,6 +214,12 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.dialects import dialects_section
 
         return dialects_section(faces, workdir, 10_000 if args.quick else 100_000, say=say)
+
+    if name == "cameras":
+        from bench.cameras import cameras_section
+
+        return cameras_section(workdir, args.minutes, args.quick, say=say)
+
     if name == "gallery":
         from bench.gallery import gallery_section
 

@@ -183,6 +183,27 @@ class Video:
 
 
 @dataclass(frozen=True)
+class Cameras:
+    """Live cameras watched by the camera supervisor (see utils/cameras.py and docs/cameras.md)."""
+
+    start: str = setting(choices=("auto", "always", "never"))  # `serve` starts the supervisor: when a camera is defined, always, never
+    allow_files: bool  # a local video file (looped) may be a camera: for tests and demos only
+    # cameras defined here: {"name", "url", and optionally "sample_fps", "min_face_px", "enabled"};
+    # more are added over REST (POST /cameras), kept in the data folder
+    cameras: list[dict]
+    sample_fps: float = setting(min=0.1, max=30)  # frames looked at per second, for cameras that do not say
+    min_face_px: int = setting(min=0)  # faces shorter than this (pixels of the frame) are ignored
+    detect_size: int = setting(min=80)  # frames are scaled (up or down) to this longest side for detection
+    open_timeout: float = setting(min=0.5)  # seconds to connect and get a first frame
+    read_timeout: float = setting(min=0.5)  # seconds without a frame before a stream counts as stalled
+    max_backoff: float = setting(min=1)  # seconds between reconnection attempts double from 1 up to this
+    journal_size: int = setting(min=1)  # recent events kept for /events and the Cameras page
+    crops_keep: int = setting(min=0)  # face crops of events kept (0: none saved)
+    crops_max_age: float = setting(min=0)  # seconds a crop is kept
+    sse_seconds: float = setting(min=1)  # an /events stream ends after this long; EventSource reconnects
+
+
+@dataclass(frozen=True)
 class Verify:
     """/verify's decision."""
 
@@ -303,6 +324,7 @@ class Config:
     tune: Tune
     annotated: Annotated
     video: Video
+    cameras: Cameras
     verify: Verify
     dashboard: Dashboard
     logging: Logging
@@ -481,6 +503,8 @@ class Paths:
         self.secrets = root / "dataset" / "secrets.json"
         self.sessions = root / "dataset" / "sessions"  # open admin sessions (api/sessions.py)
         self.tls = root / "dataset" / "tls"
+        self.camera_list = root / "dataset" / "cameras.json"  # cameras added over REST
+        self.cameras = root / "dataset" / "cameras"  # the supervisor's state, event journal, snapshots, crops
 
     def create(self) -> "Paths":
         """Create the folders (not the files) and return self."""

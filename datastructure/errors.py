@@ -166,3 +166,22 @@ class NotYours(PyRecognizerError):
     """A job someone else started: only its owner or an admin may cancel it."""
 
     code, status = "FORBIDDEN", 403
+
+
+class CameraNotValid(PyRecognizerError):
+    """A camera definition that cannot be watched: a bad name, a URL of a refused scheme, a
+    setting out of range (``data["problems"]`` says each reason)."""
+
+    code, status = "CAMERA_NOT_VALID", 422
+
+
+class CameraExists(PyRecognizerError):
+    """A camera of that name is already defined."""
+
+    code, status = "CAMERA_EXISTS", 409
+
+
+class CameraInConfig(PyRecognizerError):
+    """A camera defined in the configuration file: change it there, not over REST."""
+
+    code, status = "CAMERA_IN_CONFIG", 409

@@ -30,7 +30,10 @@ def server(tmp_path_factory, hostile_models):
     data_dir = tmp_path_factory.mktemp("fuzz")
     models = hostile_models
     install_models(data_dir, models)
-    server = start_server(data_dir, server_config(limits={"max_content_length": 1024 * 1024}, faces={"workers": 1}))
+    # cameras added by fuzzed POSTs are kept but not watched (no supervisor dialling random hosts);
+    # an /events stream lasts a second, not a budget's share
+    server = start_server(data_dir, server_config(limits={"max_content_length": 1024 * 1024}, faces={"workers": 1},
+                                                  cameras={"start": "never", "sse_seconds": 1}))
     yield server, models
     stopped(server)
 
@@ -70,8 +73,12 @@ def check_answer(case, response) -> None:
     if case.path.startswith(("/v1/vision/", "/api/v1/")):  # 404 and 405 included
         check_dialect_answer(where, case.path, response)
         return
-    if case.path == "/uploads/{name}" and response.status_code == 200:
+    if case.path in ("/uploads/{name}", "/cameras/{name}/snapshot", "/cameras/{name}/crops/{crop}") \
+            and response.status_code == 200:
         assert header(response, "Content-Type") == "image/jpeg", where
+        return
+    if case.path == "/events" and response.status_code == 200:
+        assert header(response, "Content-Type").startswith("text/event-stream"), where
         return
     problem = f"{where} answered {response.status_code} without the envelope: " \
               f"{header(response, 'Content-Type')} {response.text[:300]!r}"

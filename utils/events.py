@@ -18,12 +18,16 @@ then dropped and counted, and never delays the camera loop or another sink.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 from typing import Protocol
+
+from datastructure.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +138,63 @@ class EventHub:
         deadline = time.monotonic() + timeout
         for queue in self.queues:
             queue.close(max(0.0, deadline - time.monotonic()))
+
+
+class Journal:
+    """The sink that keeps the last ``size`` events in a file, each with a sequence number, for
+    the web workers' server-sent events (``/events``) and the Cameras page: one JSON line
+    ``{"seq": n, "event": {...}}`` per event. The file is appended to, and rewritten to its last
+    ``size`` lines (atomically) once it holds twice as many, so it stays bounded."""
+
+    name = "journal"
+
+    def __init__(self, path: Path, size: int = 500):
+        self.path, self.size = Path(path), size
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        entries = journal_entries(self.path)
+        self.seq = entries[-1]["seq"] if entries else 0
+        self.lines = len(entries)
+
+    def send(self, event: dict) -> None:
+        """Append ``event`` with the next sequence number; trim the file when it doubled."""
+        self.seq += 1
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"seq": self.seq, "event": event}, ensure_ascii=False) + "\n")
+        self.lines += 1
+        if self.lines >= 2 * self.size:
+            kept = journal_entries(self.path)[-self.size:]
+            atomic_write(self.path, "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in kept).encode(),
+                         durable=False)
+            self.lines = len(kept)
+
+    def close(self) -> None:
+        """Nothing to release: every event is written when sent."""
+
+
+def journal_entries(path: Path, after: int = 0) -> list[dict]:
+    """Return the journal's entries (``{"seq", "event"}``) with a sequence number above ``after``,
+    oldest first; a line cut short by a crash is skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    entries = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("seq"), int) and entry["seq"] > after:
+            entries.append(entry)
+    return entries
+
+
+def journal_path(paths) -> Path:
+    """Return where the journal of a data folder is (``Paths``)."""
+    return paths.cameras / "events.jsonl"
+
+
+def configured_sinks(config, paths) -> list[Sink]:
+    """Return the sinks the configuration asks for: the journal always (the pages' and scripts'
+    server-sent events read it); MQTT and webhooks plug in here (utils/mqtt.py)."""
+    return [Journal(journal_path(paths), config.cameras.journal_size)]

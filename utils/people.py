@@ -49,6 +49,7 @@ from datastructure.model_store import KeptByStamp, ModelStore, file_stamp
 from datastructure.names import Lookalikes, checked_name, checked_new_name, name_key, person_name, shown
 from utils import archive
 from utils.encoding import encoded_photos
+from utils.events import journal_path
 from utils.faces import Options, decoded, faces_in
 
 log = logging.getLogger(__name__)
@@ -439,7 +440,8 @@ class People:
         Their rows (by name, and by encoding, so a renamed copy goes too) leave every stored
         model; the active model gets a new version without them and older versions are
         rewritten in place, a model left with no one being deleted. Then the encoding cache,
-        job records, evaluations, annotated copies, the log and the dashboard's database.
+        job records, evaluations, annotated copies, the log, the cameras' events and crops,
+        and the dashboard's database.
         """
         key = name_key(person_name(name))
         erased = {"new_model": None, "models_rewritten": [], "models_deleted": [], "photos": 0}
@@ -607,6 +609,10 @@ class People:
             "evaluations": lambda: scrubbed_json_files(evaluations.glob("*/*.json"), match),
             "annotated_copies": lambda: erased_annotated_copies(self.paths.annotated, theirs, options),
             "log_lines": lambda: erased_log_lines(self.paths.log.glob("*.log*"), match),
+            # the cameras' event journal (one line per event, as the log), their face crops and last frames
+            "camera_events": lambda: erased_log_lines([journal_path(self.paths)], match),
+            "camera_crops": lambda: sum(erased_annotated_copies(self.paths.cameras / folder, theirs, options)
+                                        for folder in ("crops", "snapshots")),
             "dashboard_rows": lambda: erased_dashboard_rows(self.paths.dashboard_db, match),
         }
         erased, failed = {}, {}
@@ -748,7 +754,7 @@ def erased_annotated_copies(folder: Path, theirs: np.ndarray, options: Options) 
     removed = 0
     if len(theirs) == 0 or not folder.is_dir():
         return 0
-    for path in folder.glob("*.jpg"):
+    for path in sorted(folder.glob("*.jpg")):
         try:
             faces = faces_in(decoded(path.read_bytes(), options), options)
         except (OSError, PyRecognizerError):

@@ -16,6 +16,7 @@ from conf.config import Config, Paths
 from datastructure.annotated import AnnotatedCopies
 from datastructure.errors import InsufficientStorage, PyRecognizerError, VideoInProgress
 from datastructure.model_store import ModelStore
+from utils.cameras import CameraStore
 from utils.faces import Options, face_library
 from utils.importing import ImportedGallery, import_gallery
 from utils.images import configure_pillow
@@ -57,6 +58,7 @@ class Service:
     video_jobs: JobRunner
     video_options: VideoOptions
     video_limits: VideoLimits
+    cameras: CameraStore
 
     @property
     def people(self) -> People:
@@ -160,7 +162,8 @@ def build_service(config: Config, *, console_log: bool = True) -> Service:
                       video_jobs=JobRunner(paths.jobs / "video", busy=VideoInProgress,
                                            busy_text="a long video is already being analysed; wait for it to finish"),
                       video_options=VideoOptions.from_config(config.video),
-                      video_limits=VideoLimits.from_config(config.limits))
+                      video_limits=VideoLimits.from_config(config.limits),
+                      cameras=CameraStore(paths, config.cameras))
     if store.active_id():
         try:
             log.info("serving model %s", service.active.current().id)

@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from datastructure.classifier import UNKNOWN
+from datastructure.classifier import UNKNOWN, Decision
 from datastructure.errors import NoVideoStream, VideoFormatNotSupported, VideoNotValid, VideoTooLarge
 from datastructure.response import envelope
 from utils.faces import DLIB_LOCK, face_encodings, face_library, scaled_box
@@ -49,6 +49,9 @@ OTHER_MEDIA = ((b"FLV", "FLV"), (b"OggS", "Ogg"), (b"\x00\x00\x01\xba", "MPEG pr
 # The frame budget of an answer given at once, per second of its time budget: frames whose
 # timestamps lie (all zero, say) still count.
 DIRECT_FPS = 60
+# The decision of a face while no model exists: nobody is enrolled, every face is a stranger.
+NOBODY = Decision(name=UNKNOWN, confidence=0.0, distance=math.inf, candidate=UNKNOWN, runner_up=None,
+                  runner_up_distance=None)
 SAME_FACE = 0.55  # two unknown tracks closer than this (mean encodings) are one stranger
 THUMBNAIL_SIDE = 160
 
@@ -371,6 +374,7 @@ class IouTracker:
         self.min_iou = min_iou
         self.max_gap = max_gap
         self.tracks_: list[Track] = []
+        self.started_ = 0  # tracks ever started: the next one's id (``ended`` removes tracks)
 
     def update(self, time: float, boxes: list) -> list[Track]:
         """Return the track of each box at ``time``: the best-overlapping live track, or a new one."""
@@ -389,12 +393,45 @@ class IouTracker:
         for i, box in enumerate(boxes):
             track = found.get(i)
             if track is None:
-                track = Track(id=len(self.tracks_), box=box)
+                track = Track(id=self.started_, box=box)
+                self.started_ += 1
                 self.tracks_.append(track)
             track.box = box
             track.times.append(time)
             result.append(track)
         return result
+
+    def ended(self, time: float) -> list[Track]:
+        """Remove and return the tracks unseen for longer than ``max_gap`` at ``time`` (a live
+        stream's tracker would otherwise grow for ever)."""
+        gone = [track for track in self.tracks_ if time - track.last_seen > self.max_gap]
+        self.tracks_ = [track for track in self.tracks_ if time - track.last_seen <= self.max_gap]
+        return gone
+
+
+def tracked_faces(sample: Sample, tracker: IouTracker, classifier, options: VideoOptions,
+                  min_face_px: int = 0) -> list[tuple[Track, tuple, object]]:
+    """Detect the faces of one sampled frame, follow them with ``tracker`` and, for each track
+    due (new, or ``confirm_seconds`` since its last encoding), encode the face and add the
+    classifier's decision to the track's vote. Return (track, box, decision or None) per face.
+
+    ``classifier`` None (no model yet): every decided face is unknown. Faces shorter than
+    ``min_face_px`` are ignored (a camera's setting).
+    """
+    boxes = [box for box in frame_boxes(sample, options.detect_size) if box[2] - box[0] >= min_face_px]
+    tracks = tracker.update(sample.time, boxes)
+    due = [i for i, track in enumerate(tracks) if sample.time - track.last_encoded >= options.confirm_seconds - 1e-6]
+    decided: dict[int, object] = {}
+    if due:
+        encodings = face_encodings(sample.rgb(), [boxes[i] for i in due])
+        decisions = classifier.decisions(encodings) if classifier is not None else [NOBODY] * len(due)
+        for i, encoding, decision in zip(due, encodings, decisions):
+            track = tracks[i]
+            track.last_encoded = sample.time
+            track.encodings.append(encoding)
+            track.decisions.append(decision)
+            decided[i] = decision
+    return [(track, boxes[i], decided.get(i)) for i, track in enumerate(tracks)]
 
 
 # --- the timeline ---------------------------------------------------------------------------
@@ -486,23 +523,14 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
         samples = 0
         for sample in sampled_frames(container, stream, info, limits, step, on_frame, budget):
             samples += 1
-            boxes = frame_boxes(sample, options.detect_size)
-            tracks = tracker.update(sample.time, boxes)
-            due = [i for i, track in enumerate(tracks)
-                   if sample.time - track.last_encoded >= options.confirm_seconds - 1e-6]
-            if not due:
-                continue
-            encodings = face_encodings(sample.rgb(), [boxes[i] for i in due])
-            for i, encoding, decision in zip(due, encodings, classifier.decisions(encodings)):
-                track = tracks[i]
-                track.last_encoded = sample.time
-                track.encodings.append(encoding)
-                track.decisions.append(decision)
-                top, right, bottom, left = boxes[i]
+            for track, box, decision in tracked_faces(sample, tracker, classifier, options):
+                if decision is None:
+                    continue
+                top, right, bottom, left = box
                 # the best frame: the most confident for a name, the largest face for a stranger
                 score = decision.confidence if decision.name != UNKNOWN else (right - left) * (bottom - top) / 1e9
                 if score > track.best[0]:
-                    track.best = (score, sample.time, thumbnail(sample.rgb(), boxes[i]))
+                    track.best = (score, sample.time, thumbnail(sample.rgb(), box))
     progress(decoded_frames, decoded_frames, "done")
     seconds = max(info.seconds, decoded_frames / info.fps)  # a header may say less (or nothing)
     info = VideoInfo(info.container, info.codec, info.width, info.height, info.fps, decoded_frames, seconds, info.offset)

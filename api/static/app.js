@@ -142,11 +142,16 @@
 
   // -- talking to the service -----------------------------------------------------------------
   // Resolves {http, answer} for every outcome: a JSON envelope, an error page, or no answer.
-  function request(method, url, {body: payload = null, onUpload = null} = {}) {
+  // ``json``: an object sent as a JSON body (instead of ``body``, a form).
+  function request(method, url, {body: payload = null, onUpload = null, json = undefined} = {}) {
     return new Promise((resolve) => {
       const xhr = new XMLHttpRequest();
       xhr.open(method, url);
       xhr.setRequestHeader("Accept", "application/json");
+      if (json !== undefined) {
+        xhr.setRequestHeader("Content-Type", "application/json");
+        payload = JSON.stringify(json);
+      }
       if (method !== "GET") xhr.setRequestHeader("X-CSRFToken", csrfToken);
       if (onUpload && xhr.upload) {
         xhr.upload.addEventListener("progress", (event) => onUpload(event.loaded, event.lengthComputable ? event.total : 0));
