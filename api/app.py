@@ -7,7 +7,7 @@ from datetime import timedelta
 from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFProtect
 
-from api import auth, compreface, deepstack, pages, people, rest, verify, video
+from api import auth, compreface, deepstack, faces, pages, people, rest, verify, video
 from api.context import install_service
 from api.dashboard import init_dashboard
 from api.dashboard_assets import serve_dashboard_assets_locally
@@ -67,7 +67,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     limiter.init_app(app)
     for blueprint in (rest.blueprint, people.blueprint, pages.blueprint, auth.blueprint, verify.blueprint,
-                      deepstack.blueprint, compreface.blueprint, video.blueprint):
+                      deepstack.blueprint, compreface.blueprint, video.blueprint, faces.blueprint):
         app.register_blueprint(blueprint)
     negotiate(app, pages.PAGES)
     negotiate(app, video.PAGES)

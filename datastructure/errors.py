@@ -160,3 +160,16 @@ class VideoInProgress(PyRecognizerError):
     """A long video is already being analysed in the background: one at a time."""
 
     code, status = "VIDEO_IN_PROGRESS", 409
+
+
+class UndoNotPossible(PyRecognizerError):
+    """An inbox action that cannot be undone: already undone, or a later change of the models
+    came after it (undo that one first)."""
+
+    code, status = "UNDO_NOT_POSSIBLE", 409
+
+
+class ClusteringInProgress(PyRecognizerError):
+    """The inbox's unknown faces are already being grouped again in the background: one at a time."""
+
+    code, status = "CLUSTERING_IN_PROGRESS", 409

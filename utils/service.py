@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from conf.config import Config, Paths
 from datastructure.annotated import AnnotatedCopies
-from datastructure.errors import InsufficientStorage, PyRecognizerError, VideoInProgress
+from datastructure.errors import (ClusteringInProgress, DatasetNotValid, InsufficientStorage, PyRecognizerError,
+                                  VideoInProgress)
 from datastructure.model_store import ModelStore
 from utils.faces import Options, face_library
 from utils.importing import ImportedGallery, import_gallery
+from utils.inbox import Inbox, Source
 from utils.images import configure_pillow
 from utils.jobs import JobRunner
 from utils.people import People
@@ -57,17 +60,27 @@ class Service:
     video_jobs: JobRunner
     video_options: VideoOptions
     video_limits: VideoLimits
+    inbox: Inbox
+    inbox_jobs: JobRunner
 
     @property
     def people(self) -> People:
         """The people engine over this service's store (enrol, remove, rename, forget)."""
         return People(self.store, self.config, self.paths, training_running=self.jobs.running,
-                      check_disk=lambda: self.require_free_disk("to enrol"))
+                      check_disk=lambda: self.require_free_disk("to enrol"), on_enrolled=self.inbox.keep_enrolled)
 
-    def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
-        """Return the prediction envelope for one photo, with an annotated copy if ``save_annotated``."""
+    def predict(self, data: bytes, *, save_annotated: bool = True, source: Source | None = None) -> dict:
+        """Return the prediction envelope for one photo, with an annotated copy if ``save_annotated``;
+        with a ``source``, each face is kept as a face record (``keeper``)."""
         return prediction(data, self.active, self.predict_options, self.annotated if save_annotated else None,
-                          self.config.annotated.max_side, self.config.faces.cnn_fallback_gallery_under)
+                          self.config.annotated.max_side, self.config.faces.cnn_fallback_gallery_under,
+                          keep=self.keeper(source))
+
+    def keeper(self, source: Source | None):
+        """The inbox's hook for faces from ``source`` (None: nothing is kept, e.g. the CLI)."""
+        if source is None:
+            return None
+        return lambda image, faces, decisions, model_id: self.inbox.keep(image, faces, decisions, source, model_id)
 
     def free_disk(self) -> int:
         """Return the bytes free for the data folder."""
@@ -83,10 +96,33 @@ class Service:
             raise InsufficientStorage(f"not enough free disk space {purpose}: under limits.min_free_disk "
                                       f"({self.config.limits.min_free_disk:,} bytes) is left")
 
-    def faces_and_decisions(self, data: bytes) -> list:
-        """Return every face of one photo with the active model's Decision (None before any model)."""
+    def faces_and_decisions(self, data: bytes, source: Source | None = None) -> list:
+        """Return every face of one photo with the active model's Decision (None before any
+        model); with a ``source``, each face is kept as a face record."""
         return faces_and_decisions(data, self.active, self.predict_options,
-                                   self.config.faces.cnn_fallback_gallery_under)
+                                   self.config.faces.cnn_fallback_gallery_under, keep=self.keeper(source))
+
+    def enrol_face(self, name: str, filename: str, data: bytes, index: int) -> dict:
+        """Enrol face number ``index`` of a photo with several (the index in predict's answer):
+        found and encoded as predict finds them, checked by the quality gate."""
+        faces = [face for face, _ in self.faces_and_decisions(data)]
+        if not 0 <= index < len(faces):
+            raise DatasetNotValid(f"the photo has {len(faces)} faces: face={index} is not one of them",
+                                  {"faces": len(faces), "face": index})
+        face = faces[index]
+        refusal = face.quality.refusal(float(self.config.faces.min_enrol_quality)) if face.quality else None
+        if refusal:
+            raise DatasetNotValid(f"face {index} cannot be enrolled: {refusal}",
+                                  {"skipped": [{"file": filename, "face": index, "reason": refusal,
+                                                "quality": face.quality.as_dict()}]})
+        people = self.people
+        result = people.enrol_encodings(name, [face.encoding], [f"{filename} (face {index})"])
+        people.on_enrolled(result["name"], [(entry["source"], data, face, entry["id"]) for entry in result["added"]])
+        return result
+
+    def recluster(self) -> dict:
+        """Start grouping every unknown face of the inbox again, in the background (the job)."""
+        return self.inbox_jobs.start("recluster", lambda progress: self.inbox.recluster(progress))
 
     def video_info(self, path: Path) -> VideoInfo:
         """Return a video's header once it is checked (format, video stream, caps): bad ones fail here."""
@@ -155,7 +191,17 @@ def build_service(config: Config, *, console_log: bool = True) -> Service:
                       video_jobs=JobRunner(paths.jobs / "video", busy=VideoInProgress,
                                            busy_text="a long video is already being analysed; wait for it to finish"),
                       video_options=VideoOptions.from_config(config.video),
-                      video_limits=VideoLimits.from_config(config.limits))
+                      video_limits=VideoLimits.from_config(config.limits),
+                      inbox=Inbox(paths.inbox, config.inbox, min_quality=config.faces.min_enrol_quality, store=store,
+                                  index_min=config.classifier.index_min, nprobe=config.classifier.nprobe),
+                      inbox_jobs=JobRunner(paths.jobs / "inbox", busy=ClusteringInProgress,
+                                           busy_text="the inbox's faces are already being grouped again"))
+    service.inbox.people = lambda: service.people
+    try:
+        for action in service.inbox.recover():
+            log.warning("undid the model change of the interrupted inbox action %s", action)
+    except (PyRecognizerError, OSError, sqlite3.Error) as exc:
+        log.error("interrupted inbox actions could not be undone: %s", exc)
     if store.active_id():
         try:
             log.info("serving model %s", service.active.current().id)
