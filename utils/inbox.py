@@ -745,8 +745,9 @@ class Inbox:
         for record_id, state, name, cluster, photo in changes["records"]:
             db.execute("UPDATE records SET state = ?, name = ?, cluster = ?, photo = ? WHERE id = ?",
                        (state, name, cluster, photo, record_id))
-        if changes.get("cluster") is not None:
+        if changes.get("cluster") is not None:  # an ignore: faces that joined the stranger since are unknown again too
             db.execute("UPDATE clusters SET state = 'unknown' WHERE id = ?", (changes["cluster"],))
+            db.execute("UPDATE records SET state = 'unknown' WHERE cluster = ? AND state = 'ignored'", (changes["cluster"],))
         bumped(db)
 
     def _reactivate(self, before: str | None, after: str | None) -> None:
@@ -819,8 +820,9 @@ class Inbox:
 
 
 def erased_face_records(path: Path, match, theirs: np.ndarray) -> int:
-    """Erase a person's face records (forget): those named, assigned or decided as them, and
-    those whose face is within ERASE_DISTANCE of one of their photos ``theirs``; their name
+    """Erase a person's face records (forget): those named, assigned or decided as them, those
+    whose label or file name names them, and those whose face is within ERASE_DISTANCE of
+    one of their photos ``theirs``; their name
     is also cleared from other records' runner-up, and the actions naming them go. The
     database is then rebuilt, so no freed page or journal keeps a crop or an encoding.
     ``match``: utils.people.Matcher of their names. Returns the records erased."""
@@ -828,12 +830,13 @@ def erased_face_records(path: Path, match, theirs: np.ndarray) -> int:
         return 0
     db = open_database(path)
     try:
-        rows = db.execute("SELECT rowid, name, candidate, runner_up, encoding FROM records").fetchall()
+        rows = db.execute("SELECT rowid, name, candidate, runner_up, label, file, encoding FROM records").fetchall()
         theirs = np.asarray(theirs, dtype=np.float64).reshape(-1, 128)
         erased, scrubbed = [], []
-        for rowid, name, candidate, runner_up, blob in rows:
+        for rowid, name, candidate, runner_up, label, file, blob in rows:
             near = len(theirs) and float(np.min(np.linalg.norm(theirs - encoding_of(blob), axis=1))) <= ERASE_DISTANCE
-            if near or match.is_name(name or "") or match.is_name(candidate or ""):
+            named = match.is_name(name or "") or match.is_name(candidate or "")
+            if near or named or match.found(label or "") or match.found(file or ""):
                 erased.append(rowid)
             elif runner_up and match.is_name(runner_up):
                 scrubbed.append(rowid)
