@@ -8,10 +8,11 @@ start) and removed however the request or the job ends. A video up to
 """
 from __future__ import annotations
 
-from flask import Blueprint, url_for
+from flask import Blueprint, request, url_for
 
 from api.auth import predict_access_required
 from api.context import current_service
+from api.faces import face_source
 from api.limits import limit
 from api.negotiation import render_page
 from api.pages import model_summary
@@ -36,6 +37,7 @@ def with_urls(result: dict | None) -> dict | None:
 def predict_video():
     """Who appears when in the uploaded video: at once for a short one, else a job (202)."""
     service = current_service()
+    source = face_source("video", getattr(request.files.get("file"), "filename", None))  # a record per track
     with stored_upload(".video") as (path, _, remove):
         job = None
         try:
@@ -43,9 +45,10 @@ def predict_video():
                 raise MissingFile("the uploaded file is empty")
             info = service.video_info(path)  # a bad or hostile file is refused here, before any work
             if 0 < info.seconds <= service.config.video.direct_seconds:
-                return timeline_envelope(with_urls(service.predict_video(path)))
+                return timeline_envelope(with_urls(service.predict_video(path, source=source)))
             service.active.current()  # no model: say so now, not in a failed job
-            job = service.video_jobs.start("video", lambda progress: service.predict_video(path, progress=progress),
+            job = service.video_jobs.start("video", lambda progress: service.predict_video(path, progress=progress,
+                                                                                           source=source),
                                            cleanup=remove)
         finally:
             if job is None:

@@ -43,6 +43,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -328,6 +329,23 @@ class Inbox:
                 self._bounded(db, now)
         except (sqlite3.Error, OSError, ValueError) as exc:
             log.warning("crops of enrolled photos not kept: %s", exc)
+
+    def keep_tracks(self, tracks, source: Source, model_id: str | None) -> list[str | None]:
+        """Keep one record per video track (utils/video.py ``Track``): its best frame's crop and
+        quality, the mean of its encodings, and the decision its voted name was given with best."""
+        from utils.faces import Face
+
+        faces, decisions, images = [], [], []
+        for track in tracks:
+            if not track.encodings or track.best[2] is None:
+                continue
+            name = track.name()
+            decisions.append(max((d for d in track.decisions if d.name == name), key=lambda d: d.confidence))
+            pixels = track.best[2]
+            faces.append(Face((0, pixels.shape[1], pixels.shape[0], 0), np.mean(track.encodings, axis=0), track.best[3]))
+            images.append(SimpleNamespace(array=pixels, scale=1.0))
+        return [record for image, face, decision in zip(images, faces, decisions)
+                for record in self.keep(image, [face], [decision], source, model_id)]
 
     def _new_row(self, image, face, decision, source: Source, model_id, now: float) -> dict:
         quality = getattr(face, "quality", None)

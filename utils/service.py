@@ -129,11 +129,15 @@ class Service:
         with opened_video(path, self.video_limits) as (_, _, info):
             return info
 
-    def predict_video(self, path: Path, *, progress=lambda *_: None, save_thumbnails: bool = True) -> dict:
-        """Return who appears when in the video at ``path`` (see utils.video.video_timeline)."""
+    def predict_video(self, path: Path, *, progress=lambda *_: None, save_thumbnails: bool = True,
+                      source: Source | None = None) -> dict:
+        """Return who appears when in the video at ``path`` (see utils.video.video_timeline); with
+        a ``source``, each track is kept as a face record."""
         model = self.active.current()
+        keep = None if source is None else lambda tracks: self.inbox.keep_tracks(tracks, source, model.id)
         result = video_timeline(path, model.classifier, self.video_options, self.video_limits,
-                                save_thumbnail=self.saved_thumbnail if save_thumbnails else None, progress=progress)
+                                save_thumbnail=self.saved_thumbnail if save_thumbnails else None, progress=progress,
+                                on_tracks=keep)
         return {**result, "model": model.id}
 
     def saved_thumbnail(self, jpeg: bytes) -> str | None:
