@@ -314,3 +314,10 @@ def _quietly(call, *args, **kwargs):
         call(*args, **kwargs)
     except Exception:  # the server was killed under it
         pass
+
+
+def test_openapi_describes_the_inbox(camera):
+    paths = camera["server"].get("/openapi.json").json()["paths"]
+    assert {"/faces", "/faces/{record_id}", "/faces/{record_id}/crop", "/faces/clusters", "/faces/clusters/{cluster}/assign",
+            "/faces/assign", "/faces/clusters/{cluster}/ignore", "/faces/{record_id}/not",
+            "/people/{name}/negatives/{negative_id}", "/faces/undo/{action_id}"} <= set(paths)
