@@ -136,7 +136,8 @@ def assign_cluster(cluster: int):
 @login_required
 def assign_faces():
     """Enrol chosen records ``{"name": ..., "faces": [ids]}``: one new model version."""
-    result = current_service().inbox.assign(name_sent(), faces=body().get("faces"))
+    faces = body().get("faces") if request.is_json else request.form.getlist("faces")
+    result = current_service().inbox.assign(name_sent(), faces=faces)
     return envelope(result, description=f"{len(result['added'])} faces enrolled as {result['name']}, "
                     f"{len(result['skipped'])} skipped", model=result["model"], action=result["action"])
 
