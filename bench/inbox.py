@@ -206,14 +206,17 @@ def inbox_section(faces: Path, workdir: Path, seed: int = 0, say=lambda message:
     from utils.inbox import Source
 
     sample = [path for path, _ in plan["stream"][:60]]
-    kept_ms, bare_ms = [], []
+    # CPU time of this process (the machine may be shared: wall times are shown beside it)
+    kept_ms, bare_ms, kept_wall, bare_wall = [], [], [], []
     for path in sample:
         data = path.read_bytes()
-        for keep, into in ((True, kept_ms), (False, bare_ms)):
-            began = time.perf_counter()
+        for keep, into, wall in ((True, kept_ms, kept_wall), (False, bare_ms, bare_wall)):
+            began, cpu = time.perf_counter(), time.process_time()
             service.predict(data, save_annotated=False, source=Source("bench", label="cost") if keep else None)
-            into.append((time.perf_counter() - began) * 1000)
+            into.append((time.process_time() - cpu) * 1000)
+            wall.append((time.perf_counter() - began) * 1000)
     added_ms = statistics.median(kept_ms) - statistics.median(bare_ms)
+    added_wall = statistics.median(kept_wall) - statistics.median(bare_wall)
 
     # grouping everything again at 10^4 and 10^5 faces
     base = np.array([e for e, _ in tests if e is not None] + [e for e in strangers if e is not None])
@@ -238,8 +241,9 @@ def inbox_section(faces: Path, workdir: Path, seed: int = 0, say=lambda message:
             stages["before"]["recurring_named"]),
         Row(f"inbox: recurring strangers (of {RECURRING}) named, after the user's ignores", plain["recurring_named"],
             stages["done"]["recurring_named"], target="0", met=stages["done"]["recurring_named"] == 0),
-        Row("inbox: ms added to a predict by keeping its records (median)", None, round(added_ms, 1),
+        Row("inbox: CPU ms added to a predict by keeping its records (median)", None, round(added_ms, 1),
             target="<= 5 ms", met=at_most(added_ms, 5.0), digits=1),
+        Row("inbox: wall ms added to a predict by keeping its records (median)", None, round(added_wall, 1), digits=1),
         Row("inbox: seconds to group 10^4 unknown faces again", None, clustering[10_000]["seconds"]),
         Row("inbox: seconds to group 10^5 unknown faces again", None, clustering[100_000]["seconds"],
             target="<= 30 s", met=at_most(clustering[100_000]["seconds"], 30.0)),
@@ -248,8 +252,9 @@ def inbox_section(faces: Path, workdir: Path, seed: int = 0, say=lambda message:
                                                "stream": len(p["stream"])} for name, p in plan["people"].items()},
                "stream": len(plan["stream"]), "stream_strangers": sum(t.startswith("stranger:") for _, t in plan["stream"]),
                "stages": stages, "oracle": oracle, "plain": plain, "purity": purity, "coverage": coverage,
-               "actions": dict(counted), "actions_per_person": dict(actions), "predict_ms": {
+               "actions": dict(counted), "actions_per_person": dict(actions), "predict_cpu_ms": {
                    "kept": statistics.median(kept_ms), "not_kept": statistics.median(bare_ms)},
+               "predict_wall_ms": {"kept": statistics.median(kept_wall), "not_kept": statistics.median(bare_wall)},
                "clustering": clustering}
     shutil.rmtree(data_dir, ignore_errors=True)
     return rows, details
