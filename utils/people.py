@@ -284,21 +284,23 @@ class People:
     def _encoded(self, photos: list[tuple[str, bytes]]) -> tuple[list, list[str], list[dict]]:
         """(faces, sources, skipped) of photos that must each show exactly one face, of a
         quality of at least ``faces.min_enrol_quality``."""
-        encodings, sources, skipped = [], [], []
+        faces, sources, skipped = [], [], []
         minimum = float(self.config.faces.min_enrol_quality)
         for (source, _), result in zip(photos, encoded_photos(
                 (data for _, data in photos), self.options, workers=1, cache_folder=None)):
+            refusal = None
+            if result.reason is None and len(result.faces) == 1 and result.faces[0].quality is not None:
+                refusal = result.faces[0].quality.refusal(minimum)
             if result.reason is not None or len(result.faces) != 1:
                 reason = result.reason or ("no face found" if not result.faces
                                            else f"{len(result.faces)} faces found, expected one")
                 skipped.append({"file": source, "reason": reason})
-            elif result.faces[0].quality is not None and result.faces[0].quality.refusal(minimum):
-                skipped.append({"file": source, "reason": result.faces[0].quality.refusal(minimum),
-                                "quality": result.faces[0].quality.as_dict()})
+            elif refusal:
+                skipped.append({"file": source, "reason": refusal, "quality": result.faces[0].quality.as_dict()})
             else:
-                encodings.append(result.faces[0])
+                faces.append(result.faces[0])
                 sources.append(source)
-        return encodings, sources, skipped
+        return faces, sources, skipped
 
     def remove_photo(self, name: str, photo: str) -> dict:
         """Remove one photo of a person from the active model (the person goes with their last)."""
