@@ -152,12 +152,15 @@ def inbox_section(faces: Path, workdir: Path, seed: int = 0, say=lambda message:
 
     say(f"inbox: streaming {len(plan['stream'])} photos through POST /predict")
     truth_of: dict[str, str] = {}
+    named_at_predict = Counter()
     for number, (path, truth) in enumerate(plan["stream"]):
         answer = client.post("/predict", headers=auth, data={"file": (io.BytesIO(path.read_bytes()), f"{number}-{path.name}"),
                                                               "source": "door"})
-        for face in answer.get_json()["response"].get("faces") or []:
+        found = answer.get_json()["response"].get("faces") or []
+        for face in found:
             if face.get("record"):
                 truth_of[face["record"]] = truth
+        named_at_predict[truth] += any(face["name"] == truth for face in found)
     stages = {"before": measured()}
 
     # the clusters as the user finds them: purity and each person's faces in their clusters
@@ -224,9 +227,10 @@ def inbox_section(faces: Path, workdir: Path, seed: int = 0, say=lambda message:
     for size in (10_000, 100_000):
         rng = np.random.default_rng(seed)
         encodings = base[rng.integers(0, len(base), size)] + rng.normal(0, 0.03, (size, 128))
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         found = service.inbox.clustered(encodings, [None] * size)
         clustering[size] = {"seconds": round(time.perf_counter() - began, 2),
+                            "cpu_seconds": round(time.process_time() - cpu, 2),
                             "clusters": len({c for c in found if c is not None})}
         say(f"inbox: grouped {size:,} faces in {clustering[size]['seconds']} s")
 
@@ -244,9 +248,13 @@ def inbox_section(faces: Path, workdir: Path, seed: int = 0, say=lambda message:
         Row("inbox: CPU ms added to a predict by keeping its records (median)", None, round(added_ms, 1),
             target="<= 5 ms", met=at_most(added_ms, 5.0), digits=1),
         Row("inbox: wall ms added to a predict by keeping its records (median)", None, round(added_wall, 1), digits=1),
-        Row("inbox: seconds to group 10^4 unknown faces again", None, clustering[10_000]["seconds"]),
-        Row("inbox: seconds to group 10^5 unknown faces again", None, clustering[100_000]["seconds"],
+        Row("inbox: seconds to group 10^4 unknown faces again (wall)", None, clustering[10_000]["seconds"]),
+        Row("inbox: seconds to group 10^5 unknown faces again (wall)", None, clustering[100_000]["seconds"],
             target="<= 30 s", met=at_most(clustering[100_000]["seconds"], 30.0)),
+        Row("inbox: CPU seconds to group 10^5 unknown faces again (all threads)", None,
+            clustering[100_000]["cpu_seconds"]),
+        Row("inbox: streamed faces of the people left unknown by the one-photo gallery", None,
+            sum(streamed.values()) - sum(named_at_predict.values())),
     ]
     details = {"seed": seed, "people": {name: {"enrol": p["enrol"].name, "held_out": len(p["held_out"]),
                                                "stream": len(p["stream"])} for name, p in plan["people"].items()},
