@@ -247,6 +247,18 @@ def test_bad_input(camera):
     assert server.get("/health").ok
 
 
+def test_grouping_everything_again_is_a_job(camera):
+    server = camera["server"]
+    before = sum(cluster["size"] for cluster in clusters(server))
+    answer = envelope_of(server.post("/faces/recluster"), 202)
+    job = server.wait_for_job(answer["job_url"])
+    assert job["state"] == "done" and job["result"]["faces"] >= before
+    assert sum(cluster["size"] for cluster in clusters(server)) >= before - 2
+    for person in ("Jerry Seinfield", "Mindy Kaling"):
+        members = records(server, cluster=cluster_of(server, person)["id"])
+        assert Counter(person_of(record) for record in members)[person] / len(members) >= 0.95
+
+
 def test_forget_erases_the_records_crops_and_negatives(camera):
     server, data_dir = camera["server"], camera["data_dir"]
     cluster = cluster_of(server, "Jerry Seinfield")
