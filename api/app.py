@@ -8,7 +8,7 @@ from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFProtect
 
-from api import auth, cameras, compreface, deepstack, pages, people, rest, verify, video
+from api import auth, cameras, compreface, deepstack, faces, pages, people, rest, verify, video
 from api.context import install_service
 from api.dashboard import init_dashboard
 from api.dashboard_assets import serve_dashboard_assets_locally
@@ -82,7 +82,8 @@ def create_app(config: Config | None = None) -> Flask:
 
     limiter.init_app(app)
     for blueprint in (rest.blueprint, people.blueprint, pages.blueprint, auth.blueprint, verify.blueprint,
-                      deepstack.blueprint, compreface.blueprint, video.blueprint, cameras.blueprint):
+                      deepstack.blueprint, compreface.blueprint, video.blueprint, cameras.blueprint,
+                      faces.blueprint):
         app.register_blueprint(blueprint)
     negotiate(app, pages.PAGES)
     negotiate(app, video.PAGES)

@@ -49,6 +49,7 @@ from werkzeug.exceptions import HTTPException
 from api.auth import dialect_caller_authorized, dialect_key_checked
 from api.context import current_service
 from api.errors import register_dialect_errors
+from api.faces import face_source
 from api.limits import limit
 from api.verify import faces_of
 from datastructure.classifier import UNKNOWN
@@ -208,7 +209,7 @@ def recognize():
     options = face_options()
     count = number("prediction_count", 1)
     started = time.perf_counter()
-    pairs = largest_first(current_service().faces_and_decisions(photo()), options["limit"])
+    pairs = largest_first(current_service().faces_and_decisions(photo(), source=face_source("compreface")), options["limit"])
     if not pairs:
         raise no_face()
     items = []

@@ -38,6 +38,7 @@ from flask import Blueprint, request
 from api.auth import dialect_key_checked
 from api.context import current_service
 from api.errors import register_dialect_errors
+from api.faces import face_source
 from api.limits import limit
 from api.verify import faces_of
 from datastructure.classifier import UNKNOWN
@@ -116,7 +117,7 @@ def recognize():
     """Every face with its ``userid`` (or "unknown") and confidence."""
     floor = min_confidence()
     predictions = []
-    for face, decision in current_service().faces_and_decisions(image_bytes()):
+    for face, decision in current_service().faces_and_decisions(image_bytes(), source=face_source("deepstack")):
         known = decision is not None and decision.name != UNKNOWN and decision.confidence >= floor
         predictions.append({"confidence": decision.confidence if known else 0,
                             "userid": decision.name if known else UNKNOWN, **corners(face.box)})

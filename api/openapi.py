@@ -200,6 +200,93 @@ def camera_paths() -> dict:
     }
 
 
+RECORD_ID = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+CLUSTER_ID = {"name": "cluster", "in": "path", "required": True, "schema": {"type": "integer"}}
+ACTION_ID = {"name": "action_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+PAGING = [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+          {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}]
+NAME_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}}
+QUALITY = {"type": ["object", "null"], "description": "utils/quality.py: width (px), sharpness (Laplacian variance), "
+           "yaw (nose offset / eye distance), detector, score in [0, 1]",
+           "properties": {"width": {"type": "integer"}, "sharpness": {"type": "number"}, "yaw": {"type": ["number", "null"]},
+                          "detector": {"type": "string"}, "score": {"type": "number"}}}
+FACE_RECORD = {"type": "object", "properties": {
+    "id": {"type": "string"}, "time": {"type": "string"}, "state": {"type": "string", "enum": ["unknown", "named", "ignored"]},
+    "name": {"type": "string"}, "cluster": {"type": ["integer", "null"]}, "photo": {"type": ["string", "null"]},
+    "decision": {"type": "object", "description": "name, confidence, distance, candidate, runner_up, runner_up_distance"},
+    "source": {"type": "object", "properties": {"route": {"type": "string"}, "client": {"type": "string"},
+                                                "label": {"type": ["string", "null"]}, "file": {"type": ["string", "null"]}}},
+    "model": {"type": ["string", "null"]}, "quality": QUALITY, "crop_url": {"type": "string"}}}
+CLUSTER = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "size": {"type": "integer"}, "first_seen": {"type": "string"}, "last_seen": {"type": "string"},
+    "sources": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "near": {"type": ["object", "null"], "description": "the person most faces sit near (a likely missed photo); null: a stranger"},
+    "best": {"type": "array", "items": {"type": "string"}}, "faces": {"type": "array", "items": {"type": "string"}}}}
+ACTION = {"description": "every action answers with its action id (POST /faces/undo/{action_id}) and the new model"}
+
+
+def _action(summary: str, operation: str, parameters=(), body=None, errors=(401, 404, 409, 422)) -> dict:
+    return {"post": {"summary": summary, "operationId": operation, "parameters": list(parameters),
+                     **({"requestBody": body} if body else {}),
+                     "responses": {"200": _answer("the action id and the new model", _envelope(
+                         action={"type": "string"}, model={"type": "string"})), **_errors(*errors)}, **ACTION}}
+
+
+def inbox_paths() -> dict:
+    """The face inbox (api/faces.py): records, clusters and actions; token or admin login."""
+    listing = {"type": "object", "properties": {"total": {"type": "integer"}, "offset": {"type": "integer"},
+                                                "limit": {"type": "integer"}}}
+    return {
+        "/faces": {"get": {"summary": "Face records, newest first", "operationId": "faceRecords",
+                           "parameters": [{"name": name, "in": "query", "schema": {"type": kind}, "description": text}
+                                          for name, kind, text in (
+                               ("state", "string", "unknown, named or ignored"), ("name", "string", "any case"),
+                               ("since", "string", "seconds since 1970 or an ISO 8601 date"),
+                               ("source", "string", "a camera or client label, a route, or a file name"),
+                               ("cluster", "integer", "the records of one cluster"))] + PAGING,
+                           "responses": {"200": _answer("one page", _envelope({**listing, "properties": {
+                               **listing["properties"], "records": {"type": "array", "items": FACE_RECORD}}})),
+                               **_errors(401, 404, 422)}}},
+        "/faces/{record_id}": {"get": {"summary": "One face record", "operationId": "faceRecord", "parameters": [RECORD_ID],
+                                       "responses": {"200": _answer("the record", _envelope(FACE_RECORD)), **_errors(401, 404)}}},
+        "/faces/{record_id}/crop": {"get": {"summary": "A face record's crop", "operationId": "faceCrop",
+                                            "parameters": [RECORD_ID], "responses": {
+                                                "200": {"description": "JPEG", "content": {"image/jpeg": {}}}, **_errors(401, 404)}}},
+        "/faces/clusters": {"get": {"summary": "Clusters of unknown faces, largest first", "operationId": "faceClusters",
+                                    "parameters": [{"name": "state", "in": "query", "schema": {
+                                        "type": "string", "enum": ["unknown", "ignored"]}}] + PAGING,
+                                    "responses": {"200": _answer("one page", _envelope({**listing, "properties": {
+                                        **listing["properties"], "clusters": {"type": "array", "items": CLUSTER}}})),
+                                        **_errors(401, 422)}}},
+        "/faces/clusters/{cluster}": {"get": {"summary": "One cluster", "operationId": "faceCluster", "parameters": [CLUSTER_ID],
+                                              "responses": {"200": _answer("the cluster", _envelope(CLUSTER)), **_errors(401, 404)}}},
+        "/faces/actions": {"get": {"summary": "The newest inbox actions", "operationId": "faceActions",
+                                   "responses": {"200": _answer("actions"), **_errors(401)}}},
+        "/faces/clusters/{cluster}/assign": _action("Enrol a cluster's faces as a person (quality gate, near-duplicates "
+                                                    "thinned, at most inbox.max_assign)", "assignCluster", [CLUSTER_ID], NAME_BODY),
+        "/faces/assign": _action("Enrol chosen face records as a person", "assignFaces", (), {
+            "required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["name", "faces"],
+                                                                          "properties": {"name": {"type": "string"},
+                                                                                         "faces": {"type": "array", "items": {"type": "string"}}}}}}}),
+        "/faces/clusters/{cluster}/ignore": _action("A known stranger: the cluster's faces become negatives",
+                                                    "ignoreCluster", [CLUSTER_ID], errors=(401, 404, 409)),
+        "/faces/{record_id}/not": _action("Not this person: the face becomes a hard negative of the name",
+                                          "notThisPerson", [RECORD_ID], NAME_BODY),
+        "/people/{name}/negatives/{negative_id}": {"delete": {
+            "summary": "Remove one of a person's negatives (a new model version)", "operationId": "removeNegative",
+            "parameters": [NAME, {**RECORD_ID, "name": "negative_id"}],
+            "responses": {"200": _answer("the action id and the new model"), **_errors(401, 404, 409, 422)}}},
+        "/faces/undo/{action_id}": _action("Undo an action: the model before it is active again, records back",
+                                           "undoAction", [ACTION_ID], errors=(401, 404, 409)),
+        "/faces/recluster": {"post": {"summary": "Group every unknown face again (a background job)", "operationId": "recluster",
+                                      "responses": {"202": _answer("the job"), **_errors(401, 409)}}},
+        "/faces/recluster/{job_id}": {"get": {"summary": "A recluster job", "operationId": "reclusterJob",
+                                              "parameters": [{**JOB_ID}], "responses": {"200": _answer("the job"),
+                                                                                      **_errors(401, 404)}}},
+    }
+
+
 def specification() -> dict:
     """Return the OpenAPI 3 document of the REST API."""
     predict = {"summary": "Recognise every face in a photo", "requestBody": _upload("a photo (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
@@ -255,7 +342,8 @@ def specification() -> dict:
             "/people": {"get": {"summary": "The active model's people with photo counts", "operationId": "people",
                                 "responses": {"200": _answer("people"), **_errors(401)}}},
             "/people/{name}": {
-                "get": {"summary": "A person's photos (ids, source names, added dates)", "operationId": "person",
+                "get": {"summary": "A person's photos (ids, source names, added dates, face records) and negatives",
+                        "operationId": "person",
                         "parameters": [NAME], "responses": {"200": _answer("the person"), **_errors(401, 404)}},
                 "delete": {"summary": "Remove a person from the active model (a new model version)", "operationId": "removePerson",
                            "parameters": [NAME], "responses": {"200": _answer("the new model"), **_errors(401, 404, 409)}},
@@ -267,9 +355,12 @@ def specification() -> dict:
                 "summary": "Enrol photos of a person (created if new); each must show exactly one face",
                 "operationId": "enrol", "parameters": [NAME],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                    "type": "object", "required": ["file"], "properties": {"file": {
+                    "type": "object", "properties": {"file": {
                         "type": "array", "items": {"type": "string", "format": "binary"},
-                        "description": "one or more photos, or a zip of that person's photos"}}}}}},
+                        "description": "one or more photos, or a zip of that person's photos"},
+                        "face": {"type": "integer", "description": "with one photo: enrol only this face (its index in "
+                                                                  "predict's answer)"},
+                        "face_id": {"type": "string", "description": "enrol a face record instead of a photo"}}}}}},
                 "responses": {"201": _answer("the new model, photos added and skipped"),
                               **_errors(400, 401, 409, 413, 422)}}},
             "/people/{name}/photos/{photo_id}": {"delete": {
@@ -304,6 +395,7 @@ def specification() -> dict:
                                                    "pid": {"type": "integer"},
                                                    "cameras": {"type": "object", "additionalProperties": CAMERA_STATUS}}}))}}},
             **compat_paths(),
+            **inbox_paths(),
         },
         "components": {"schemas": {"Envelope": _envelope()}},
     }

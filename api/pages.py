@@ -251,6 +251,31 @@ def person_page(answer: dict):
     return render_page("person.html", person=answer["response"]["data"])
 
 
+@blueprint.get("/inbox")
+def inbox_page():
+    """GET /inbox: the clusters of unknown faces, to name (assign) or ignore, and the latest
+    actions, to undo (utils/inbox.py); the admin login only."""
+    service = current_service()
+    if not can_manage():
+        return render_page("inbox.html", clusters=[], total=0, people=[], actions=[])
+    found = service.inbox.clusters(limit=int(request.args.get("limit", 30)))
+    people = [person["name"] for person in service.people.listing()["people"]]
+    return render_page("inbox.html", clusters=found["clusters"], total=found["total"], people=people,
+                       actions=[action for action in service.inbox.actions(10) if action["state"] == "done"])
+
+
+def inbox_changed(answer: dict):
+    """After an inbox action with a plain form: the inbox page, with a message."""
+    flash(answer["response"]["description"])
+    return redirect(url_for("pages.inbox_page"), 303)
+
+
+def negatives_changed(answer: dict):
+    """After removing a person's negative with a plain form: their page, with a message."""
+    flash(answer["response"]["description"])
+    return redirect(url_for("people.person", name=answer["response"]["data"]["name"]), 303)
+
+
 def people_changed(answer: dict):
     """After a change to the people with a plain form: the models page, with a message."""
     flash(answer["response"]["description"])
@@ -272,4 +297,10 @@ PAGES = {
     "people.remove": people_changed,
     "people.forget": people_changed,
     "people.rename": people_changed,
+    "faces.assign_cluster": inbox_changed,
+    "faces.assign_faces": inbox_changed,
+    "faces.ignore": inbox_changed,
+    "faces.negate": inbox_changed,
+    "faces.undo": inbox_changed,
+    "faces.remove_negative": negatives_changed,
 }

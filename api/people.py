@@ -10,7 +10,7 @@ from flask import Blueprint, request
 
 from api.auth import login_required
 from api.context import current_service
-from datastructure.errors import MissingFile, NameNotValid
+from datastructure.errors import DatasetNotValid, MissingFile, NameNotValid
 from datastructure.names import shown
 from datastructure.response import envelope
 from utils.people import Upload
@@ -39,15 +39,37 @@ def listing():
 @login_required
 def person(name: str):
     """One person: their photos' ids, source names and added dates."""
-    found = current_service().people.person(name)
+    service = current_service()
+    found = person_with_faces(service, service.people.person(name))
     return envelope(found, description=f"{len(found['photos'])} photos", model=found["model"])
+
+
+def person_with_faces(service, found: dict) -> dict:
+    """A person (``People.person``) with each photo's face record (crop, quality, source; None
+    for photos without one, e.g. imported galleries) and their negatives."""
+    faces = service.inbox.faces_of_photos(photo["id"] for photo in found["photos"])
+    photos = [{**photo, "face": faces.get(photo["id"])} for photo in found["photos"]]
+    return {**found, "photos": photos, "negatives": service.inbox.negatives_of(found["name"])}
 
 
 @blueprint.post("/people/<name>/photos")
 @login_required
 def enrol(name: str):
-    """Add photos of a person (created if new): 201 with the new model, added and skipped photos."""
-    result = current_service().people.enrol(name, uploads())
+    """Add photos of a person (created if new): 201 with the new model, added and skipped photos.
+
+    One face of a photo with several: ``face=<index>`` (its index in predict's answer) with
+    one photo, or ``face_id=<record id>`` of a face record (no photo: an inbox assign)."""
+    service, chosen = current_service(), request.values.get("face_id")
+    if chosen:
+        result = service.inbox.assign(name, faces=[chosen])
+    elif request.values.get("face") not in (None, ""):
+        files = uploads()
+        if len(files) != 1 or not request.values["face"].isdigit():
+            raise DatasetNotValid("face=<index> takes one photo and a whole number",
+                                  {"photos": len(files), "face": shown(request.values["face"])})
+        result = service.enrol_face(name, files[0].name, files[0].data, int(request.values["face"]))
+    else:
+        result = service.people.enrol(name, uploads())
     description = f"{len(result['added'])} photos added, {len(result['skipped'])} skipped"
     return envelope(result, description=description, model=result["model"]), 201
 

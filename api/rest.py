@@ -12,6 +12,7 @@ from flask import Blueprint, request, send_file, url_for
 
 from api.auth import is_authorized, login_required, predict_access_required
 from api.context import current_service
+from api.faces import face_source
 from api.limits import limit
 from api.openapi import specification
 from datastructure.errors import InsufficientStorage, MissingFile, NotFound
@@ -70,10 +71,11 @@ def predict():
     envelope did; ``image_url`` is where to fetch it. Only the token or the admin login sees
     each face's candidate, runner-up and distances (``public_answer``).
     """
-    data = uploaded_file().read()
+    upload = uploaded_file()
+    data = upload.read()
     if not data:
         raise MissingFile("the uploaded file is empty")
-    answer = current_service().predict(data)
+    answer = current_service().predict(data, source=face_source("predict", upload.filename))
     if not is_authorized():
         answer = public_answer(answer)
     if answer["response"]["annotated"]["saved"]:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, url_for
+from flask import Blueprint, request, url_for
 from flask_limiter.util import get_remote_address
 
 from api.auth import is_authorized, predict_access_required
 from api.context import current_service
+from api.faces import face_source
 from api.limits import limit
 from api.negotiation import render_page
 from api.pages import model_summary
@@ -61,6 +62,7 @@ def predict_video():
     trusted = is_authorized()
     limits = service.video_limits if trusted else service.video_limits.within(service.config.video.anonymous_max_seconds)
     direct = service.config.video.direct_seconds
+    source = face_source("video", getattr(request.files.get("file"), "filename", None))  # a record per track
     with stored_upload(".video") as (path, _, remove):
         job = None
         try:
@@ -69,12 +71,13 @@ def predict_video():
             info = service.video_info(path, limits)  # a bad or hostile file is refused here, before any work
             if 0 < info.seconds <= direct:
                 try:
-                    return timeline_envelope(with_urls(service.predict_video(path, limits=limits, budget=direct)))
+                    return timeline_envelope(with_urls(service.predict_video(path, limits=limits, budget=direct,
+                                                                             source=source)))
                 except LongerThanDeclared as exc:  # the header lied: the rest is a job's work
                     log.warning("a video said to last %.1f s decodes longer (%s): analysed as a job", info.seconds, exc)
             service.active.current()  # no model: say so now, not in a failed job
             job = service.video_jobs.start(
-                "video", lambda progress: service.predict_video(path, progress=progress, limits=limits),
+                "video", lambda progress: service.predict_video(path, progress=progress, limits=limits, source=source),
                 cleanup=remove, slot="token" if trusted else "anonymous", owner=job_owner())
         finally:
             if job is None:

@@ -7,6 +7,8 @@
     python -m bench --only people           enrolment into 3,000 / 30,000 photos, storage, stranger budget
     python -m bench --only small --draws 50 small galleries: our rule against the plain recipe
     python -m bench --only verify           /verify's pipeline against the old one on LFW-style pairs
+    python -m bench --only inbox            a camera day: the face inbox teaching a one-photo gallery
+                                            (issue 25; --seed; not in the default run: ~5 min)
     python -m bench --only gallery          galleries of 10^3..10^6 encodings (issue 16; not in the
                                             default run: ~15 min, 10^6 needs ~6 GB; --gallery-sizes)
     python -m bench --only dialects         CompreFace's photo listing and verify at 10^5 encodings
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
 
-SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery", "dialects", "cameras")
+SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery", "dialects", "cameras", "inbox")
 DEFAULT_SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
@@ -219,6 +221,11 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.cameras import cameras_section
 
         return cameras_section(workdir, args.minutes, args.quick, say=say)
+
+    if name == "inbox":
+        from bench.inbox import inbox_section
+
+        return inbox_section(faces, workdir, seed=args.seed, say=say)
 
     if name == "gallery":
         from bench.gallery import gallery_section

@@ -110,6 +110,9 @@ class Faces:
     cnn_size: int = setting(min=1)
     workers: int = setting(min=0)  # 0: one per core
     cache: bool
+    # enrolment (zip, people API, inbox, dialects) refuses faces whose quality score is under
+    # this, in [0, 1] (utils/quality.py; 0.5: a 40-px face, half-sharp, or turned ~45 degrees)
+    min_enrol_quality: float = setting(min=0, max=1)
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,23 @@ class Annotated:
     keep: int = setting(min=0)  # at most this many copies; 0: none written
     max_age: float = setting(min=0)  # seconds a copy is kept; 0: none written
     max_side: int = setting(min=64)  # pixels of a copy's longest side
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """The face records (utils/inbox.py): every face decided for an authorised caller, kept
+    with a small crop, grouped when unknown, to name, ignore or correct."""
+
+    enabled: bool  # false: no face record is kept
+    keep: int = setting(min=0)  # at most this many records; the oldest go first
+    max_age: float = setting(min=0)  # seconds a record is kept
+    max_bytes: int = setting(min=0)  # disk budget of the records' database (crops, encodings)
+    keep_anonymous: bool  # keep the faces of predictions made without the token or the admin login
+    crop_side: int = setting(min=32, max=600)  # px of a crop's long side
+    min_cluster_faces: int = setting(min=2)  # similar unknown faces needed to form a new cluster
+    cluster_distance: float = setting(min=0.05, max=1.0)  # a face joins a cluster holding a face this near
+    duplicate_distance: float = setting(min=0, max=1.0)  # an assign keeps one of faces this near (the same frame twice)
+    max_assign: int = setting(min=1)  # faces enrolled by one assign at most (the best by quality)
 
 
 @dataclass(frozen=True)
@@ -325,6 +345,7 @@ class Config:
     annotated: Annotated
     video: Video
     cameras: Cameras
+    inbox: Inbox
     verify: Verify
     dashboard: Dashboard
     logging: Logging
@@ -505,9 +526,10 @@ class Paths:
         self.tls = root / "dataset" / "tls"
         self.camera_list = root / "dataset" / "cameras.json"  # cameras added over REST
         self.cameras = root / "dataset" / "cameras"  # the supervisor's state, event journal, snapshots, crops
+        self.inbox = root / "dataset" / "inbox"  # the face records' database (utils/inbox.py)
 
     def create(self) -> "Paths":
         """Create the folders (not the files) and return self."""
-        for folder in (self.models, self.annotated, self.log, self.jobs, self.cache, self.incoming):
+        for folder in (self.models, self.annotated, self.log, self.jobs, self.cache, self.incoming, self.inbox):
             folder.mkdir(parents=True, exist_ok=True)
         return self

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -283,6 +283,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         gallery = int(calibration.get("gallery") or len(self.labels_))
         since = int(calibration.get("changed_since", 0)) + int(changed)
         fresh = type(self)(**self.get_params())
+        fresh.negatives_ = self.negatives.kept(np.unique(np.asarray(y).astype(str)))  # a removed person's go
         if not calibration.get("calibrated") or since > recalibrate_share * gallery:
             fresh.fit(X, y)
             fresh.calibration_ = {**fresh.calibration_, "gallery": int(len(fresh.labels_)), "changed_since": 0}
@@ -338,6 +339,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         fresh.scale_ = fresh._scales(spread, typical)
         fresh.calibration_ = {**self.calibration_,
                               "changed_since": int(self.calibration_.get("changed_since", 0)) + len(y)}
+        fresh.negatives_ = self.negatives
         return fresh
 
     def stranger_rate(self) -> dict:
@@ -662,6 +664,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
                 known = self._near_mean(query, chosen_class)
             else:
                 known = bool(accepted(distance, runner_distance, self.threshold_ * scale, self.ratio_))
+            known = known and not self.negatives.refuse(query, str(vote), distance)
             confidence = self.confidence(distance, runner_distance, scale) if known else 0.0
             result.append(Decision(
                 name=str(vote) if known else UNKNOWN, confidence=round(confidence, 4),
@@ -719,7 +722,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
                 "confidence_coef_": list(self.confidence_coef_), "calibration_": self.calibration_,
                 "spread_": {str(name): float(value) for name, value in zip(self.classes_, self.spread_)},
                 "scale_": {str(name): float(value) for name, value in zip(self.classes_, self.scale_)},
-                "gallery": self._gallery_state()}
+                "gallery": self._gallery_state(), "negatives_": self.negatives.state()}
 
     def _gallery_state(self) -> dict:
         """The saved gallery's shape: people, each one's base photos, and the delta rows' people."""
@@ -757,4 +760,75 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         names = model.classes_.tolist()  # Python strings: 10^5 look-ups by NumPy strings take 0.1 s more
         model.scale_ = np.array([scales.get(name, 1.0) for name in names], dtype=float)
         model.spread_ = np.array([spreads.get(name, math.nan) for name in names], dtype=float)
+        model.negatives_ = Negatives.restored(state.get("negatives_"))
         return model
+
+    # -- negatives (see Negatives, below) ----------------------------------------------
+    @property
+    def negatives(self) -> "Negatives":
+        """The faces the user said are not someone (none until a user adds some)."""
+        return getattr(self, "negatives_", None) or Negatives()
+
+
+# -- negatives: faces the user said are not someone ------------------------------------------
+# "Not this person" (utils/inbox.py) makes a face's encoding a hard negative for one person; an
+# ignored cluster of unknown faces (a postman, a neighbour) makes its faces negatives of
+# everyone (owner ""). The rule, for every door alike: a face the vote names X stays unknown
+# when a negative for X, or of a stranger, is nearer to it than X's nearest photo.
+
+
+@dataclass(frozen=True)
+class Negatives:
+    """A model's negative examples: record ids, owners ("" for strangers) and encodings."""
+
+    ids: tuple = ()
+    owners: tuple = ()
+    encodings: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def refuse(self, query: np.ndarray, name: str, distance: float) -> bool:
+        """Whether a face named ``name`` at ``distance`` from their nearest photo sits nearer to
+        a negative of ``name`` or of a stranger (it then stays unknown)."""
+        if not self.ids:
+            return False
+        mine = np.array([owner in ("", name) for owner in self.owners])
+        if not mine.any():
+            return False
+        nearest = float(np.min(np.linalg.norm(self.encodings[mine] - np.asarray(query, dtype=np.float32), axis=1)))
+        return nearest < distance
+
+    def of(self, name: str) -> list[dict]:
+        """The negatives owned by ``name`` ("" for strangers): their ids."""
+        return [{"id": id_} for id_, owner in zip(self.ids, self.owners) if owner == name]
+
+    def added(self, ids, owners, encodings) -> "Negatives":
+        """These negatives plus new ones (an id already held is replaced)."""
+        keep = [i for i, id_ in enumerate(self.ids) if id_ not in set(ids)]
+        return Negatives(tuple(self.ids[i] for i in keep) + tuple(ids), tuple(self.owners[i] for i in keep) + tuple(owners),
+                         np.vstack([self.encodings[keep], np.asarray(encodings, dtype=np.float32).reshape(-1, 128)]))
+
+    def without(self, ids) -> "Negatives":
+        """These negatives less ``ids``."""
+        keep = [i for i, id_ in enumerate(self.ids) if id_ not in set(ids)]
+        return Negatives(tuple(self.ids[i] for i in keep), tuple(self.owners[i] for i in keep), self.encodings[keep])
+
+    def kept(self, classes) -> "Negatives":
+        """The negatives of strangers and of people still in ``classes`` (a removed person's go)."""
+        names = set(np.asarray(classes).astype(str).tolist())
+        return self.without([id_ for id_, owner in zip(self.ids, self.owners) if owner and owner not in names])
+
+    def state(self) -> list[dict]:
+        """The JSON form, saved in model.clf: one entry per negative (so that forget, which drops
+        the entries naming a person, leaves whole ones)."""
+        return [{"id": id_, "owner": owner, "encoding": [round(float(v), 6) for v in row]}
+                for id_, owner, row in zip(self.ids, self.owners, self.encodings)]
+
+    @classmethod
+    def restored(cls, state: list | None) -> "Negatives":
+        """The Negatives of a ``state`` (models saved before negatives have none)."""
+        if not state:
+            return cls()
+        return cls(tuple(str(entry["id"]) for entry in state), tuple(str(entry["owner"]) for entry in state),
+                   np.asarray([entry["encoding"] for entry in state], dtype=np.float32).reshape(-1, 128))

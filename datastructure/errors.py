@@ -185,3 +185,16 @@ class CameraInConfig(PyRecognizerError):
     """A camera defined in the configuration file: change it there, not over REST."""
 
     code, status = "CAMERA_IN_CONFIG", 409
+
+
+class UndoNotPossible(PyRecognizerError):
+    """An inbox action that cannot be undone: already undone, or a later change of the models
+    came after it (undo that one first)."""
+
+    code, status = "UNDO_NOT_POSSIBLE", 409
+
+
+class ClusteringInProgress(PyRecognizerError):
+    """The inbox's unknown faces are already being grouped again in the background: one at a time."""
+
+    code, status = "CLUSTERING_IN_PROGRESS", 409

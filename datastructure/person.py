@@ -18,12 +18,15 @@ class Dataset:
     files: list[str] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     people_seen: set[str] = field(default_factory=set)
+    min_quality: float = 0.0  # faces whose quality scores under it are skipped (faces.min_enrol_quality)
 
     def add(self, person: str, name: str, faces, reason: str | None = None) -> None:
         """Record one photo: learned when it shows exactly one face, skipped otherwise."""
         self.people_seen.add(person)
         if reason is None and len(faces) != 1:
             reason = "no face found" if not faces else f"{len(faces)} faces found, expected one"
+        if reason is None and getattr(faces[0], "quality", None) is not None:
+            reason = faces[0].quality.refusal(self.min_quality)
         if reason is not None:
             self.skipped.append({"file": name, "person": person, "reason": reason})
             return

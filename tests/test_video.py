@@ -197,6 +197,19 @@ def test_a_one_photo_person_enrolled_into_a_trained_gallery_is_found_in_the_clip
 
 
 @pytest.mark.e2e
+def test_each_track_is_kept_as_one_face_record(video_server, clip):
+    """With the token, every track of the clip becomes one face record (the inbox)."""
+    server = video_server
+    answer = envelope_of(server.post("/predict/video", files={"file": ("clip.mp4", clip.read_bytes(), "video/mp4")},
+                                     data={"source": "stage"}), 200)
+    records = envelope_of(server.get("/faces", params={"source": "stage", "limit": 200}), 200)["data"]["records"]
+    assert len(records) == sum(entry["tracks"] for entry in answer["data"]["timeline"])
+    assert {record["source"]["route"] for record in records} == {"video"}
+    assert {record["source"]["file"] for record in records} == {"clip.mp4"}
+    assert LIN in {record["name"] for record in records} and all(record["quality"] for record in records)
+
+
+@pytest.mark.e2e
 def test_cli_predicts_a_video(video_server, clip):
     """`main.py predict VIDEO` prints the same timeline, with a progress bar of frames on stderr."""
     result = subprocess.run([sys.executable, "main.py", "--data-dir", str(video_server.data_dir), "predict", str(clip)],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -22,6 +23,7 @@ import numpy as np
 from datastructure.errors import ClusterUnavailable
 from datastructure.files import atomic_write
 from utils.faces import PIPELINE_VERSION, Face, Options, PhotoResult, photo_result
+from utils.quality import Quality
 
 
 def batch_results(batch: list[bytes], options: Options) -> list[PhotoResult]:
@@ -55,8 +57,11 @@ class EncodingCache:
         try:
             with np.load(self._path(digest), allow_pickle=False) as stored:
                 reason = str(stored["reason"]) or None
-                faces = tuple(Face(tuple(int(v) for v in box), encoding)
-                              for box, encoding in zip(stored["boxes"], stored["encodings"]))
+                # entries written before quality was measured have none: such faces are not refused
+                qualities = json.loads(str(stored["quality"])) if "quality" in stored.files else []
+                qualities += [None] * (len(stored["boxes"]) - len(qualities))
+                faces = tuple(Face(tuple(int(v) for v in box), encoding, Quality.of(quality))
+                              for box, encoding, quality in zip(stored["boxes"], stored["encodings"], qualities))
         except (OSError, ValueError, KeyError):
             return None  # a damaged cache entry is only a miss
         return PhotoResult(faces, reason)
@@ -70,7 +75,8 @@ class EncodingCache:
         buffer = io.BytesIO()
         np.savez(buffer, reason=np.str_(result.reason or ""),
                  boxes=np.array([face.box for face in result.faces], dtype=np.int64).reshape(-1, 4),
-                 encodings=np.array([face.encoding for face in result.faces]).reshape(-1, 128))
+                 encodings=np.array([face.encoding for face in result.faces]).reshape(-1, 128),
+                 quality=np.str_(json.dumps([face.quality.as_dict() if face.quality else None for face in result.faces])))
         atomic_write(path, buffer.getvalue(), durable=False)  # a lost entry is only a cache miss
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from datastructure.errors import FaceLibraryMissing, PyRecognizerError
 from utils.images import DecodedImage, configure_pillow, decode_image
+from utils.quality import Quality, face_quality
 
 # 3: photos other than JPEG are reduced at decoding too (utils/images.py); 4: each encoding is
 # the mean of the face's and its mirror image's (see face_encodings)
@@ -74,6 +75,7 @@ class Face:
 
     box: tuple[int, int, int, int]  # top, right, bottom, left
     encoding: np.ndarray
+    quality: Quality | None = None  # None: not measured (encodings cached before quality was)
 
 
 @functools.lru_cache(maxsize=1)
@@ -147,7 +149,14 @@ CNN_MIN_SIDE = 20
 
 
 def face_locations(array: np.ndarray, options: Options = Options()) -> list[tuple[int, int, int, int]]:
-    """Return the boxes (top, right, bottom, left) of the faces in ``array``, in its pixels.
+    """Return the boxes (top, right, bottom, left) of the faces in ``array``, in its pixels
+    (see ``located``)."""
+    return located(array, options)[0]
+
+
+def located(array: np.ndarray, options: Options = Options()) -> tuple[list[tuple[int, int, int, int]], str]:
+    """Return the boxes (top, right, bottom, left) of the faces in ``array``, in its pixels,
+    and the detector that found them ("hog" or "cnn").
 
     HOG's window is 80 px: on the ~800-px copy it finds faces of a tenth of the photo and
     more, which is nearly every portrait, at a fraction of the plain recipe's cost. A finer
@@ -168,8 +177,8 @@ def face_locations(array: np.ndarray, options: Options = Options()) -> list[tupl
         with DLIB_LOCK:
             found = face_library().face_locations(tiny, number_of_times_to_upsample=int(max(tiny.shape[:2]) < 400),
                                                   model="cnn")
-        boxes = [scaled_box(box, factor, array.shape) for box in found]
-    return boxes
+        return [scaled_box(box, factor, array.shape) for box in found], "cnn"
+    return boxes, "hog"
 
 
 def face_encodings(array: np.ndarray, boxes, jitters: int = 1, mirror: bool = True) -> np.ndarray:
@@ -182,29 +191,40 @@ def face_encodings(array: np.ndarray, boxes, jitters: int = 1, mirror: bool = Tr
     -> 0.418) where different people's barely move (0.815 -> 0.804), which is a quarter of the
     half point dlib's random ``num_jitters`` buys (see bench/verify.py). ``jitters``: see Options.
     """
-    if not boxes:
-        return np.empty((0, 128))
-    library = face_library()
-    with DLIB_LOCK:
-        if not mirror:
-            return np.asarray(library.face_encodings(array, known_face_locations=list(boxes), num_jitters=jitters))
-        import dlib
+    return encodings_and_landmarks(array, boxes, jitters, mirror)[0]
 
+
+def encodings_and_landmarks(array: np.ndarray, boxes, jitters: int = 1,
+                            mirror: bool = True) -> tuple[np.ndarray, list[list[tuple[float, float]]]]:
+    """Return ``face_encodings`` and each face's 5 landmarks ((x, y) in ``array``'s pixels)."""
+    if not boxes:
+        return np.empty((0, 128)), []
+    library = face_library()
+    import dlib
+
+    with DLIB_LOCK:
+        shapes = [library.api.pose_predictor_5_point(array, dlib.rectangle(left, top, right, bottom))
+                  for top, right, bottom, left in boxes]
+        landmarks = [[(point.x, point.y) for point in shape.parts()] for shape in shapes]
+        if not mirror:
+            return np.asarray(library.face_encodings(array, known_face_locations=list(boxes),
+                                                     num_jitters=jitters)), landmarks
         # face_recognition's own steps (5-point landmarks, a 150-px chip padded by 0.25), so the
         # unmirrored half equals its face_encodings exactly; the chips go through the network as one batch
-        chips = [dlib.get_face_chip(array, library.api.pose_predictor_5_point(array, dlib.rectangle(left, top, right, bottom)),
-                                    size=150, padding=0.25) for top, right, bottom, left in boxes]
+        chips = [dlib.get_face_chip(array, shape, size=150, padding=0.25) for shape in shapes]
         mirrored = [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
         both = np.asarray(library.api.face_encoder.compute_face_descriptor(chips + mirrored, num_jitters=jitters))
-    return (both[:len(chips)] + both[len(chips):]) / 2
+    return (both[:len(chips)] + both[len(chips):]) / 2, landmarks
 
 
 def faces_in(image: DecodedImage, options: Options = Options()) -> list[Face]:
-    """Return every face in a decoded photo, boxes in the original photo's pixels."""
-    boxes = face_locations(image.array, options)
-    encodings = face_encodings(image.array, boxes, options.jitters, options.mirror)
-    return [Face(scaled_box(box, image.scale, (image.original_size[1], image.original_size[0])), encoding)
-            for box, encoding in zip(boxes, encodings)]
+    """Return every face in a decoded photo, boxes in the original photo's pixels, each with
+    its quality (utils/quality.py)."""
+    boxes, detector = located(image.array, options)
+    encodings, landmarks = encodings_and_landmarks(image.array, boxes, options.jitters, options.mirror)
+    return [Face(scaled_box(box, image.scale, (image.original_size[1], image.original_size[0])), encoding,
+                 face_quality(image.array, box, points, detector, image.scale))
+            for box, encoding, points in zip(boxes, encodings, landmarks)]
 
 
 def decoded(data: bytes, options: Options = Options()) -> DecodedImage:

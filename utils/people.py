@@ -43,7 +43,7 @@ import numpy as np
 
 from conf.config import Config, Paths
 from datastructure.classifier import FaceClassifier
-from datastructure.errors import DatasetNotValid, ModelsBusy, NameNotValid, NotFound, PyRecognizerError, TooManyPhotos
+from datastructure.errors import ClassifierNotLoaded, DatasetNotValid, ModelsBusy, NameNotValid, NotFound, PyRecognizerError, TooManyPhotos
 from datastructure.files import atomic_write
 from datastructure.model_store import KeptByStamp, ModelStore, file_stamp
 from datastructure.names import Lookalikes, checked_name, checked_new_name, name_key, person_name, shown
@@ -51,6 +51,7 @@ from utils import archive
 from utils.encoding import encoded_photos
 from utils.events import journal_path
 from utils.faces import Options, decoded, faces_in
+from utils.inbox import DATABASE as INBOX_DATABASE, erased_face_records
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +224,16 @@ class People:
 
     def __init__(self, store: ModelStore, config: Config, paths: Paths | None = None, *,
                  training_running: Callable[[], bool] = lambda: False,
-                 check_disk: Callable[[], None] = lambda: None):
+                 check_disk: Callable[[], None] = lambda: None,
+                 on_enrolled: Callable[[str, list], None] = lambda label, photos: None):
         self.store = store
         self.check_disk = check_disk  # raises InsufficientStorage: an enrolment adds data, an erasure must always run
         self.config = config
         self.paths = paths
         self.training_running = training_running  # a training job replaces the gallery: changes wait for it
         self.options = Options.from_config(config.faces, config.limits, training=True)
+        # given (label, [(source, bytes, Face, photo id)]) of the photos an enrolment added (the inbox keeps their crops)
+        self.on_enrolled = on_enrolled
 
     # -- reading -------------------------------------------------------------------------
     def listing(self) -> dict:
@@ -287,8 +291,13 @@ class People:
             raise TooManyPhotos(f"{len(photos)} photos in one enrolment; the limit is {limit}: "
                                 "train from a zip of person folders instead (POST /train)",
                                 {"photos": len(photos), "limit": limit, "train_url": "/train"})
-        encodings, sources, skipped = self._encoded(photos)
-        return self.enrol_encodings(name, encodings, sources, skipped=skipped, again_ok=again_ok)
+        faces, sources, skipped = self._encoded(photos)
+        result = self.enrol_encodings(name, [face.encoding for face in faces], sources, skipped=skipped,
+                                       again_ok=again_ok)
+        data, face_of = dict(photos), dict(zip(sources, faces))
+        self.on_enrolled(result["name"], [(entry["source"], data[entry["source"]], face_of[entry["source"]], entry["id"])
+                                          for entry in result["added"] if entry["source"] in face_of])
+        return result
 
     def enrol_encodings(self, name: str, encodings, sources: list[str], *, skipped: list[dict] = (),
                         again_ok: bool = False) -> dict:
@@ -385,18 +394,25 @@ class People:
         return model_id
 
     def _encoded(self, photos: list[tuple[str, bytes]]) -> tuple[list, list[str], list[dict]]:
-        """(encodings, sources, skipped) of photos that must each show exactly one face."""
-        encodings, sources, skipped = [], [], []
+        """(faces, sources, skipped) of photos that must each show exactly one face, of a
+        quality of at least ``faces.min_enrol_quality``."""
+        faces, sources, skipped = [], [], []
+        minimum = float(self.config.faces.min_enrol_quality)
         for (source, _), result in zip(photos, encoded_photos(
                 (data for _, data in photos), self.options, workers=1, cache_folder=None)):
+            refusal = None
+            if result.reason is None and len(result.faces) == 1 and result.faces[0].quality is not None:
+                refusal = result.faces[0].quality.refusal(minimum)
             if result.reason is not None or len(result.faces) != 1:
                 reason = result.reason or ("no face found" if not result.faces
                                            else f"{len(result.faces)} faces found, expected one")
                 skipped.append({"file": source, "reason": reason})
+            elif refusal:
+                skipped.append({"file": source, "reason": refusal, "quality": result.faces[0].quality.as_dict()})
             else:
-                encodings.append(result.faces[0].encoding)
+                faces.append(result.faces[0])
                 sources.append(source)
-        return encodings, sources, skipped
+        return faces, sources, skipped
 
     def remove_photo(self, name: str, photo: str) -> dict:
         """Remove one photo of a person from the active model (the person goes with their last)."""
@@ -494,7 +510,21 @@ class People:
                  len(erased["models_rewritten"]), len(erased["models_deleted"]))
         return {"forgotten": "failed" not in erased, "erased": erased}
 
+    def negatives_changed(self, change: Callable, kind: str) -> str:
+        """Save the active model with its negatives changed by ``change(negatives) -> negatives``
+        (datastructure/classifier.py ``Negatives``) as a new active version; return its id."""
+        with self._change():
+            parent, gallery, previous = self._active()
+            if previous is None:
+                raise ClassifierNotLoaded("no model is loaded yet: train one first (POST /train)")
+            return self._saved(gallery, previous, parent, kind, 0, negatives=change(previous.negatives))
+
     # -- the parts -----------------------------------------------------------------------
+    def changing(self):
+        """The change lock (see ``_change``), for a caller that changes the model and more
+        (the inbox's actions) as one change: changes made inside take it again at once."""
+        return self._change()
+
     def _change(self):
         """The change lock, after waiting briefly for a running training job (ModelsBusy)."""
         deadline = time.monotonic() + self.store.wait
@@ -544,7 +574,7 @@ class People:
         return self._saved(gallery, previous, parent, kind, changed, **extra)
 
     def _saved(self, gallery: Gallery, previous: FaceClassifier | None, parent: str | None, kind: str,
-               changed: int, metadata_of: dict | None = None) -> str:
+               changed: int, metadata_of: dict | None = None, negatives=None) -> str:
         """Fit, save and activate ``gallery`` as a new version (the caller holds the change lock)."""
         started = time.time()
         if previous is None:
@@ -555,6 +585,8 @@ class People:
         else:
             classifier = previous.refitted(gallery.encodings, gallery.labels, changed=changed,
                                            recalibrate_share=float(self.config.models.recalibrate_share))
+        if negatives is not None:
+            classifier.negatives_ = negatives
         base = metadata_of if metadata_of is not None else (self.store.metadata(parent) if parent else {})
         metadata = self._metadata(gallery.counts(), classifier, base)
         metadata.update(self._change_record(kind, parent, started))
@@ -614,6 +646,7 @@ class People:
             "camera_crops": lambda: sum(erased_annotated_copies(self.paths.cameras / folder, theirs, options)
                                         for folder in ("crops", "snapshots")),
             "dashboard_rows": lambda: erased_dashboard_rows(self.paths.dashboard_db, match),
+            "face_records": lambda: erased_face_records(self.paths.inbox / INBOX_DATABASE, match, theirs),
         }
         erased, failed = {}, {}
         for place, erase in erasers.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -78,7 +79,8 @@ def face_report(face: Face, decision) -> dict:
     """Return the per-face part of the envelope."""
     return {"name": decision.name, "confidence": decision.confidence, "distance": decision.distance,
             "candidate": decision.candidate, "runner_up": decision.runner_up,
-            "runner_up_distance": decision.runner_up_distance, "box": box_dict(face.box)}
+            "runner_up_distance": decision.runner_up_distance, "box": box_dict(face.box),
+            "quality": face.quality.as_dict() if face.quality is not None else None}
 
 
 # What an anonymous caller learns of each face: whether it is someone the model knows, and only
@@ -156,28 +158,41 @@ def recognised(data: bytes, active: ActiveModel, options: Options, gallery_under
     return model, image, faces, decisions
 
 
+# keep(image, faces, decisions, model id) -> a face record id per face (None: not kept): the
+# inbox's hook (utils/inbox.py), given by the service for an authorised caller's photo
+Keeper = Callable[[DecodedImage, list, list, "str | None"], list]
+
+
 def faces_and_decisions(data: bytes, active: ActiveModel, options: Options,
-                        gallery_under: int = 0) -> list[tuple[Face, Decision | None]]:
+                        gallery_under: int = 0, keep: Keeper | None = None) -> list[tuple[Face, Decision | None]]:
     """Return every face of one photo with the active model's decision, None for every face
     while no model exists (nobody is enrolled yet: every face is unknown). The DeepStack and
     CompreFace APIs answer so before the first enrolment, where /predict answers 503."""
     try:
-        _, _, faces, decisions = recognised(data, active, options, gallery_under)
+        model, image, faces, decisions = recognised(data, active, options, gallery_under)
+        model_id = model.id
     except ClassifierNotLoaded:
-        faces = faces_in(decoded(data, options), options)
+        image, model_id = decoded(data, options), None
+        faces = faces_in(image, options)
         decisions = [None] * len(faces)
+    if keep is not None:
+        keep(image, faces, decisions, model_id)
     return list(zip(faces, decisions))
 
 
 def prediction(data: bytes, active: ActiveModel, options: Options, copies: AnnotatedCopies | None,
-               max_side: int = 1024, gallery_under: int = 0) -> dict:
+               max_side: int = 1024, gallery_under: int = 0, keep: Keeper | None = None) -> dict:
     """Return the prediction envelope for one photo; the annotated copy goes to ``copies`` (None:
-    no copy); ``gallery_under``: see ``options_for``."""
+    no copy); ``gallery_under``: see ``options_for``; ``keep``: the inbox's hook (each face
+    answers with its record id)."""
     model, image, faces, decisions = recognised(data, active, options, gallery_under)
     if not faces:
         return envelope({}, description="no face found in the photo", error="NO_FACE_FOUND",
                         faces=[], model=model.id, annotated={"saved": False, "reason": "no face found"})
     reports = [face_report(face, decision) for face, decision in zip(faces, decisions)]
+    if keep is not None:
+        for report, record in zip(reports, keep(image, faces, decisions, model.id)):
+            report["record"] = record
     names: dict[str, float] = {}
     for report in reports:
         if report["name"] != UNKNOWN:

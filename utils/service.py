@@ -9,16 +9,19 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from conf.config import Config, Paths
 from datastructure.annotated import AnnotatedCopies
-from datastructure.errors import InsufficientStorage, PyRecognizerError, VideoInProgress
+from datastructure.errors import (ClusteringInProgress, DatasetNotValid, InsufficientStorage, PyRecognizerError,
+                                  VideoInProgress)
 from datastructure.model_store import ModelStore
 from utils.cameras import CameraStore
 from utils.faces import Options, face_library
 from utils.importing import ImportedGallery, import_gallery
+from utils.inbox import Inbox, Source
 from utils.images import configure_pillow
 from utils.jobs import JobRunner
 from utils.people import People
@@ -59,17 +62,27 @@ class Service:
     video_options: VideoOptions
     video_limits: VideoLimits
     cameras: CameraStore
+    inbox: Inbox
+    inbox_jobs: JobRunner
 
     @property
     def people(self) -> People:
         """The people engine over this service's store (enrol, remove, rename, forget)."""
         return People(self.store, self.config, self.paths, training_running=self.jobs.running,
-                      check_disk=lambda: self.require_free_disk("to enrol"))
+                      check_disk=lambda: self.require_free_disk("to enrol"), on_enrolled=self.inbox.keep_enrolled)
 
-    def predict(self, data: bytes, *, save_annotated: bool = True) -> dict:
-        """Return the prediction envelope for one photo, with an annotated copy if ``save_annotated``."""
+    def predict(self, data: bytes, *, save_annotated: bool = True, source: Source | None = None) -> dict:
+        """Return the prediction envelope for one photo, with an annotated copy if ``save_annotated``;
+        with a ``source``, each face is kept as a face record (``keeper``)."""
         return prediction(data, self.active, self.predict_options, self.annotated if save_annotated else None,
-                          self.config.annotated.max_side, self.config.faces.cnn_fallback_gallery_under)
+                          self.config.annotated.max_side, self.config.faces.cnn_fallback_gallery_under,
+                          keep=self.keeper(source))
+
+    def keeper(self, source: Source | None):
+        """The inbox's hook for faces from ``source`` (None: nothing is kept, e.g. the CLI)."""
+        if source is None:
+            return None
+        return lambda image, faces, decisions, model_id: self.inbox.keep(image, faces, decisions, source, model_id)
 
     def free_disk(self) -> int:
         """Return the bytes free for the data folder."""
@@ -85,10 +98,33 @@ class Service:
             raise InsufficientStorage(f"not enough free disk space {purpose}: under limits.min_free_disk "
                                       f"({self.config.limits.min_free_disk:,} bytes) is left")
 
-    def faces_and_decisions(self, data: bytes) -> list:
-        """Return every face of one photo with the active model's Decision (None before any model)."""
+    def faces_and_decisions(self, data: bytes, source: Source | None = None) -> list:
+        """Return every face of one photo with the active model's Decision (None before any
+        model); with a ``source``, each face is kept as a face record."""
         return faces_and_decisions(data, self.active, self.predict_options,
-                                   self.config.faces.cnn_fallback_gallery_under)
+                                   self.config.faces.cnn_fallback_gallery_under, keep=self.keeper(source))
+
+    def enrol_face(self, name: str, filename: str, data: bytes, index: int) -> dict:
+        """Enrol face number ``index`` of a photo with several (the index in predict's answer):
+        found and encoded as predict finds them, checked by the quality gate."""
+        faces = [face for face, _ in self.faces_and_decisions(data)]
+        if not 0 <= index < len(faces):
+            raise DatasetNotValid(f"the photo has {len(faces)} faces: face={index} is not one of them",
+                                  {"faces": len(faces), "face": index})
+        face = faces[index]
+        refusal = face.quality.refusal(float(self.config.faces.min_enrol_quality)) if face.quality else None
+        if refusal:
+            raise DatasetNotValid(f"face {index} cannot be enrolled: {refusal}",
+                                  {"skipped": [{"file": filename, "face": index, "reason": refusal,
+                                                "quality": face.quality.as_dict()}]})
+        people = self.people
+        result = people.enrol_encodings(name, [face.encoding], [f"{filename} (face {index})"])
+        people.on_enrolled(result["name"], [(entry["source"], data, face, entry["id"]) for entry in result["added"]])
+        return result
+
+    def recluster(self) -> dict:
+        """Start grouping every unknown face of the inbox again, in the background (the job)."""
+        return self.inbox_jobs.start("recluster", lambda progress: self.inbox.recluster(progress))
 
     def video_info(self, path: Path, limits: VideoLimits | None = None) -> VideoInfo:
         """Return a video's header once it is checked (format, video stream, caps; ``limits``:
@@ -97,14 +133,17 @@ class Service:
             return info
 
     def predict_video(self, path: Path, *, progress=lambda *_: None, save_thumbnails: bool = True,
-                      limits: VideoLimits | None = None, budget: float | None = None) -> dict:
+                      limits: VideoLimits | None = None, budget: float | None = None,
+                      source: Source | None = None) -> dict:
         """Return who appears when in the video at ``path`` (see utils.video.video_timeline);
         ``limits``: lower caps than the service's; ``budget``: the decoded seconds an answer
-        given at once may take (LongerThanDeclared past them)."""
+        given at once may take (LongerThanDeclared past them); with a ``source``, each track is
+        kept as a face record."""
         model = self.active.current()
+        keep = None if source is None else lambda tracks: self.inbox.keep_tracks(tracks, source, model.id)
         result = video_timeline(path, model.classifier, self.video_options, limits or self.video_limits,
                                 save_thumbnail=self.saved_thumbnail if save_thumbnails else None, progress=progress,
-                                budget=budget)
+                                budget=budget, on_tracks=keep)
         return {**result, "model": model.id}
 
     def saved_thumbnail(self, jpeg: bytes) -> str | None:
@@ -163,7 +202,17 @@ def build_service(config: Config, *, console_log: bool = True) -> Service:
                                            busy_text="a long video is already being analysed; wait for it to finish"),
                       video_options=VideoOptions.from_config(config.video),
                       video_limits=VideoLimits.from_config(config.limits),
-                      cameras=CameraStore(paths, config.cameras))
+                      cameras=CameraStore(paths, config.cameras),
+                      inbox=Inbox(paths.inbox, config.inbox, min_quality=config.faces.min_enrol_quality, store=store,
+                                  index_min=config.classifier.index_min, nprobe=config.classifier.nprobe),
+                      inbox_jobs=JobRunner(paths.jobs / "inbox", busy=ClusteringInProgress,
+                                           busy_text="the inbox's faces are already being grouped again"))
+    service.inbox.people = lambda: service.people
+    try:
+        for action in service.inbox.recover():
+            log.warning("undid the model change of the interrupted inbox action %s", action)
+    except (PyRecognizerError, OSError, sqlite3.Error) as exc:
+        log.error("interrupted inbox actions could not be undone: %s", exc)
     if store.active_id():
         try:
             log.info("serving model %s", service.active.current().id)

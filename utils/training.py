@@ -40,7 +40,7 @@ def encoded_dataset(source, config: Config, cache_folder: Path | None, progress:
     total = archive.photo_count(source, archive.limits_from(config.limits))
     photos = archive.photo_source(source, archive.limits_from(config.limits))
     options = Options.from_config(config.faces, config.limits, training=True)
-    dataset, names, done = Dataset(), deque(), [0]
+    dataset, names, done = Dataset(min_quality=float(config.faces.min_enrol_quality)), deque(), [0]
 
     def photo_bytes():
         for photo in photos:

@@ -35,6 +35,7 @@ from datastructure.errors import NoVideoStream, VideoFormatNotSupported, VideoNo
 from datastructure.response import envelope
 from utils.faces import DLIB_LOCK, face_encodings, face_library, scaled_box
 from utils.images import encode_jpeg
+from utils.quality import face_quality
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ class Track:
     last_encoded: float = -math.inf
     encodings: list = field(default_factory=list)
     decisions: list = field(default_factory=list)
-    best: tuple = (-1.0, 0.0, None)  # (score, time, thumbnail pixels)
+    best: tuple = (-1.0, 0.0, None, None)  # (score, time, thumbnail pixels, the face's Quality there)
 
     @property
     def last_seen(self) -> float:
@@ -502,11 +503,13 @@ def timeline_entry(name: str, known: bool, tracks: list[Track], options: VideoOp
 
 def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(),
                    limits: VideoLimits = VideoLimits(), *, save_thumbnail: Callable[[bytes], str] | None = None,
-                   progress: Callable[[int, int, str], None] = lambda *_: None, budget: float | None = None) -> dict:
+                   progress: Callable[[int, int, str], None] = lambda *_: None, budget: float | None = None,
+                   on_tracks: Callable[[list[Track]], None] | None = None) -> dict:
     """Return who appears when in the video at ``path``, named by ``classifier``.
 
     ``save_thumbnail(jpeg) -> name`` stores each row's best-frame thumbnail (None: no thumbnails);
-    ``progress(done, total, step)`` follows the frames decoded; ``budget``: see sampled_frames.
+    ``progress(done, total, step)`` follows the frames decoded; ``budget``: see sampled_frames;
+    ``on_tracks(tracks)`` gets every track at the end (the inbox keeps one face record per track).
     """
     step = 1 / options.sample_fps
     tracker = IouTracker(options.min_iou, max_gap=max(options.gap_seconds, 1.5 * step))
@@ -530,8 +533,11 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
                 # the best frame: the most confident for a name, the largest face for a stranger
                 score = decision.confidence if decision.name != UNKNOWN else (right - left) * (bottom - top) / 1e9
                 if score > track.best[0]:
-                    track.best = (score, sample.time, thumbnail(sample.rgb(), box))
+                    track.best = (score, sample.time, thumbnail(sample.rgb(), box),
+                                  face_quality(sample.rgb(), box, None, "hog"))
     progress(decoded_frames, decoded_frames, "done")
+    if on_tracks is not None:
+        on_tracks(tracker.tracks_)
     seconds = max(info.seconds, decoded_frames / info.fps)  # a header may say less (or nothing)
     info = VideoInfo(info.container, info.codec, info.width, info.height, info.fps, decoded_frames, seconds, info.offset)
     timeline = [timeline_entry(name, known, members, options, info, save_thumbnail)
