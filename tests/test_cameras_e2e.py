@@ -1,7 +1,8 @@
 """Cameras end to end: a real service (gunicorn, and the camera supervisor `serve` starts),
 GStreamer's RTSP server playing ../shared/video/short_hamilton_clip.mp4 in a loop, an MJPEG
 server of this process, and the events read as a script reads them: server-sent events from
-/events (MQTT is the events-out tests').
+/events, and over MQTT through a real broker (Debian's mosquitto), with Home Assistant's
+discovery, as a Home Assistant subscribed to it receives them.
 
 Lin-Manuel Miranda and Alex Lacamoire are enrolled from their reference photos; Lin appears in
 the clip, Alex does not (../shared/video/README.md)."""
@@ -15,6 +16,7 @@ import time
 import pytest
 
 from tests.browser import Watched, log_in, no_sideways_scroll, screenshot
+from tests.mqtt_broker import Subscriber
 from tests.streams import EventStream, MjpegServer, RtspCamera
 from tests.support import envelope_of, video_dir
 
@@ -47,10 +49,19 @@ def rig(server_module, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server_module(tmp_path_factory):
+def mqtt(broker):
+    """What a Home Assistant (or any MQTT client) subscribed to the service's topics receives."""
+    subscriber = Subscriber(broker, "pyrecognizer/#", "homeassistant/#")
+    yield subscriber
+    subscriber.close()
+
+
+@pytest.fixture(scope="module")
+def server_module(tmp_path_factory, broker, mqtt):
     from tests.support import Server
 
-    server = Server(tmp_path_factory.mktemp("cameras"), config=CONFIG).start()
+    config = {**CONFIG, "mqtt": {"url": broker.url()}}
+    server = Server(tmp_path_factory.mktemp("cameras"), config=config).start()
     yield server
     server.stop()
 
@@ -69,7 +80,7 @@ def wait_for_state(server, name: str, test, timeout: float = WAIT) -> dict:
     raise AssertionError(f"camera {name} stayed {status}")
 
 
-def test_a_camera_added_over_rest_names_lin_over_server_sent_events(rig):
+def test_a_camera_added_over_rest_names_lin_over_server_sent_events_and_mqtt(rig, mqtt):
     server, rtsp, mjpeg, events = rig
     added = envelope_of(server.post("/cameras", json={"name": "stage", "url": rtsp.url, "sample_fps": 4}), 201)
     assert added["data"]["url"] == rtsp.url  # no credentials in this one to hide
@@ -89,11 +100,39 @@ def test_a_camera_added_over_rest_names_lin_over_server_sent_events(rig):
     assert snapshot.status_code == 200 and snapshot.content[:3] == b"\xff\xd8\xff"
     health = envelope_of(server.get("/health"), 200)["data"]
     assert health["cameras"]["stage"]["state"] == "streaming" and "fps" in health["cameras"]["stage"]
+    check_mqtt(mqtt)
     # one event per track, not per frame: each track starts with new and ends with end
     ended = events.wait_for(lambda event: event["camera"] == "stage" and event["type"] == "end", WAIT)
     kinds = [event["type"] for event in events.events if event["camera"] == "stage" and event["track_id"] == ended["track_id"]]
     assert kinds[0] == "new" and kinds[-1] == "end" and set(kinds[1:-1]) <= {"update"}, kinds
     assert events.streams >= 1
+
+
+def check_mqtt(mqtt) -> None:
+    """Lin's match on his topic, Home Assistant's entities announced and valid, his binary
+    sensor on; nothing anywhere names Alex, who is not in the clip."""
+    from tests.test_mqtt import discovery_problems
+
+    match = json.loads(mqtt.last("pyrecognizer/matches/Lin-Manuel-Miranda", WAIT))
+    assert match["name"] == LIN and match["camera"] in ("stage", "lobby") and match["confidence"] > 0.5
+
+    def configs(messages):
+        found = {topic: json.loads(payload) for topic, payload, _ in messages
+                 if topic.startswith("homeassistant/") and topic.endswith("/config") and payload}
+        wanted = [c for c in found.values() if c["name"] in (f"{LIN} seen", f"{ALEX} seen")
+                  or c["name"].startswith("stage ")]
+        return found if len(wanted) >= 4 else None
+
+    found = mqtt.wait_for(configs, WAIT, "Home Assistant's discovery configs of both people and the camera")
+    for topic, payload in found.items():
+        assert discovery_problems(topic, payload, "homeassistant") == [], topic
+    seen = next(config for config in found.values() if config["name"] == f"{LIN} seen")
+    mqtt.wait_for(lambda messages: [p for t, p, _ in messages if t == seen["state_topic"] and p == "ON"], WAIT,
+                  f"{LIN}'s binary sensor turning on")
+    assert mqtt.last("pyrecognizer/availability") == "online"
+    events = [(topic, payload) for topic, payload, _ in mqtt.messages
+              if topic.startswith(("pyrecognizer/matches/", "pyrecognizer/cameras/"))]
+    assert events and not [event for event in events if ALEX in event[1] or "Alex-Lacamoire" in event[0]]
 
 
 def test_bad_cameras_show_why_and_are_retried_while_the_others_keep_serving(rig):

@@ -52,8 +52,11 @@ from datastructure.files import atomic_write
 from datastructure.model_store import ModelStore
 from utils.camera_sources import CameraError, SourceOptions, frames_of, redacted, scrubbed, tcp_port_open, url_problems
 from utils.events import EventHub, configured_sinks, face_event
+from utils.faces import Options
+from utils.frigate import FrigateListener
+from utils.mqtt import active_people
 from utils.images import DecodedImage, encode_jpeg
-from utils.recognition import ActiveModel, annotated_image, box_dict
+from utils.recognition import ActiveModel, annotated_image, box_dict, faces_and_decisions
 from utils.video import SAME_FACE, IouTracker, Sample, VideoOptions, thumbnail, tracked_faces
 
 log = logging.getLogger(__name__)
@@ -570,6 +573,19 @@ class CameraReader:
 # --- the supervisor ---------------------------------------------------------------------------
 
 
+class PhotoRecogniser:
+    """What Frigate mode asks of the engine in the supervisor's process: every face of a
+    snapshot with the active model's decision, found as /predict finds them."""
+
+    def __init__(self, config: Config, active: ActiveModel):
+        self.config, self.active = config, active
+        self.options = Options.from_config(config.faces, config.limits, training=False)
+
+    def faces_and_decisions(self, data: bytes) -> list:
+        """Return (face, decision or None before any model) for each face of the photo ``data``."""
+        return faces_and_decisions(data, self.active, self.options, self.config.faces.cnn_fallback_gallery_under)
+
+
 class Supervisor:
     """Runs one reader per enabled camera, follows the cameras file, writes the state each second."""
 
@@ -579,7 +595,10 @@ class Supervisor:
         self.paths.cameras.mkdir(parents=True, exist_ok=True)
         self.store = CameraStore(self.paths, config.cameras)
         self.active = ActiveModel(ModelStore(self.paths.models))
-        self.hub = hub or EventHub(configured_sinks(config, self.paths))
+        self.hub = hub or EventHub(configured_sinks(config, self.paths, people=active_people(self.active)))
+        # Frigate mode shares the process, its one dlib lock (utils.faces) and the hub with the cameras
+        self.frigate = FrigateListener(PhotoRecogniser(config, self.active), self.hub, config) \
+            if config.frigate.enabled else None
         self.strangers = Strangers()
         self.crops = crop_store(self.paths, config.cameras)
         self.crops.clean()
@@ -607,15 +626,26 @@ class Supervisor:
                 del self.readers[name]
                 snapshot_path(self.paths, name).unlink(missing_ok=True)
                 log.info("camera %s stopped", name)
+                if name not in wanted:
+                    for sink in self.announcers():
+                        sink.forget_camera(name)
         for name, camera in wanted.items():
             if name not in self.readers:
                 self.readers[name] = CameraReader(camera, self).start()
+                for sink in self.announcers():
+                    sink.announce_camera(name)
                 log.info("camera %s started (%s)", name, redacted(camera.url))
+
+    def announcers(self) -> list:
+        """The sinks that give each camera entities of its own (MQTT's Home Assistant discovery)."""
+        return [queue.sink for queue in self.hub.queues if hasattr(queue.sink, "announce_camera")]
 
     def write_state(self) -> None:
         state = {"written": time.time(), "pid": os.getpid(), "started": self.started,
                  "cameras": {name: reader.status() for name, reader in self.readers.items()},
-                 "events": self.hub.stats()}
+                 "events": self.hub.stats(),
+                 "mqtt": [sink.status() for sink in self.announcers()],
+                 "frigate": self.frigate.stats() if self.frigate else None}
         try:
             atomic_write(state_path(self.paths), json.dumps(state).encode(), durable=False)
         except OSError as exc:
@@ -635,6 +665,8 @@ class Supervisor:
     def run(self, stop: threading.Event, parent_pid: int | None = None) -> None:
         """Watch the cameras until ``stop`` is set (or the parent process ``parent_pid`` is gone)."""
         log.info("camera supervisor %d started", os.getpid())
+        if self.frigate:
+            self.frigate.start()
         try:
             while not stop.is_set():
                 self.sync()
@@ -650,6 +682,8 @@ class Supervisor:
             for reader in self.readers.values():
                 for thread in reader.threads:
                     thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if self.frigate:
+                self.frigate.stop()
             self.hub.close()
             state_path(self.paths).unlink(missing_ok=True)
             log.info("camera supervisor %d stopped", os.getpid())
@@ -672,7 +706,8 @@ class SupervisorProcess:
 
     def wanted(self) -> bool:
         start = self.config.cameras.start
-        return start == "always" or start == "auto" and any(camera.enabled for camera in self.store.cameras())
+        return start == "always" or start == "auto" and (bool(self.config.frigate.enabled)
+                                                         or any(camera.enabled for camera in self.store.cameras()))
 
     def start(self) -> "SupervisorProcess":
         if self.config.cameras.start != "never":

@@ -25,9 +25,12 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from datastructure.files import atomic_write
+
+from utils.mqtt import mqtt_sinks
+from utils.webhooks import webhook_sinks
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +197,9 @@ def journal_path(paths) -> Path:
     return paths.cameras / "events.jsonl"
 
 
-def configured_sinks(config, paths) -> list[Sink]:
+def configured_sinks(config, paths, people: Callable[[], list[str] | None] = lambda: None) -> list[Sink]:
     """Return the sinks the configuration asks for: the journal always (the pages' and scripts'
-    server-sent events read it); MQTT and webhooks plug in here (utils/mqtt.py)."""
-    return [Journal(journal_path(paths), config.cameras.journal_size)]
+    server-sent events read it), MQTT where ``mqtt.url`` is set (``people``: the active model's,
+    for Home Assistant's entities), a webhook per ``webhooks.urls``."""
+    return [Journal(journal_path(paths), config.cameras.journal_size), *mqtt_sinks(config, people),
+            *webhook_sinks(config)]
