@@ -2,6 +2,7 @@
 once in the master before it forks, so every worker shares those pages of memory."""
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -13,6 +14,14 @@ from api.worker import BufferingWorker
 from conf.config import Config, Paths
 
 log = logging.getLogger(__name__)
+
+
+def before_fork(server, worker) -> None:
+    """Move everything the master built (dlib's models, the app, the active model) out of the
+    garbage collector's reach: a worker then neither touches those objects' pages (they stay
+    shared with the master) nor walks them at every collection and at exit, where that walk
+    alone kept each worker busy for seconds after SIGTERM."""
+    gc.freeze()
 
 
 def after_fork(server, worker) -> None:
@@ -53,6 +62,7 @@ class Server(BaseApplication):
             "worker_connections": threads if keepalive == 0 else 1000,
             "timeout": server.timeout,
             "preload_app": True,
+            "pre_fork": before_fork,
             "post_fork": after_fork,
             "accesslog": "-",
             "errorlog": "-",
