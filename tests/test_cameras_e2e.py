@@ -105,6 +105,10 @@ def test_a_camera_added_over_rest_names_lin_over_server_sent_events_and_mqtt(rig
     ended = events.wait_for(lambda event: event["camera"] == "stage" and event["type"] == "end", WAIT)
     kinds = [event["type"] for event in events.events if event["camera"] == "stage" and event["track_id"] == ended["track_id"]]
     assert kinds[0] == "new" and kinds[-1] == "end" and set(kinds[1:-1]) <= {"update"}, kinds
+    # the ended track is one face record of the inbox, labelled with its camera
+    record = envelope_of(server.get(f"/faces/{ended['face_id']}"), 200)["data"]
+    assert record["source"]["route"] == "camera" and record["source"]["label"] == "stage", record
+    assert record["name"] == ended["name"] and server.get(f"/faces/{ended['face_id']}/crop").status_code == 200
     assert events.streams >= 1
 
 

@@ -39,6 +39,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,11 @@ from utils.camera_sources import CameraError, SourceOptions, frames_of, redacted
 from utils.events import EventHub, configured_sinks, face_event
 from utils.faces import Options
 from utils.frigate import FrigateListener
+from utils.inbox import Inbox, Source
 from utils.mqtt import active_people
 from utils.images import DecodedImage, encode_jpeg
 from utils.recognition import ActiveModel, annotated_image, box_dict, faces_and_decisions
-from utils.video import SAME_FACE, IouTracker, Sample, VideoOptions, thumbnail, tracked_faces
+from utils.video import SAME_FACE, IouTracker, Sample, Track, VideoOptions, thumbnail, tracked_faces
 
 log = logging.getLogger(__name__)
 
@@ -320,8 +322,9 @@ class CameraWatch:
     """One camera's tracker and the events of its tracks (see the module docstring)."""
 
     def __init__(self, camera: Camera, options: VideoOptions, hub: EventHub, strangers: Strangers,
-                 crops: AnnotatedCopies):
+                 crops: AnnotatedCopies, keep_track: Callable[[Track], str | None] = lambda track: None):
         self.camera, self.options, self.hub, self.strangers, self.crops = camera, options, hub, strangers, crops
+        self.keep_track = keep_track  # the track's face record in the inbox, as it ends: its id
         self.tracker = IouTracker(options.min_iou, max_gap=max(options.gap_seconds, 1.5 / options.sample_fps))
         self.announced: dict[int, Announced] = {}
         self.events = 0
@@ -338,6 +341,7 @@ class CameraWatch:
             faces.append({"name": track.name() if named else UNKNOWN,
                           "confidence": track.confidence() if named else 0.0, "box": box_dict(box)})
             if decision is not None:
+                track.consider(sample, box, decision)
                 self.decided(track, box, sample, wall_time)
         self.expire(sample.time, wall_time)
         return faces
@@ -357,24 +361,25 @@ class CameraWatch:
     def expire(self, now: float, wall_time: float) -> None:
         """End the tracks unseen for longer than the tracker's gap (monotonic ``now``)."""
         for track in self.tracker.ended(now):
-            self.ended(track.id, wall_time)
+            self.ended(track, wall_time)
 
     def finish(self, wall_time: float) -> None:
         """End every track (the camera stops or its stream dropped)."""
         for track in self.tracker.tracks_:
-            self.ended(track.id, wall_time)
+            self.ended(track, wall_time)
         self.tracker.tracks_ = []
 
-    def ended(self, track_id: int, wall_time: float) -> None:
-        announced = self.announced.pop(track_id, None)
+    def ended(self, track: Track, wall_time: float) -> None:
+        announced = self.announced.pop(track.id, None)
         if announced is not None:  # a track never decided was never announced
-            self.publish("end", track_id, announced, wall_time)
+            self.publish("end", track.id, announced, wall_time, face_id=self.keep_track(track))
 
-    def publish(self, kind: str, track_id: int, announced: Announced, wall_time: float) -> None:
+    def publish(self, kind: str, track_id: int, announced: Announced, wall_time: float,
+                face_id: str | None = None) -> None:
         self.events += 1
         self.hub.publish(face_event(kind, camera=self.camera.name, track_id=track_id, name=announced.name,
                                     confidence=announced.confidence, box=announced.box, frame_time=wall_time,
-                                    unknown_id=announced.unknown_id, crop_url=announced.crop_url))
+                                    unknown_id=announced.unknown_id, crop_url=announced.crop_url, face_id=face_id))
 
     def saved_crop(self, sample: Sample, box) -> str | None:
         """Keep the face's crop among the bounded crops; return its URL (None when crops are off or the disk refuses)."""
@@ -454,7 +459,8 @@ class CameraReader:
         self.sources = SourceOptions(open_timeout=settings.open_timeout, read_timeout=settings.read_timeout,
                                      max_pixels=supervisor.config.limits.max_video_pixels,
                                      allow_files=settings.allow_files)
-        self.watch = CameraWatch(camera, self.options, supervisor.hub, supervisor.strangers, supervisor.crops)
+        self.watch = CameraWatch(camera, self.options, supervisor.hub, supervisor.strangers, supervisor.crops,
+                                 keep_track=lambda track: supervisor.kept_track(track, camera.name))
         self.mailbox = Mailbox()
         self.stopping = threading.Event()
         self.state, self.reason, self.since = "connecting", None, time.time()
@@ -596,6 +602,9 @@ class Supervisor:
         self.store = CameraStore(self.paths, config.cameras)
         self.active = ActiveModel(ModelStore(self.paths.models))
         self.hub = hub or EventHub(configured_sinks(config, self.paths, people=active_people(self.active)))
+        self.inbox = Inbox(self.paths.inbox, config.inbox, min_quality=config.faces.min_enrol_quality,
+                           store=self.active.store, index_min=config.classifier.index_min,
+                           nprobe=config.classifier.nprobe)
         # Frigate mode shares the process, its one dlib lock (utils.faces) and the hub with the cameras
         self.frigate = FrigateListener(PhotoRecogniser(config, self.active), self.hub, config) \
             if config.frigate.enabled else None
@@ -635,6 +644,16 @@ class Supervisor:
                 for sink in self.announcers():
                     sink.announce_camera(name)
                 log.info("camera %s started (%s)", name, redacted(camera.url))
+
+    def kept_track(self, track: Track, camera: str) -> str | None:
+        """Keep an ended track as one face record of the inbox (its best frame's crop, the mean
+        of its encodings), labelled with its camera; return the record's id (None: not kept)."""
+        try:
+            model = self.active.current().id
+        except ClassifierNotLoaded:
+            model = None
+        kept = self.inbox.keep_tracks([track], Source(route="camera", client="camera", label=camera), model)
+        return kept[0] if kept else None
 
     def announcers(self) -> list:
         """The sinks that give each camera entities of its own (MQTT's Home Assistant discovery)."""

@@ -367,6 +367,14 @@ class Track:
         name = self.name()
         return max((d.confidence for d in self.decisions if d.name == name), default=0.0)
 
+    def consider(self, sample: "Sample", box, decision) -> None:
+        """Keep this frame as the track's best when it is: the most confident for a name, the
+        largest face for a stranger (its thumbnail and face record come from there)."""
+        top, right, bottom, left = box
+        score = decision.confidence if decision.name != UNKNOWN else (right - left) * (bottom - top) / 1e9
+        if score > self.best[0]:
+            self.best = (score, sample.time, thumbnail(sample.rgb(), box), face_quality(sample.rgb(), box, None, "hog"))
+
 
 class IouTracker:
     """Follows faces between sampled frames by box overlap (sklearn style: state in ``tracks_``)."""
@@ -527,14 +535,8 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
         for sample in sampled_frames(container, stream, info, limits, step, on_frame, budget):
             samples += 1
             for track, box, decision in tracked_faces(sample, tracker, classifier, options):
-                if decision is None:
-                    continue
-                top, right, bottom, left = box
-                # the best frame: the most confident for a name, the largest face for a stranger
-                score = decision.confidence if decision.name != UNKNOWN else (right - left) * (bottom - top) / 1e9
-                if score > track.best[0]:
-                    track.best = (score, sample.time, thumbnail(sample.rgb(), box),
-                                  face_quality(sample.rgb(), box, None, "hog"))
+                if decision is not None:
+                    track.consider(sample, box, decision)
     progress(decoded_frames, decoded_frames, "done")
     if on_tracks is not None:
         on_tracks(tracker.tracks_)
