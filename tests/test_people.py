@@ -257,3 +257,17 @@ def test_forget_reports_a_place_it_could_not_erase_and_erases_the_others(app, fa
     assert b"madonna" not in service.paths.dashboard_db.read_bytes().lower()
     with pytest.raises(NotFound):
         service.people.forget("Madonna")  # nothing left anywhere
+
+
+def test_a_persons_photos_are_listed_in_natural_order(client, faces):
+    """1, 2, 10 as people count, not 1, 10, 2 as strings sort (the API, the page and the CLI
+    read the same list)."""
+    folder = faces / "celebrities" / "train" / "Mindy Kaling"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for number in (10, 2, 1):
+            archive.write(folder / f"{number}.jpg", f"Photo {number}.jpg")
+    envelope_of(client.post("/people/Mindy Kaling/photos", headers=TOKEN,
+                            data={"file": (io.BytesIO(buffer.getvalue()), "m.zip")}), 201)
+    listed = envelope_of(client.get("/people/Mindy Kaling", headers=TOKEN), 200)["data"]["photos"]
+    assert [photo["source"] for photo in listed] == ["m.zip/Photo 1.jpg", "m.zip/Photo 2.jpg", "m.zip/Photo 10.jpg"]
