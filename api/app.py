@@ -7,7 +7,7 @@ from datetime import timedelta
 from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFProtect
 
-from api import auth, compreface, deepstack, pages, people, rest, verify, video
+from api import apidocs, auth, compreface, deepstack, pages, people, rest, verify, video
 from api.context import install_service
 from api.dashboard import init_dashboard
 from api.dashboard_assets import serve_dashboard_assets_locally
@@ -18,7 +18,8 @@ from conf.config import Config, load_config
 from utils.service import build_service
 
 # Our pages load nothing from elsewhere (the video page plays the chosen file from a blob: URL);
-# the dashboard's pages get theirs (api/dashboard_assets.py).
+# the dashboard's pages get theirs (api/dashboard_assets.py); /docs runs Swagger UI from
+# api/static/vendor/ (api/apidocs.py).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; script-src 'self'; "
                            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 
@@ -67,7 +68,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     limiter.init_app(app)
     for blueprint in (rest.blueprint, people.blueprint, pages.blueprint, auth.blueprint, verify.blueprint,
-                      deepstack.blueprint, compreface.blueprint, video.blueprint):
+                      deepstack.blueprint, compreface.blueprint, video.blueprint, apidocs.blueprint):
         app.register_blueprint(blueprint)
     negotiate(app, pages.PAGES)
     negotiate(app, video.PAGES)

@@ -139,6 +139,46 @@ def compat_paths() -> dict:
     }
 
 
+# How callers prove they hold the API token (Swagger UI's Authorize button offers each). A
+# browser's admin login opens the same operations; DeepStack's form field api_key is a field
+# of each DeepStack operation (OpenAPI has no scheme for a form field).
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "the API token (printed at first start, or "
+                                                                  "PYRECOGNIZER_API_TOKEN)"},
+    "compreface_key": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                       "description": "the API token, as CompreFace clients send it"},
+}
+
+
+# Who may call what (api/auth.py's decorators): the operations that need the token, and those
+# that follow /predict's policy; the others (health, annotated copies) are open.
+NEEDS_TOKEN = ("/train", "/tune", "/jobs", "/models", "/people", "/v1/vision/face/register", "/v1/vision/face/list",
+               "/v1/vision/face/delete", "/api/v1/recognition/faces", "/api/v1/recognition/subjects")
+LIKE_PREDICT = ("/predict", "/", "/verify", "/encode", "/v1/vision/face", "/v1/vision/face/recognize",
+                "/v1/vision/face/match", "/api/v1/recognition/recognize", "/api/v1/detection/detect",
+                "/api/v1/verification/verify", "/api/v1/recognition/faces/{image_id}/verify")
+
+
+def security_of(path: str) -> list | None:
+    """The ``security`` of the operations of ``path`` (None: open to anyone)."""
+    compreface = path.startswith("/api/v1/")
+    if path in LIKE_PREDICT or path.startswith("/predict/video"):
+        return [{}, {"compreface_key": []}, {"bearer": []}] if compreface else [{}, {"bearer": []}]
+    if any(path == prefix or path.startswith(prefix + "/") for prefix in NEEDS_TOKEN):
+        return [{"compreface_key": []}, {"bearer": []}] if compreface else [{"bearer": []}]
+    return None
+
+
+def _secured(paths: dict) -> dict:
+    """``paths`` with each operation's ``security`` (a page's GET keeps none: it is a page)."""
+    for path, operations in paths.items():
+        security = security_of(path)
+        for operation in operations.values():
+            if security is not None and "security" not in operation:
+                operation["security"] = security
+    return paths
+
+
 def specification() -> dict:
     """Return the OpenAPI 3 document of the REST API."""
     predict = {"summary": "Recognise every face in a photo", "requestBody": _upload("a photo (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
@@ -153,7 +193,7 @@ def specification() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "PyRecognizer", "version": "1.0.0",
                  "description": "Face recognition with dlib encodings and a KNN classifier."},
-        "paths": {
+        "paths": _secured({
             "/predict": {"post": {**predict, "operationId": "predict"}},
             "/": {"post": {**predict, "operationId": "predictRoot"}},
             "/train": {"post": {**train, "operationId": "train"}},
@@ -232,6 +272,6 @@ def specification() -> dict:
                                                    "warnings": {"type": "array", "items": {"type": "string"}},
                                                    "pid": {"type": "integer"}}}))}}},
             **compat_paths(),
-        },
-        "components": {"schemas": {"Envelope": _envelope()}},
+        }),
+        "components": {"schemas": {"Envelope": _envelope()}, "securitySchemes": SECURITY_SCHEMES},
     }
