@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app
+
+from api.negotiation import render_page
 
 SWAGGER_UI = Path(__file__).resolve().parent / "static" / "vendor" / "swagger-ui"
 FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
@@ -32,4 +34,4 @@ def api_docs():
     if missing:
         current_app.logger.warning("Swagger UI missing from %s (%s): run `make` to fetch it", SWAGGER_UI,
                                    ", ".join(missing))
-    return render_template("apidocs.html", missing=missing)
+    return render_page("apidocs.html", missing=missing)
