@@ -220,11 +220,18 @@ def _error_schema(path: str) -> dict:
     return {"$ref": "#/components/schemas/" + ("CompreFaceError" if path.startswith("/api/v1/") else "DeepStackError")}
 
 
+TAGS = (("/people", "People"), ("/train", "Models and training"), ("/tune", "Models and training"),
+        ("/jobs", "Models and training"), ("/models", "Models and training"), ("/health", "Service"))
+
+
 def _secured(paths: dict) -> dict:
-    """``paths`` with each operation's ``security`` (a page's GET keeps none: it is a page)."""
+    """``paths`` with each operation's ``security`` (a page's GET keeps none: it is a page) and
+    its tag (Swagger UI's groups; the REST API's by area, the dialects' their own)."""
     for path, operations in paths.items():
         security = security_of(path)
+        tag = next((name for prefix, name in TAGS if path.startswith(prefix)), "Recognition")
         for operation in operations.values():
+            operation.setdefault("tags", [tag])
             if security is not None and "security" not in operation and operation.get("tags") != ["Pages"]:
                 operation["security"] = security
                 # no token, or a wrong one (too many wrong ones from one address: 429), in the
