@@ -22,16 +22,19 @@ DLIB_CXXFLAGS := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma
 DASK_OTHER := .cache/dask-other
 DASK_OTHER_VERSION := 2026.7.1
 
-.PHONY: run test test-fast bench install install-dev dlib-build dask-other clean clients
+.PHONY: run test test-fast bench install install-dev dlib-build dask-other clean clients docs
 
 # Flask-MonitoringDashboard's scripts, from the npm registry instead of its CDNs (see
 # api/dashboard_assets.py); without npm the service runs and only the dashboard's charts miss.
 DASHBOARD_ASSETS := api/static/vendor/.fetched
+# Swagger UI for /docs (api/apidocs.py), from the npm registry likewise; without npm, /docs says so.
+SWAGGER_UI_VERSION := 5.36.0
+SWAGGER_UI := api/static/vendor/swagger-ui/.fetched-$(SWAGGER_UI_VERSION)
 
-run: $(VENV)/.installed $(DASHBOARD_ASSETS)
+run: $(VENV)/.installed $(DASHBOARD_ASSETS) $(SWAGGER_UI)
 	$(BIN)/python main.py serve
 
-test: $(VENV)/.installed-dev $(DASHBOARD_ASSETS) $(DASK_OTHER)/.installed clients
+test: $(VENV)/.installed-dev $(DASHBOARD_ASSETS) $(SWAGGER_UI) $(DASK_OTHER)/.installed clients
 	$(BIN)/python -m pytest
 
 # In-process tests only (no server process, CLI, Chromium, Dask or long training): < 60 s.
@@ -102,6 +105,20 @@ $(DASHBOARD_ASSETS):
 	     $$tmp/d3-4.12.0/build/d3.min.js $$tmp/sunburst-chart-1.21.4/dist/sunburst-chart.min.js api/static/vendor/ && \
 	  rm -rf $$tmp && touch $@; \
 	else echo "npm not found: the dashboard's charts need api/static/vendor/ (see api/dashboard_assets.py)"; fi
+
+$(SWAGGER_UI):
+	@if command -v npm >/dev/null; then \
+	  tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) >/dev/null && \
+	  tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz && cd - >/dev/null && \
+	  rm -rf api/static/vendor/swagger-ui && mkdir -p api/static/vendor/swagger-ui && \
+	  cp $$tmp/package/swagger-ui-bundle.js $$tmp/package/swagger-ui.css $$tmp/package/LICENSE api/static/vendor/swagger-ui/ && \
+	  rm -rf $$tmp && touch $@; \
+	else echo "npm not found: /docs needs Swagger UI in api/static/vendor/swagger-ui/ (see api/apidocs.py)"; fi
+
+# The documentation site (mkdocs.yml), strict: a dead link, a missing anchor or a page left out
+# of the nav fails. tests/test_docs.py builds it too, so `make test` does.
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # Rebuild dlib in .venv (e.g. after installing libopenblas-dev): `make dlib-build`.
 dlib-build: | $(VENV)/bin/python

@@ -8,7 +8,7 @@ from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFProtect
 
-from api import auth, cameras, compreface, deepstack, faces, pages, people, rest, verify, video
+from api import apidocs, auth, cameras, compreface, deepstack, faces, pages, people, rest, verify, video
 from api.context import install_service
 from api.dashboard import init_dashboard
 from api.dashboard_assets import serve_dashboard_assets_locally
@@ -19,7 +19,8 @@ from conf.config import Config, load_config
 from utils.service import build_service
 
 # Our pages load nothing from elsewhere (the video page plays the chosen file from a blob: URL);
-# the dashboard's pages get theirs (api/dashboard_assets.py).
+# the dashboard's pages get theirs (api/dashboard_assets.py); /docs runs Swagger UI from
+# api/static/vendor/ (api/apidocs.py).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; script-src 'self'; "
                            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 
@@ -83,7 +84,7 @@ def create_app(config: Config | None = None) -> Flask:
     limiter.init_app(app)
     for blueprint in (rest.blueprint, people.blueprint, pages.blueprint, auth.blueprint, verify.blueprint,
                       deepstack.blueprint, compreface.blueprint, video.blueprint, cameras.blueprint,
-                      faces.blueprint):
+                      faces.blueprint, apidocs.blueprint):
         app.register_blueprint(blueprint)
     negotiate(app, pages.PAGES)
     negotiate(app, video.PAGES)

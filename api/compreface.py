@@ -45,6 +45,7 @@ import time
 
 from flask import Blueprint, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from api.auth import dialect_caller_authorized, dialect_key_checked
 from api.context import current_service
@@ -61,6 +62,17 @@ from utils.people import Upload
 from utils.verification import central_face, face_distance, same_probability
 
 blueprint = Blueprint("compreface", __name__, url_prefix="/api/v1")
+
+
+class ImageIdConverter(BaseConverter):
+    """An example's id in a path: any segment but ``delete``, so that /faces/delete is only the
+    POST that deletes a list of ids (a DELETE there is 405, not "no example named delete")."""
+
+    regex = "(?!delete/?$)[^/]+"
+
+
+# recorded before the routes below, so the app knows the converter when they are added
+blueprint.record_once(lambda state: state.app.url_map.converters.setdefault("image_id", ImageIdConverter))
 
 PLUGINS = ("calculator", "age", "gender", "landmarks", "mask", "pose")
 PLUGINS_VERSIONS = {"detector": "dlib.hog_face_detector", "calculator": "dlib.face_recognition_resnet_model_v1"}
@@ -377,7 +389,7 @@ def delete_faces():
     return {"deleted": sum(forgotten_count(name) for name in everyone())}
 
 
-@blueprint.delete("/recognition/faces/<image_id>")
+@blueprint.delete("/recognition/faces/<image_id:image_id>")
 @api_key_checked(required=True)
 def delete_face(image_id: str):
     """Delete one example: ``{"image_id", "subject"}``; 404 when there is none."""
@@ -456,7 +468,7 @@ def example(image_id: str) -> Face:
     return Face(box=(0, 0, 0, 0), encoding=index.encodings[row])
 
 
-@blueprint.post("/recognition/faces/<image_id>/verify")
+@blueprint.post("/recognition/faces/<image_id:image_id>/verify")
 @limit("predict")
 @api_key_checked(required=False)
 def verify_example(image_id: str):

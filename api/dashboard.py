@@ -20,6 +20,8 @@ What ``init_dashboard`` changes from FMD's defaults, each checked against FMD 5.
   (the service passes its own admin login), FMD's login page included; with ``logout``, the
   dashboard's "log out" ends the service's session too;
 * outliers: Authorization and Cookie values are redacted before FMD stores request headers;
+* exceptions: only server errors are recorded as a route's exceptions, not the typed client
+  errors the service raises by design (an anonymous caller's 401, a 404, a 422...);
 * SQLite: WAL journal and a busy timeout, so gunicorn workers can share the file.
 
 It also publishes, as ``app.extensions[SESSION_GRANT_EXTENSION]``, the session entries that
@@ -38,6 +40,7 @@ from urllib.parse import urlsplit
 import flask
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
 
 # Safe to import before configuring: the package's __init__ builds ``config`` and the
 # blueprint but imports nothing that opens the database.
@@ -140,6 +143,7 @@ def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: s
     admin_id = _sync_admin_user(database, username, password)
     _disable_telemetry(database)
     _redact_outlier_requests()
+    _record_server_errors_only()
     fmd.bind(app)
     _guard(app, require_login, logout)
     _exempt_from_csrf(app)
@@ -340,6 +344,40 @@ def _redacting(add_outlier):
         return add_outlier(session, request_id, cpu_percent, memory, stacktrace, redacted)
 
     return add_redacted_outlier
+
+
+def _record_server_errors_only() -> None:
+    """Make FMD record a route's uncaught exception only when it is a server error.
+
+    FMD 5.1.0 wraps each view in ``measurement.evaluate``, which hands every exception the view
+    raises to an ``ExceptionCollector``, stored as the route's exception. The service raises
+    typed errors for its client errors (``Unauthorized`` for every anonymous call of a
+    protected route, ``NotFound``...), and the error handler answers them; counted as
+    exceptions they buried the real ones (``rest.models`` showed one per anonymous visit).
+    ``evaluate`` reads the collector class from its module's globals (bound with ``from ...
+    import``), so the subclass is installed there.
+    """
+    from flask_monitoringdashboard.core import measurement
+
+    collector = measurement.ExceptionCollector
+    if getattr(collector, "server_errors_only", False):
+        return
+
+    class ServerErrorCollector(collector):
+        server_errors_only = True
+
+        def set_uncaught_exc(self, e: BaseException):
+            if status_of(e) >= 500:
+                super().set_uncaught_exc(e)
+
+    measurement.ExceptionCollector = ServerErrorCollector
+
+
+def status_of(error: BaseException) -> int:
+    """The HTTP status an exception is answered with: an HTTPException's code, a typed error's
+    ``status`` (datastructure/errors.py), else 500."""
+    status = getattr(error, "code", None) if isinstance(error, HTTPException) else getattr(error, "status", None)
+    return status if isinstance(status, int) else 500
 
 
 def same_origin(request: flask.Request) -> bool:

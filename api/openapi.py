@@ -18,14 +18,28 @@ def _answer(description: str, schema: dict | None = None) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema or {"$ref": "#/components/schemas/Envelope"}}}}
 
 
+# A person's name as the service takes it (datastructure/names.py): not blank, not the
+# reserved "unknown", no slash, no control or invisible formatting character, at most 100.
+NAME_CHAR = r"[^/\\\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\uf8ff]"
+NAME_PATTERN = (r"^(?!\s*[Uu][Nn][Kk][Nn][Oo][Ww][Nn]\s*$)(?=.*\S)" + NAME_CHAR + "{1,100}$")
+PERSON_NAME = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NAME_PATTERN}
+
+
 def _errors(*codes: int) -> dict:
     return {str(code): _answer("error envelope") for code in codes}
 
 
 def _upload(description: str) -> dict:
     return {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
-        "properties": {"file": {"type": "string", "format": "binary", "description": description}}}}}}
+        "type": "object", "required": ["file"], "properties": {"file": {**BINARY, "description": description}}}}}}
+
+
+def _page(summary: str, operation_id: str, *, parameters: list = (), errors=()) -> dict:
+    """A page a browser opens at the same path as an API operation (GET: the HTML page)."""
+    html = {"text/html": {"schema": {"type": "string"}}}
+    return {"summary": summary, "operationId": operation_id, "tags": ["Pages"], **({"parameters": list(parameters)} if parameters else {}),
+            "responses": {"200": {"description": "the page", "content": html},
+                          **{str(code): {"description": "the error, in words", "content": html} for code in errors}}}
 
 
 FACE = {"type": "object", "required": ["name", "confidence", "box"],
@@ -40,7 +54,7 @@ ANNOTATED = {"type": "object", "required": ["saved"], "description": "whether th
              "properties": {"saved": {"type": "boolean"}, "reason": {"type": "string"}}}
 MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d{8}_\d{6}(_[1-9]\d{0,5})?$"}}
 NAME = {"name": "name", "in": "path", "required": True, "description": "a person's name (any case)",
-        "schema": {"type": "string", "maxLength": 100}}
+        "schema": PERSON_NAME}
 PHOTO_ID = {"name": "photo_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
 RANGE = {"type": "object", "properties": {"start": {"type": "number"}, "end": {"type": "number"}}}
 TIMELINE_ENTRY = {"type": "object", "properties": {
@@ -57,65 +71,98 @@ VIDEO_RESULT = {"type": "object", "properties": {
         ("frames", "integer"), ("seconds", "number"), ("offset", "number"))}},
     "samples": {"type": "integer"}, "encodings": {"type": "integer"}, "model": {"type": "string"}}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+JOB_QUERY = {"name": "job", "in": "query", "required": False, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+
+
+# A file part: required wherever it appears, and never empty (an empty part is MISSING_FILE).
+BINARY = {"type": "string", "format": "binary", "minLength": 1}
+# CompreFace's JSON alternative to a file part: the photo in base64
+BASE64 = {"type": "string", "contentEncoding": "base64", "description": "the photo, base64",
+          "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$"}
+# Each dialect's own answer shapes (api/deepstack.py, api/compreface.py): what their clients parse.
+DEEPSTACK_ANSWER = {"type": "object", "required": ["success"], "properties": {
+    "success": {"type": "boolean"}, "error": {"type": "string"}, "duration": {"type": "number"}}}
+DEEPSTACK_ERROR = {"type": "object", "required": ["success", "error"], "properties": {
+    "success": {"const": False}, "error": {"type": "string", "minLength": 1}, "duration": {"type": "number"}}}
+COMPREFACE_ERROR = {"type": "object", "required": ["message", "code"], "additionalProperties": False, "properties": {
+    "message": {"type": "string"}, "code": {"type": "integer"}}}
 
 
 def _dialect(summary: str, tag: str, *, fields: tuple = (), form: dict | None = None, query: tuple = (),
              json_body: dict | None = None, path: dict | None = None, answer: str = "the dialect's JSON answer",
-             errors=(400, 401, 413, 429)) -> dict:
-    """One operation of the DeepStack or CompreFace dialect (their own answer and error shapes)."""
+             errors=(400, 401, 413, 429), required: tuple = (), success: str = "200") -> dict:
+    """One operation of the DeepStack or CompreFace dialect (their own answer and error shapes).
+
+    ``fields`` are file fields, each required and non-empty; ``required`` names the other form
+    fields or query parameters the operation refuses to go without; ``query`` items are
+    (name, type) or (name, schema)."""
+    deepstack = tag == "DeepStack"
+    error = {"$ref": "#/components/schemas/DeepStackError" if deepstack else "#/components/schemas/CompreFaceError"}
     operation = {"summary": summary, "tags": [tag],
-                 "responses": {"200": {"description": answer, "content": {"application/json": {}}},
-                               **{str(code): {"description": f"{tag} error", "content": {"application/json": {}}}
-                                  for code in errors}}}
-    properties = {name: {"type": "string", "format": "binary"} for name in fields}
+                 "responses": {success: {"description": answer, "content": {"application/json": {
+                                   "schema": {"$ref": "#/components/schemas/DeepStackAnswer"} if deepstack else {}}}},
+                               **{str(code): {"description": f"{tag} error", "content": {"application/json": {
+                                   "schema": error}}} for code in errors}}}
+    properties = {name: BINARY for name in fields}
     properties.update(form or {})
     content = {}
     if properties:
-        content["multipart/form-data"] = {"schema": {"type": "object", "properties": properties}}
+        needed = [*fields, *(name for name in required if name in properties)]
+        content["multipart/form-data"] = {"schema": {"type": "object", "properties": properties,
+                                                     **({"required": needed} if needed else {})}}
     if json_body:
         content["application/json"] = {"schema": json_body}
     if content:
-        operation["requestBody"] = {"required": True, "content": content}
-    parameters = ([path] if path else []) + [{"name": name, "in": "query", "required": False, "schema": {"type": kind}}
-                                             for name, kind in query]
+        operation["requestBody"] = {"required": bool(fields or json_body or set(required) & set(properties)),
+                                    "content": content}
+    parameters = ([path] if path else []) + [
+        {"name": name, "in": "query", "required": name in required,
+         "schema": {"type": kind} if isinstance(kind, str) else kind} for name, kind in query]
     if parameters:
         operation["parameters"] = parameters
     return operation
 
 
 DEEPSTACK_KEY = {"api_key": {"type": "string", "description": "the API token"}}
-FACE_QUERY = (("limit", "integer"), ("det_prob_threshold", "number"), ("face_plugins", "string"), ("status", "boolean"))
+USERID = {"userid": {**PERSON_NAME, "description": "the person's name"}}
+COUNT = {"type": "integer", "minimum": 0}
+FACE_QUERY = (("limit", COUNT), ("det_prob_threshold", {"type": "number", "minimum": 0, "maximum": 1}),
+              ("face_plugins", "string"), ("status", "boolean"))
+SUBJECT_NAME = {**PERSON_NAME, "description": "a person's name"}
 SUBJECT = {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}}
-IMAGE_ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
+# "delete" is never an image id: POST /api/v1/recognition/faces/delete is its own operation
+IMAGE_ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string", "not": {"const": "delete"}}}
 
 
 def compat_paths() -> dict:
     """The DeepStack / CodeProject.AI (api/deepstack.py) and CompreFace (api/compreface.py) endpoints."""
     ds, cf = "DeepStack", "CompreFace"
-    base64_file = {"type": "object", "properties": {"file": {"type": "string", "description": "base64"}}}
+    base64_file = {"type": "object", "required": ["file"], "properties": {"file": BASE64}}
+    subject_body = {"type": "object", "required": ["subject"], "properties": {"subject": SUBJECT_NAME}}
     return {
         "/v1/vision/face": {"post": _dialect("Detect faces (boxes)", ds, fields=("image",), form=DEEPSTACK_KEY)},
         "/v1/vision/face/recognize": {"post": _dialect(
             "Recognise faces: userid (or unknown) and calibrated confidence", ds, fields=("image",),
-            form={**DEEPSTACK_KEY, "min_confidence": {"type": "number"}})},
+            form={**DEEPSTACK_KEY, "min_confidence": {"type": "number", "maximum": 1}})},
         "/v1/vision/face/register": {"post": _dialect(
-            "Enrol photos (image, image1...) of userid", ds, fields=("image",),
-            form={**DEEPSTACK_KEY, "userid": {"type": "string"}}, errors=(400, 401, 409, 413, 429))},
+            "Enrol photos (image, image1...) of userid", ds, fields=("image",), form={**DEEPSTACK_KEY, **USERID},
+            required=("userid",), errors=(400, 401, 409, 413, 429))},
         "/v1/vision/face/list": {"post": _dialect("The enrolled names", ds, form=DEEPSTACK_KEY)},
-        "/v1/vision/face/delete": {"post": _dialect("Remove userid", ds, form={**DEEPSTACK_KEY, "userid": {"type": "string"}})},
+        "/v1/vision/face/delete": {"post": _dialect("Remove userid", ds, form={**DEEPSTACK_KEY, **USERID},
+                                                    required=("userid",))},
         "/v1/vision/face/match": {"post": _dialect("Similarity of the main faces of image1 and image2", ds,
                                                    fields=("image1", "image2"), form=DEEPSTACK_KEY)},
         "/api/v1/recognition/recognize": {"post": _dialect(
             "Recognise faces: subjects with similarity (calibrated confidence); a face left unknown has "
             "its nearest subject at similarity 0 for the token, no subject for anonymous callers", cf, fields=("file",),
-            json_body=base64_file, query=FACE_QUERY + (("prediction_count", "integer"),))},
+            json_body=base64_file, query=FACE_QUERY + (("prediction_count", COUNT),))},
         "/api/v1/recognition/faces": {
             "post": _dialect("Add an example of ?subject= (a photo the subject has: its image_id again)", cf,
                              fields=("file",), json_body=base64_file,
-                             query=(("subject", "string"), ("det_prob_threshold", "number")), answer="image_id, subject",
-                             errors=(400, 401, 409, 413, 429)),
+                             query=(("subject", SUBJECT_NAME), FACE_QUERY[1]), required=("subject",),
+                             answer="image_id, subject", errors=(400, 401, 409, 413, 429), success="201"),
             "get": _dialect("List examples (page, size, subject)", cf,
-                            query=(("page", "integer"), ("size", "integer"), ("subject", "string"))),
+                            query=(("page", COUNT), ("size", {"type": "integer", "minimum": 1}), ("subject", "string"))),
             "delete": _dialect("Delete the examples of ?subject= (all without it)", cf, query=(("subject", "string"),))},
         "/api/v1/recognition/faces/{image_id}": {"delete": _dialect("Delete one example", cf, path=IMAGE_ID,
                                                                     errors=(401, 404))},
@@ -126,17 +173,17 @@ def compat_paths() -> dict:
             "Delete the examples of a JSON list of image ids", cf, json_body={"type": "array", "items": {"type": "string"}})},
         "/api/v1/recognition/subjects": {
             "get": _dialect("List subjects", cf), "delete": _dialect("Delete every subject", cf),
-            "post": _dialect("Accept a subject name (listed from its first example)", cf,
-                             json_body={"type": "object", "properties": {"subject": {"type": "string"}}})},
+            "post": _dialect("Accept a subject name (listed from its first example)", cf, json_body=subject_body,
+                             success="201")},
         "/api/v1/recognition/subjects/{subject}": {
-            "put": _dialect("Rename a subject", cf, json_body={"type": "object", "properties": {"subject": {"type": "string"}}},
-                            path=SUBJECT, errors=(400, 401, 404, 409)),
+            "put": _dialect("Rename a subject", cf, json_body=subject_body, path=SUBJECT, errors=(400, 401, 404, 409)),
             "delete": _dialect("Delete a subject and its examples", cf, path=SUBJECT, errors=(401, 404, 409))},
         "/api/v1/detection/detect": {"post": _dialect("Detect faces", cf, fields=("file",), json_body=base64_file,
                                                       query=FACE_QUERY)},
         "/api/v1/verification/verify": {"post": _dialect(
             "Similarity of the source's main face to every target face", cf, fields=("source_image", "target_image"),
-            json_body={"type": "object", "properties": {"source_image": {"type": "string"}, "target_image": {"type": "string"}}},
+            json_body={"type": "object", "required": ["source_image", "target_image"],
+                       "properties": {"source_image": BASE64, "target_image": BASE64}},
             query=FACE_QUERY)},
     }
 
@@ -287,6 +334,63 @@ def inbox_paths() -> dict:
     }
 
 
+# How callers prove they hold the API token (Swagger UI's Authorize button offers each). A
+# browser's admin login opens the same operations; DeepStack's form field api_key is a field
+# of each DeepStack operation (OpenAPI has no scheme for a form field).
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "the API token (printed at first start, or "
+                                                                  "PYRECOGNIZER_API_TOKEN)"},
+    "compreface_key": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                       "description": "the API token, as CompreFace clients send it"},
+}
+
+
+# Who may call what (api/auth.py's decorators): the operations that need the token, and those
+# that follow /predict's policy; the others (health, annotated copies) are open.
+NEEDS_TOKEN = ("/train", "/tune", "/jobs", "/models", "/people", "/faces", "/cameras", "/events", "/v1/vision/face/register", "/v1/vision/face/list",
+               "/v1/vision/face/delete", "/api/v1/recognition/faces", "/api/v1/recognition/subjects")
+LIKE_PREDICT = ("/predict", "/", "/verify", "/encode", "/v1/vision/face", "/v1/vision/face/recognize",
+                "/v1/vision/face/match", "/api/v1/recognition/recognize", "/api/v1/detection/detect",
+                "/api/v1/verification/verify", "/api/v1/recognition/faces/{image_id}/verify")
+
+
+def security_of(path: str) -> list | None:
+    """The ``security`` of the operations of ``path`` (None: open to anyone)."""
+    scheme = {"compreface_key": []} if path.startswith("/api/v1/") else {"bearer": []}
+    if path in LIKE_PREDICT or path.startswith("/predict/video"):
+        return [{}, scheme]
+    if any(path == prefix or path.startswith(prefix + "/") for prefix in NEEDS_TOKEN):
+        return [scheme]
+    return None
+
+
+def _error_schema(path: str) -> dict:
+    return {"$ref": "#/components/schemas/" + ("CompreFaceError" if path.startswith("/api/v1/") else "DeepStackError")}
+
+
+TAGS = (("/people", "People"), ("/train", "Models and training"), ("/tune", "Models and training"),
+        ("/jobs", "Models and training"), ("/models", "Models and training"), ("/health", "Service"),
+        ("/faces", "Inbox"), ("/cameras", "Cameras"), ("/events", "Cameras"))
+
+
+def _secured(paths: dict) -> dict:
+    """``paths`` with each operation's ``security`` (a page's GET keeps none: it is a page) and
+    its tag (Swagger UI's groups; the REST API's by area, the dialects' their own)."""
+    for path, operations in paths.items():
+        security = security_of(path)
+        tag = next((name for prefix, name in TAGS if path.startswith(prefix)), "Recognition")
+        for operation in operations.values():
+            operation.setdefault("tags", [tag])
+            if security is not None and "security" not in operation and operation.get("tags") != ["Pages"]:
+                operation["security"] = security
+                # no token, or a wrong one (too many wrong ones from one address: 429), in the
+                # operation's own error shape
+                for status in ("401", "429"):
+                    operation["responses"].setdefault(status, _answer("error envelope") if "/v1/" not in path else {
+                        "description": "error", "content": {"application/json": {"schema": _error_schema(path)}}})
+    return paths
+
+
 def specification() -> dict:
     """Return the OpenAPI 3 document of the REST API."""
     predict = {"summary": "Recognise every face in a photo", "requestBody": _upload("a photo (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
@@ -301,11 +405,14 @@ def specification() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "PyRecognizer", "version": "1.0.0",
                  "description": "Face recognition with dlib encodings and a KNN classifier."},
-        "paths": {
+        "paths": _secured({
             "/predict": {"post": {**predict, "operationId": "predict"}},
-            "/": {"post": {**predict, "operationId": "predictRoot"}},
-            "/train": {"post": {**train, "operationId": "train"}},
-            "/tune": {"post": {**train, "summary": "Start a tuning job (grid search) from a zip", "operationId": "tune"}},
+            "/": {"post": {**predict, "operationId": "predictRoot"},
+                  "get": _page("The predict page (the home page)", "predictPage")},
+            "/train": {"post": {**train, "operationId": "train"},
+                       "get": _page("The train page; ?job= follows a job", "trainPage", parameters=[JOB_QUERY], errors=(404,))},
+            "/tune": {"post": {**train, "summary": "Start a tuning job (grid search) from a zip", "operationId": "tune"},
+                      "get": _page("The tune page; ?job= follows a job", "tunePage", parameters=[JOB_QUERY], errors=(404,))},
             "/jobs": {"get": {"summary": "List jobs", "operationId": "jobs", "responses": {"200": _answer("jobs")}}},
             "/jobs/{job_id}": {"get": {"summary": "A job's state and progress", "operationId": "job", "parameters": [JOB_ID],
                                        "responses": {"200": _answer("the job"), **_errors(404)}},
@@ -320,7 +427,7 @@ def specification() -> dict:
                                "or the same as a JSON object. Checked at once (422 GALLERY_NOT_VALID lists every "
                                "problem: shape, NaN, names), then fitted in a background job like /train.",
                 "operationId": "importGallery", "requestBody": _upload("the gallery: .npz or JSON"),
-                "responses": {"202": _answer("the job"), **_errors(401, 409, 413, 422, 507)}}},
+                "responses": {"202": _answer("the job"), **_errors(400, 401, 409, 413, 422, 507)}}},
             "/models/{model_id}": {
                 "get": {"summary": "A model's metadata", "operationId": "model", "parameters": [MODEL_ID],
                         "responses": {"200": _answer("model.json"), **_errors(404, 409)}},
@@ -334,7 +441,7 @@ def specification() -> dict:
             "/verify": {"post": {"summary": "Whether the main faces of two photos are the same person", "operationId": "verify",
                                  "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                                      "type": "object", "required": ["file1", "file2"],
-                                     "properties": {name: {"type": "string", "format": "binary"} for name in ("file1", "file2")}}}}},
+                                     "properties": {name: BINARY for name in ("file1", "file2")}}}}},
                                  "responses": {"200": _answer("same, distance, confidence, boxes"), **_errors(400, 413, 422)}}},
             "/encode": {"post": {"summary": "The 128-d encoding and box of every face", "operationId": "encode",
                                  "requestBody": _upload("a photo"),
@@ -349,18 +456,20 @@ def specification() -> dict:
                            "parameters": [NAME], "responses": {"200": _answer("the new model"), **_errors(401, 404, 409)}},
                 "patch": {"summary": "Rename a person", "operationId": "renamePerson", "parameters": [NAME],
                           "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                              "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}},
+                              "type": "object", "required": ["name"], "properties": {"name": PERSON_NAME}}}}},
                           "responses": {"200": _answer("the new model"), **_errors(401, 404, 409, 422)}}},
             "/people/{name}/photos": {"post": {
                 "summary": "Enrol photos of a person (created if new); each must show exactly one face",
                 "operationId": "enrol", "parameters": [NAME],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                    "type": "object", "properties": {"file": {
-                        "type": "array", "items": {"type": "string", "format": "binary"},
+                    "type": "object", "anyOf": [{"required": ["file"]}, {"required": ["face_id"]}],
+                    "properties": {"file": {
+                        "type": "array", "items": BINARY, "minItems": 1,
                         "description": "one or more photos, or a zip of that person's photos"},
-                        "face": {"type": "integer", "description": "with one photo: enrol only this face (its index in "
-                                                                  "predict's answer)"},
-                        "face_id": {"type": "string", "description": "enrol a face record instead of a photo"}}}}}},
+                        "face": {"type": "integer", "minimum": 0,
+                                 "description": "with one photo: enrol only this face (its index in predict's answer)"},
+                        "face_id": {"type": "string", "pattern": "^[0-9a-f]{16}$",
+                                    "description": "enrol a face record of the inbox instead of a photo"}}}}}},
                 "responses": {"201": _answer("the new model, photos added and skipped"),
                               **_errors(400, 401, 409, 413, 422)}}},
             "/people/{name}/photos/{photo_id}": {"delete": {
@@ -396,6 +505,8 @@ def specification() -> dict:
                                                    "cameras": {"type": "object", "additionalProperties": CAMERA_STATUS}}}))}}},
             **compat_paths(),
             **inbox_paths(),
-        },
-        "components": {"schemas": {"Envelope": _envelope()}},
+        }),
+        "components": {"schemas": {"Envelope": _envelope(), "DeepStackAnswer": DEEPSTACK_ANSWER,
+                                   "DeepStackError": DEEPSTACK_ERROR, "CompreFaceError": COMPREFACE_ERROR},
+                       "securitySchemes": SECURITY_SCHEMES},
     }

@@ -57,7 +57,9 @@ class Row:
     digits: int = 2
 
     def as_dict(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if key != "digits"}
+        """The row as the results file keeps it (``digits`` too: docs/performance.md's table
+        shows the cells as the terminal does)."""
+        return asdict(self)
 
 
 def at_most(value: float | None, limit: float) -> bool | None:

@@ -1,4 +1,5 @@
-"""``python -m bench``: run the sections, print the table, write bench/results/latest.json.
+"""``python -m bench``: run the sections, print the table, write bench/results/latest.json
+(and the same under the run's name, e.g. 2026-12-08_0040-full.json; see bench/report.py).
 
     python -m bench                         full run (all 2,857 lfw/people photos; ~3 min idle)
     python -m bench --quick                 ~1 min: 1 round, 600 lfw photos, fewer requests
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import ROOT, Row, faces_dir
+from bench.report import header, machine, run_name, say, table
 
 SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery", "dialects", "cameras", "inbox")
 DEFAULT_SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify")
@@ -76,111 +77,6 @@ def arguments(argv=None) -> argparse.Namespace:
     args.single_photos = min(args.single_photos, args.photos)
     args.plain_photos = min(args.plain_photos, args.photos)
     return args
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def machine() -> dict:
-    from utils.training import library_versions
-
-    try:
-        import dlib
-        blas = bool(dlib.DLIB_USE_BLAS)
-    except ImportError:
-        blas = None
-    return {"cores": os.cpu_count(), "load_average": [round(value, 2) for value in os.getloadavg()],
-            "platform": platform.platform(), "versions": library_versions(), "dlib_uses_blas": blas}
-
-
-def cell(value, digits: int) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def table(rows: list[Row]) -> str:
-    header = ("figure", "plain", "ours", "ratio", "target", "met?")
-    lines = [(row.figure, cell(row.plain, row.digits), cell(row.ours, row.digits), cell(row.ratio, 2),
-              row.target or "-", {True: "yes", False: "NO", None: ""}[row.met]) for row in rows]
-    widths = [max(len(line[column]) for line in [header, *lines]) for column in range(len(header))]
-    numeric = {1, 2, 3}
-
-    def formatted(line) -> str:
-        return " | ".join(text.rjust(width) if column in numeric else text.ljust(width)
-                          for column, (text, width) in enumerate(zip(line, widths))).rstrip()
-
-    rule = "-+-".join("-" * width for width in widths)
-    return "\n".join([formatted(header), rule, *(formatted(line) for line in lines)])
-
-
-def header(args, started: dict, finished_load, faces: Path, details: dict) -> str:
-    versions = started["versions"]
-    counts = []
-    if "predict" in details:
-        counts.append("predict (a) {} + (b) {} photos, {} round(s)".format(
-            details["predict"].get("(a) >=0.5 MP", {}).get("photos", "?"),
-            details["predict"].get("(b) celebrities/val", {}).get("photos", "?"), args.rounds))
-    if "train" in details:
-        train = details["train"]
-        counts.append("train {:,} of {:,} lfw/people photos (1 worker: {:,}; plain and ours side by side: {:,})".format(
-            train["two_workers"]["photos"], train["lfw_photos"], train["one_worker"]["photos"],
-            train["side_by_side"]["plain"]["photos"]))
-    if "serve" in details:
-        serve = details["serve"]
-        counts.append("serve {} + {} requests ({} workers x {} threads)".format(
-            serve["one_client"]["requests"], serve["four_clients"]["requests"], serve["server"]["workers"],
-            serve["server"]["threads"]))
-    load = " / ".join(f"{value:.2f}" for value in started["load_average"])
-    return "\n".join([
-        f"PyRecognizer bench (issue 4), {datetime.now():%Y-%m-%d %H:%M}, {'quick' if args.quick else 'full'} run",
-        f"machine: {started['cores']} cores; load average (1/5/15 min) {load} at start, "
-        f"{' / '.join(f'{value:.2f}' for value in finished_load)} at end",
-        f"python {versions.get('python')}, face_recognition {versions.get('face_recognition', '?')}, "
-        f"scikit-learn {versions.get('scikit-learn', '?')}; photos: {faces}",
-        f"dlib: ours {versions.get('dlib') or versions.get('dlib-bin', '?')} "
-        f"(BLAS {'on' if started['dlib_uses_blas'] else 'off'}); plain: {plain_dlib(details)}",
-        *(f"  {line}" for line in counts),
-        "ratio = ours / plain unless the figure says otherwise; times are wall clock, medians per photo",
-        "predict: plain = load_image_file + face_locations (HOG, upsample 1) + face_encodings + KNN,",
-        "         in a child process; \"plain on our dlib\" rows run it over ours' dlib build;",
-        "         ours = Service.predict(bytes) without the annotated JPEG (decode, detect, encode, decide)",
-        *busy_warning(started["cores"], started["load_average"][0],
-                      details.get("predict", {}).get("plain_wall_over_cpu")),
-    ])
-
-
-def plain_dlib(details: dict) -> str:
-    """The dlib build of the plain side, as its child process reported it."""
-    for section in details.values():
-        if "dlib" in section:
-            build = section["dlib"]["plain"]
-            return f"dlib-bin {build['version']} (BLAS {'on' if build['blas'] else 'off'}), as installed"
-    return "?"
-
-
-def busy_warning(cores: int, load_at_start: float, wall_over_cpu: float | None) -> list[str]:
-    """Say when other processes competed for the cores: more runnable processes than cores
-    just before the bench began (later load averages include the bench's own processes), or
-    the plain predict side, single-threaded, taking longer than its CPU time."""
-    seen = []
-    if load_at_start > cores:
-        seen.append(f"1-min load {load_at_start:.1f} on {cores} cores at start")
-    if wall_over_cpu is not None and wall_over_cpu > 1.25:
-        seen.append(f"plain predict's wall time {wall_over_cpu:.1f}x its CPU time")
-    if not seen:
-        return []
-    seen = "; ".join(seen)
-    return [f"WARNING: the machine was busy ({seen}):",
-            "         wall times are inflated, the scaling ratios (2 vs 1 worker, 4 vs 1 client) understate the",
-            "         engine, and ours' predict CPU rises too (scikit-learn's OpenMP threads wait for busy cores)"]
 
 
 def run_section(name: str, args, faces: Path, workdir: Path):
@@ -279,7 +175,10 @@ def main(argv=None) -> int:
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str))
-    say(f"wrote {path}")
+    # the same run under its own name beside it, for docs/performance.md (python -m bench.report --docs)
+    named = path.with_name(run_name(result))
+    named.write_text(path.read_text())
+    say(f"wrote {path} and {named.name}")
     return 1 if failed else 0
 
 

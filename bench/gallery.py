@@ -301,7 +301,7 @@ def rows_of(results: dict) -> list[Row]:
 
 
 def main(argv=None) -> int:
-    from bench.__main__ import say, table
+    from bench.report import say, table
 
     parser = argparse.ArgumentParser(prog="python -m bench.gallery", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))

@@ -119,7 +119,7 @@ def video_section(workdir: Path, rounds: int = 3, say=print) -> tuple[list[Row],
 def main() -> int:
     import tempfile
 
-    from bench.__main__ import table
+    from bench.report import table
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pyrecognizer-bench-video-") as workdir:

@@ -61,12 +61,13 @@ def setting(*, min: float | None = None, max: float | None = None, choices: tupl
 class Server:
     """How `main.py serve` listens (gunicorn, see api/wsgi.py)."""
 
-    host: str
-    port: int = setting(min=0, max=65535)
+    host: str  # address to listen on (0.0.0.0: every interface)
+    port: int = setting(min=0, max=65535)  # TCP port to listen on
+    # gunicorn worker processes (one per core is best: dlib runs one call at a time per process)
     workers: int = setting(min=1)
-    threads: int = setting(min=1)
-    keepalive: int = setting(min=0)
-    timeout: int = setting(min=1)
+    threads: int = setting(min=1)  # threads per worker (one reads an upload while the other runs dlib)
+    keepalive: int = setting(min=0)  # seconds an idle connection stays open; 0 spreads requests over the workers best
+    timeout: int = setting(min=1)  # seconds a worker may spend on one request before gunicorn restarts it
     header_timeout: float = setting(min=0.1)  # seconds for a request's headers to arrive whole
     body_timeout: float = setting(min=0.1)  # seconds a body may pause, or lag behind min_body_rate (api/worker.py)
     min_body_rate: int = setting(min=1)  # bytes a second every body must keep up after its first body_timeout seconds
@@ -80,36 +81,37 @@ class Server:
 class Limits:
     """Caps on what a client may send: request sizes, image pixels, zip archives."""
 
-    max_content_length: int = setting(min=1)
-    max_form_memory_size: int = setting(min=1)
-    max_form_parts: int = setting(min=1)
-    max_image_pixels: int = setting(min=1)
-    max_archive_bytes: int = setting(min=1)
-    max_entry_bytes: int = setting(min=1)
-    max_entries: int = setting(min=1)
-    max_ratio: float = setting(min=1)
+    max_content_length: int = setting(min=1)  # bytes of one request; more: 413
+    max_form_memory_size: int = setting(min=1)  # bytes of a form's non-file fields held in memory
+    max_form_parts: int = setting(min=1)  # parts of one multipart form
+    max_image_pixels: int = setting(min=1)  # pixels of one image (decompression bombs); more: 413
+    max_archive_bytes: int = setting(min=1)  # bytes of an uploaded zip once inflated
+    max_entry_bytes: int = setting(min=1)  # bytes of one file in a zip once inflated
+    max_entries: int = setting(min=1)  # files in one zip
+    max_ratio: float = setting(min=1)  # inflated / compressed size of a zip entry (zip bombs)
     min_free_disk: int = setting(min=0)  # bytes free in the data folder under which /health warns and training is refused
     max_enrol_photos: int = setting(min=1)  # photos of one enrolment; more: 413 pointing to /train
     max_video_pixels: int = setting(min=1)  # per frame: width x height
-    max_video_frames: int = setting(min=1)
-    max_video_seconds: float = setting(min=0)
+    max_video_frames: int = setting(min=1)  # frames of one video
+    max_video_seconds: float = setting(min=0)  # seconds of one video
 
 
 @dataclass(frozen=True)
 class Faces:
     """How hard to look for faces, and how encodings are computed and cached."""
 
-    detect_size: int = setting(min=1)
+    detect_size: int = setting(min=1)  # pixels of the longest side HOG looks at (photos are scaled down to it)
+    # JPEGs are decoded at reduced scale while their longest side stays at least this
     decode_size: int = setting(min=1)
-    upsample_fallback: bool
-    cnn_fallback_train: bool
-    cnn_fallback_predict: bool
+    upsample_fallback: bool  # look again at a finer scale where no face was found, or faces are small
+    cnn_fallback_train: bool  # training tries dlib's CNN detector on photos where HOG finds no face
+    cnn_fallback_predict: bool  # predict does so too, whatever the gallery's size
     # predict runs the CNN fallback anyway when the active model has fewer training photos than
     # this (a family's or small office's gallery: few photos, each one matters); 0: never
     cnn_fallback_gallery_under: int = setting(min=0)
-    cnn_size: int = setting(min=1)
+    cnn_size: int = setting(min=1)  # pixels of the longest side the CNN detector looks at
     workers: int = setting(min=0)  # 0: one per core
-    cache: bool
+    cache: bool  # keep training encodings by content hash, so re-training skips unchanged photos
     # enrolment (zip, people API, inbox, dialects) refuses faces whose quality score is under
     # this, in [0, 1] (utils/quality.py; 0.5: a 40-px face, half-sharp, or turned ~45 degrees)
     min_enrol_quality: float = setting(min=0, max=1)
@@ -119,7 +121,8 @@ class Faces:
 class Cluster:
     """An optional Dask scheduler to encode training photos on."""
 
-    scheduler: str | None
+    scheduler: str | None  # a Dask scheduler address (tcp://host:8786); null: encode on this machine's cores
+    # seconds the scheduler, a worker or a probe task may take to answer before CLUSTER_UNAVAILABLE
     timeout: float = setting(min=0)
 
 
@@ -127,12 +130,15 @@ class Cluster:
 class Classifier:
     """The classifier's parameters for /train (see datastructure/classifier.py)."""
 
-    n_neighbors: int = setting(min=1)
-    weights: str = setting(choices=("uniform", "distance"))
-    metric: str
-    algorithm: str = setting(choices=("auto", "ball_tree", "kd_tree", "brute"))
+    n_neighbors: int = setting(min=1)  # neighbours of the KNN vote (a training's tuning may choose another)
+    weights: str = setting(choices=("uniform", "distance"))  # KNN vote weights
+    metric: str  # KNN distance (euclidean is what dlib's encodings are made for)
+    algorithm: str = setting(choices=("auto", "ball_tree", "kd_tree", "brute"))  # scikit-learn's neighbour search
+    # pins the unknown rule's distance threshold; null: calibrated per gallery
     threshold: float | None = setting(min=0)
+    # pins the unknown rule's nearest / runner-up ratio; null: calibrated per gallery
     ratio: float | None = setting(min=0)
+    # share of each person's photos held out to report a training's accuracy
     test_size: float = setting(min=0, max=0.9)
     index_min: int = setting(min=2)  # galleries this large or larger are searched through a faiss index
     nprobe: int = setting(min=1)     # index cells searched per face (more: slower, fewer misses)
@@ -152,11 +158,11 @@ class Models:
 class Tune:
     """The parameter grid /tune searches, and its cross-validation folds."""
 
-    n_neighbors: list[int]
-    weights: list[str]
-    metric: list[str]
-    algorithm: list[str]
-    cv_folds: int = setting(min=2)
+    n_neighbors: list[int]  # candidate KNN neighbours /tune tries
+    weights: list[str]  # candidate vote weights
+    metric: list[str]  # candidate distances
+    algorithm: list[str]  # candidate neighbour searches
+    cv_folds: int = setting(min=2)  # cross-validation folds of each candidate
 
     def grid(self) -> dict[str, list]:
         """Return the searched parameters and their candidate values (cv_folds excluded)."""
@@ -195,11 +201,11 @@ class Video:
 
     direct_seconds: float = setting(min=0)  # up to this length (decoded, not declared) the request answers; longer: a job
     anonymous_max_seconds: float = setting(min=0)  # the longest video an anonymous caller may send (their quota per upload)
-    sample_fps: float = setting(min=0.1, max=120)
+    sample_fps: float = setting(min=0.1, max=120)  # frames looked at per second of video
     detect_size: int = setting(min=80)  # frames are scaled (up or down) to this longest side for detection
-    confirm_seconds: float = setting(min=0)
-    min_iou: float = setting(min=0, max=1)
-    gap_seconds: float = setting(min=0)
+    confirm_seconds: float = setting(min=0)  # seconds between re-encodings of a tracked face
+    min_iou: float = setting(min=0, max=1)  # box overlap with the last sample that continues a track
+    gap_seconds: float = setting(min=0)  # seconds a face may vanish and stay one range of the timeline
 
 
 @dataclass(frozen=True)
@@ -234,9 +240,10 @@ class Verify:
 class Dashboard:
     """Flask-MonitoringDashboard at /dashboard."""
 
-    enabled: bool
-    username: str
-    sampling_period: float = setting(min=0)
+    enabled: bool  # serve Flask-MonitoringDashboard at /dashboard (admin login)
+    username: str  # the dashboard's one user (its password is the admin password)
+    sampling_period: float = setting(min=0)  # seconds between profiler samples at monitor level 3 (0: continuously)
+    # what each new route records: 0 nothing, 1 time, 2 outliers, 3 profiles
     monitor_level: int = setting(min=0, max=3)
 
 
@@ -244,6 +251,7 @@ class Dashboard:
 class Logging:
     """The log level of log/pyrecognizer.log and stderr."""
 
+    # log level (PYRECOGNIZER_LOG_LEVEL)
     level: str = setting(choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 
 
@@ -251,9 +259,9 @@ class Logging:
 class RateLimits:
     """Flask-Limiter limits ("10 per minute") per client address, by area."""
 
-    login: str
-    predict: str
-    train: str
+    login: str  # admin login attempts
+    predict: str  # /predict, /predict/video, /verify, /encode and the dialects' recognition
+    train: str  # /train, /tune and gallery imports
     wrong_token: str  # wrong bearer tokens, counted per client address (api/limits.py)
 
 
@@ -262,15 +270,15 @@ class Security:
     """Secrets, who may predict, TLS, sessions and rate limits."""
 
     # Short secrets are guessed: refused at start (None: generated at first start, see api/auth.py).
-    api_token: str | None = setting(min_length=16)
-    admin_password: str | None = setting(min_length=10)
-    secret_key: str | None
-    predict_requires_token: bool
-    tls: bool
-    certificate: str | None
-    private_key: str | None
-    session_hours: float = setting(min=0)
-    rate_limits: RateLimits
+    api_token: str | None = setting(min_length=16)  # the bearer token of programs, the dialects' key
+    admin_password: str | None = setting(min_length=10)  # the admin login's password (at least 10 characters)
+    secret_key: str | None  # signs sessions and CSRF tokens; None: generated at first start
+    predict_requires_token: bool  # /predict and the dialects' recognition need the API token too
+    tls: bool  # serve HTTPS (with HSTS)
+    certificate: str | None  # PEM certificate file for TLS; null: a self-signed one in dataset/tls/
+    private_key: str | None  # its PEM private key file
+    session_hours: float = setting(min=0)  # hours an admin login lasts
+    rate_limits: RateLimits  # per client address, over a moving window
     rate_limit_storage: str  # Flask-Limiter storage URI; memory:// counts per worker process
 
 
@@ -288,7 +296,7 @@ class MqttTls:
 class HomeAssistant:
     """Home Assistant MQTT discovery (utils/mqtt.py): a device, entities per camera and person."""
 
-    enabled: bool
+    enabled: bool  # announce entities through Home Assistant's MQTT discovery
     discovery_prefix: str  # Home Assistant's discovery prefix (its MQTT integration's setting)
     seen_minutes: float = setting(min=0.1)  # a person's "seen" binary sensor stays on this long after a sighting
 
@@ -310,7 +318,7 @@ class Mqtt:
 class Webhooks:
     """Events POSTed as JSON to URLs, signed with HMAC-SHA256 (utils/webhooks.py)."""
 
-    urls: list[str]
+    urls: list[str]  # where each event is POSTed, signed (see docs/integrations-mqtt.md)
     secret: str | None = setting(min_length=16)  # the HMAC key; required when there are URLs
     timeout: float = setting(min=0.1)  # seconds for one POST
     retries: int = setting(min=0)  # further tries after a failed POST
@@ -321,7 +329,7 @@ class Webhooks:
 class Frigate:
     """Frigate mode (utils/frigate.py): Frigate's person events in, its sub-labels out."""
 
-    enabled: bool
+    enabled: bool  # follow Frigate's person events on mqtt.url and recognise their snapshots
     url: str | None  # Frigate's HTTP API, e.g. http://frigate:5000 (its API port, not the UI behind a login)
     topic: str  # Frigate's events topic on the mqtt.url broker
     cameras: list[str]  # only these Frigate cameras; []: all
@@ -334,7 +342,7 @@ class Frigate:
 class Config:
     """The whole configuration; ``data_dir`` is absolute once loaded."""
 
-    data_dir: str | None
+    data_dir: str | None  # where models, uploads, logs, jobs and caches live (null: the project folder)
     server: Server
     limits: Limits
     faces: Faces

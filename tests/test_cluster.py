@@ -1,11 +1,11 @@
-"""Training on a real Dask cluster set up exactly as README's "Running on a cluster" says, and two
+"""Training on a real Dask cluster set up exactly as docs/cluster.md says, and two
 service nodes sharing one model store.
 
-The README's commands are read from the README itself and run as written; only what names
+The page's commands are read from the page itself and run as written; only what names
 this machine is replaced: hosts (127.0.0.1), ports (free ones), the data and photo folders and
 the secrets' placeholders. The scheduler runs from a temporary folder without PYTHONPATH, with
 the project's environment on PATH only for the `dask` executable, so it cannot import the
-project; each of two workers is the README's worker command (nproc honours OMP_NUM_THREADS=1:
+project; each of two workers is the page's worker command (nproc honours OMP_NUM_THREADS=1:
 one worker process per simulated machine). Checked: training through the CLI and through
 POST /train gives the model of a local run, the other node serves it within seconds, a worker
 killed mid-training does not fail the job, and a scheduler that is unreachable, of another
@@ -44,15 +44,19 @@ SECRETS = {"PYRECOGNIZER_SECRET_KEY": "cluster-test-secret-key-0123456789",
            "PYRECOGNIZER_ADMIN_PASSWORD": TEST_CREDENTIALS["admin_password"]}
 
 
+CLUSTER_PAGE = ROOT / "docs" / "cluster.md"
+
+
 def readme_commands() -> list[str]:
-    """The commands of README's "Running on a cluster" code block, as written."""
-    section = (ROOT / "README.md").read_text().split("\n## Running on a cluster\n", 1)[1].split("\n## ", 1)[0]
-    return [line[4:] for line in section.splitlines() if line.startswith("    ") and not line[4:].startswith("#")]
+    """The commands of docs/cluster.md's code block under "The commands", as written."""
+    section = CLUSTER_PAGE.read_text().split("\n## The commands\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def on_this_machine(command: str, *, scheduler_port: int, data_dir: Path, photos: Path,
                     dashboard_port: int | None = None, port: int | None = None) -> str:
-    """``command`` with the README's hosts, ports, folders and secret placeholders replaced."""
+    """``command`` with the page's hosts, ports, folders and secret placeholders replaced."""
     values = {"10.0.0.5": "127.0.0.1", "0.0.0.0": "127.0.0.1", "8786": str(scheduler_port),
               "8787": str(dashboard_port or free_port()), "8081": str(port or free_port()),
               "/mnt/pyrecognizer": shlex.quote(str(data_dir)), "/mnt/photos": shlex.quote(str(photos))}
@@ -64,7 +68,7 @@ def on_this_machine(command: str, *, scheduler_port: int, data_dir: Path, photos
 
 
 class Readme:
-    """README's cluster commands by role, on this machine."""
+    """docs/cluster.md's commands by role, on this machine."""
 
     ROLES = {"scheduler": "dask scheduler ", "worker": "PYTHONPATH=$PWD dask worker ",
              "serve": "python main.py serve ", "train": "python main.py train "}
@@ -77,11 +81,11 @@ class Readme:
         self.exports = [on_this_machine(line, **self.place) for line in commands if line.startswith("export ")]
         found = {role: [line for line in commands if line.startswith(start)] for role, start in self.ROLES.items()}
         assert all(len(lines) == 1 for lines in found.values()), found
-        assert len(commands) == len(self.exports) + len(self.ROLES), f"a README command no test runs: {commands}"
+        assert len(commands) == len(self.exports) + len(self.ROLES), f"a docs/cluster.md command no test runs: {commands}"
         self.raw = {role: lines[0] for role, lines in found.items()}
 
     def command(self, role: str, **ports) -> str:
-        """The README's ``role`` command; a service node's after the README's exports (then
+        """The page's ``role`` command; a service node's after the page's exports (then
         exec-ed, so the shell's process is the service's)."""
         line = on_this_machine(self.raw[role], **self.place, **ports)
         return "; ".join([*self.exports, f"exec {line}"]) if role in ("serve", "train") else line
@@ -154,7 +158,7 @@ def readme(shared, faces) -> Readme:
 
 @pytest.fixture(scope="module")
 def cluster(readme, tmp_path_factory):
-    """The README's scheduler, from an empty folder that cannot import the project, and its
+    """The page's scheduler, from an empty folder that cannot import the project, and its
     worker command run twice from the project's folder."""
     logs = tmp_path_factory.mktemp("dask")
     elsewhere = tmp_path_factory.mktemp("scheduler-machine")
@@ -183,7 +187,7 @@ def cluster(readme, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nodes(cluster, readme, shared):
-    """Node A is the README's service node (it trains on the cluster); node B only predicts;
+    """Node A is the page's service node (it trains on the cluster); node B only predicts;
     both use one data folder."""
     env = {"PYRECOGNIZER_CONFIG": str(shared / "node-conf.json")}
     node_a = Server(shared / "node-a", env=project_env(**env), command=["true"])  # its log folder
@@ -357,7 +361,7 @@ def other_dask() -> Path:
 
 
 def test_a_scheduler_of_another_dask_version_is_refused_naming_both(other_dask, readme, tmp_path, faces):
-    """The README's scheduler command, run with another dask/distributed than the service's."""
+    """The page's scheduler command, run with another dask/distributed than the service's."""
     import dask
 
     versions = subprocess.run([other_dask / "python", "-c", "import dask, distributed; print(dask.__version__, "
@@ -395,7 +399,7 @@ def test_a_cluster_without_usable_workers_fails_fast(cluster, readme, tmp_path, 
         list(encoded_photos([b"not even a photo"], Options(), scheduler=address, cluster_timeout=2))
     assert time.monotonic() - started < 2 + 5
 
-    # the README's worker command, from another folder than the project's
+    # the page's worker command, from another folder than the project's
     elsewhere = tmp_path / "not-the-project"
     elsewhere.mkdir()
     stray = Process("stray-worker", readme.command("worker"), tmp_path, cwd=elsewhere, env=project_env(OMP_NUM_THREADS="1"))

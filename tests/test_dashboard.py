@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import flask
@@ -70,6 +71,27 @@ APP_SCRIPT = textwrap.dedent('''
             time.sleep(0.3)
             return "slow"
 
+        # client errors as the service raises them (typed, answered by its handler) and a bug
+        from flask import abort
+        from datastructure.errors import PyRecognizerError
+
+        class Unauthorized(PyRecognizerError):  # as api/auth.py's
+            code, status = "UNAUTHORIZED", 401
+
+        app.register_error_handler(PyRecognizerError, lambda error: (error.code, error.status))
+
+        @app.get("/refused")
+        def refused():
+            raise Unauthorized("send the token")
+
+        @app.get("/missing")
+        def missing():
+            abort(404)
+
+        @app.get("/broken")
+        def broken():
+            raise RuntimeError("a bug")
+
         return app
 
     def bind(app):
@@ -80,9 +102,15 @@ APP_SCRIPT = textwrap.dedent('''
         from flask_monitoringdashboard.database import engine
         with engine.connect() as connection:
             pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+            exceptions = dict(connection.exec_driver_sql(
+                "SELECT Endpoint.name, COUNT(*) FROM ExceptionOccurrence JOIN Request ON Request.id = request_id "
+                "JOIN Endpoint ON Endpoint.id = Request.endpoint_id GROUP BY Endpoint.name").fetchall())
+            requests_ = dict(connection.exec_driver_sql(
+                "SELECT Endpoint.name, COUNT(*) FROM Request JOIN Endpoint ON Endpoint.id = Request.endpoint_id "
+                "GROUP BY Endpoint.name").fetchall())
             return jsonify(outbound=OUTBOUND, telemetry_consent=fmd.telemetry_config.telemetry_consent,
                            journal_mode=pragma("journal_mode"), busy_timeout=pragma("busy_timeout"),
-                           synchronous=pragma("synchronous"))
+                           synchronous=pragma("synchronous"), exceptions=exceptions, requests=requests_)
 
     def grant():
         # What the service's own login does (api.auth.grant_dashboard).
@@ -246,6 +274,20 @@ def test_sqlite_is_set_up_for_several_workers(server):
     assert state["synchronous"] == 1  # NORMAL: under WAL, no fsync at every request's commit
     # FMD was configured before its engine was created: nothing fell back to its default file.
     assert not (server.data_dir / "flask_monitoringdashboard.db").exists()
+
+
+@pytest.mark.e2e
+def test_only_server_errors_count_as_a_routes_exceptions(server):
+    """An anonymous caller's 401 (a typed error the service answers) and a 404 are answers,
+    not exceptions of the route; a bug's 500 is one."""
+    for path, status in (("/refused", 401), ("/refused", 401), ("/missing", 404), ("/broken", 500)):
+        assert requests.get(server.url + path, timeout=10).status_code == status
+    deadline = time.monotonic() + 10
+    while app_state(server)["requests"].get("broken") != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)  # FMD stores each request from a thread of its own
+    state = app_state(server)
+    assert state["requests"]["refused"] == 2 and state["requests"]["missing"] == 1  # measured all the same
+    assert state["exceptions"] == {"broken": 1}
 
 
 @pytest.mark.e2e

@@ -297,3 +297,17 @@ def test_misleading_names_are_refused_and_look_alikes_reported_in_a_training_set
     assert checked_new_name("Madona", people) == "Madona"
     problems = names_problems(["Маdonna", "madonna", "Ben"])
     assert set(problems) == {"Маdonna", "madonna"} and "looks like" in problems["madonna"][0]
+
+
+def test_a_persons_photos_are_listed_in_natural_order(client, faces):
+    """1, 2, 10 as people count, not 1, 10, 2 as strings sort (the API, the page and the CLI
+    read the same list)."""
+    folder = faces / "celebrities" / "train" / "Mindy Kaling"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for number in (10, 2, 1):
+            archive.write(folder / f"{number}.jpg", f"Photo {number}.jpg")
+    envelope_of(client.post("/people/Mindy Kaling/photos", headers=TOKEN,
+                            data={"file": (io.BytesIO(buffer.getvalue()), "m.zip")}), 201)
+    listed = envelope_of(client.get("/people/Mindy Kaling", headers=TOKEN), 200)["data"]["photos"]
+    assert [photo["source"] for photo in listed] == ["m.zip/Photo 1.jpg", "m.zip/Photo 2.jpg", "m.zip/Photo 10.jpg"]

@@ -319,6 +319,7 @@ def assert_security_headers(answer: requests.Response, *, csp: bool = True) -> N
     ("GET", "/train", {}, 200),
     ("GET", "/models", {"headers": {"Accept": "text/html"}}, 200),
     ("GET", "/openapi.json", {}, 200),
+    ("GET", "/docs", {}, 200),
     ("GET", "/static/app.js", {}, 200),
     ("POST", "/predict", {"files": {"file": ("x.jpg", b"<html>")}}, 400),
     ("POST", "/predict", {}, 400),

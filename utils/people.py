@@ -68,6 +68,13 @@ class Upload:
     data: bytes
 
 
+
+def natural_key(text: str) -> tuple:
+    """``text`` as a sort key that orders its runs of digits by value, as people count:
+    1.jpg, 2.jpg, 10.jpg (not 1, 10, 2), case ignored."""
+    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part.casefold())
+                 for part in re.split(r"(\d+)", text) if part)
+
 def photo_id(encoding) -> str:
     """Return a photo's id: the first 16 hex digits of the SHA-256 of its float64 encoding."""
     return hashlib.sha256(np.asarray(encoding, dtype=np.float64).tobytes()).hexdigest()[:16]
@@ -270,7 +277,7 @@ class People:
         """Return one person of the active model: their photos' ids, source names and added dates."""
         model_id, gallery = self._active_gallery()
         label = self._label(gallery, name)
-        rows = np.flatnonzero(gallery.labels == label)
+        rows = sorted(np.flatnonzero(gallery.labels == label), key=lambda row: natural_key(str(gallery.files[row])))
         return {"model": model_id, "name": label, "photos": [
             {"id": str(gallery.ids[row]), "source": str(gallery.files[row]), "added": str(gallery.added[row])}
             for row in rows]}
