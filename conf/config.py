@@ -105,6 +105,9 @@ class Faces:
     cnn_size: int = setting(min=1)
     workers: int = setting(min=0)  # 0: one per core
     cache: bool
+    # true: every face predict, /verify and video decide on is encoded mirrored too; false: the
+    # mirror pass runs only where it could change the decision (utils/faces.py; bench reference)
+    always_mirror: bool
 
 
 @dataclass(frozen=True)

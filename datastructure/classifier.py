@@ -82,6 +82,9 @@ SMALL_SCALE_EXPONENT = 0.5
 # it let 0.3-0.8% of real strangers in.
 CENTROID_THRESHOLD = 0.49
 CENTROID_RATIO = 0.90
+# decision_is_certain's allowance on top of the caller's radius for float32 rounding (distances
+# in the gallery's float32 are good to ~1e-6; this is far beyond it)
+CERTAINTY_SLACK = 1e-4
 
 
 @functools.lru_cache(maxsize=1)
@@ -146,6 +149,25 @@ def accepted(distance, runner_up, threshold, ratio):
 
     ``threshold`` is the person's own (``threshold_ * scale_``), a number or an array."""
     return (distance <= threshold) & (distance <= ratio * runner_up)
+
+
+def rule_settled(distances: np.ndarray, candidates: np.ndarray, thresholds: np.ndarray, ratio: float,
+            radius: float) -> bool:
+    """Whether the unknown rule gives one answer for every distance vector within ``radius`` of
+    ``distances`` (one per person), given that the vote can only choose among ``candidates``:
+    one candidate accepted at its farthest and the runner-up at its nearest, or every candidate
+    refused at its nearest and its runner-up at its farthest (see ``decision_is_certain``)."""
+    def runner_up(person: int) -> float:
+        others = np.delete(distances, person)
+        return float(others.min()) if len(others) else math.inf
+
+    if len(candidates) == 1:
+        person = int(candidates[0])
+        far = distances[person] + radius
+        if far <= thresholds[person] and far <= ratio * (runner_up(person) - radius):
+            return True
+    return all(distances[p] - radius > thresholds[p] or distances[p] - radius > ratio * (runner_up(int(p)) + radius)
+               for p in candidates)
 
 
 def confidence_features(distance, runner_up, scale=1.0):
@@ -593,13 +615,53 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
                 runner_up_distance=None if runner is None else round(runner_distance, 4)))
         return result
 
-    def _near_mean(self, query: np.ndarray, chosen_class: int) -> bool:
-        """The centroid rule: is ``query`` within CENTROID_THRESHOLD of the chosen person's mean
-        encoding, and within CENTROID_RATIO of the nearest other person's mean?"""
+    def decision_is_certain(self, X, radius: float) -> np.ndarray:
+        """Return, per encoding, whether its name is settled within ``radius``: True only where
+        every encoding within ``radius`` of it gets the same name from ``decisions`` (the same
+        person, or unknown), so a face known to lie within ``radius`` of X[i] (the mirrored mean
+        of a first pass, utils/faces.py) may be named from X[i] alone.
+
+        The contract, to keep in step with ``decisions`` and the unknown rule: by the triangle
+        inequality each distance the rule reads (to a photo, or to a person's mean) moves by at
+        most ``radius``. The vote can choose only people with a photo within the k-th nearest
+        photo's distance + 2 x radius; the answer is settled when there is one such person and
+        the rule accepts them at every distance in the bounds, or when the rule refuses every such
+        person at every distance in the bounds. False (not known: decide on the exact encoding)
+        for an indexed gallery (its candidates depend on the query) or a metric other than
+        Euclidean. A change to the rule must change this method with it (tests/test_mirror.py).
+        """
+        X = np.atleast_2d(np.asarray(X, dtype=np.float32))
+        certain = np.zeros(len(X), bool)
+        gallery = self.gallery_
+        if self.knn_ is not None or gallery.index.approximate or not len(X) or not len(self.classes_):
+            return certain
+        slack = float(radius) + CERTAINTY_SLACK
+        centroid = getattr(self, "rule_", "nearest") == "centroid"
+        for number, query in enumerate(X):
+            near = gallery.nearest_people(query, want=len(self.classes_))
+            k = min(max(int(self.n_neighbors), 1), len(near.row_distances))
+            kth = float(np.partition(near.row_distances, k - 1)[k - 1])
+            candidates = np.unique(gallery.class_of(near.rows[near.row_distances <= kth + 2 * slack]))
+            if centroid:
+                distances, thresholds, ratio = self._mean_distances(query), np.full(len(self.classes_), CENTROID_THRESHOLD), CENTROID_RATIO
+            else:
+                distances = np.full(len(self.classes_), np.inf)
+                distances[near.classes] = near.distances
+                thresholds, ratio = self.threshold_ * self.scale_, self.ratio_
+            certain[number] = rule_settled(distances, candidates, thresholds, ratio, slack)
+        return certain
+
+    def _mean_distances(self, query: np.ndarray) -> np.ndarray:
+        """Return the distance from ``query`` to each person's mean encoding (the centroid rule's)."""
         if self.centroids_ is None:
             sums = np.add.reduceat(np.asarray(self.encodings_, dtype=np.float64), self.starts_, axis=0)
             self.centroids_ = sums / self.counts_[:, None]
-        distances = np.linalg.norm(self.centroids_ - np.asarray(query, dtype=np.float64), axis=1)
+        return np.linalg.norm(self.centroids_ - np.asarray(query, dtype=np.float64), axis=1)
+
+    def _near_mean(self, query: np.ndarray, chosen_class: int) -> bool:
+        """The centroid rule: is ``query`` within CENTROID_THRESHOLD of the chosen person's mean
+        encoding, and within CENTROID_RATIO of the nearest other person's mean?"""
+        distances = self._mean_distances(query)
         others = np.delete(distances, chosen_class)
         runner_up = float(others.min()) if len(others) else math.inf
         return bool(accepted(float(distances[chosen_class]), runner_up, CENTROID_THRESHOLD, CENTROID_RATIO))

@@ -13,7 +13,7 @@ from datastructure.errors import ClassifierNotLoaded, ModelNotValid
 from datastructure.classifier import UNKNOWN, Decision
 from datastructure.model_store import Model, ModelStore
 from datastructure.response import envelope
-from utils.faces import Face, Options, decoded, faces_in, resized
+from utils.faces import Face, Options, decoded, faces_in, resized, settled_faces
 from utils.images import DecodedImage, encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -151,9 +151,15 @@ def recognised(data: bytes, active: ActiveModel, options: Options, gallery_under
     model = active.current()
     options = options_for(model.classifier, options, gallery_under)
     image = decoded(data, options)
-    faces = faces_in(image, options)
-    decisions = model.classifier.decisions(np.array([face.encoding for face in faces])) if faces else []
+    faces, decisions = decided(faces_in(image, options, defer_mirror=True), model.classifier, options)
     return model, image, faces, decisions
+
+
+def decided(faces: list[Face], classifier, options: Options) -> tuple[list[Face], list[Decision]]:
+    """Return (faces with final encodings, one Decision each) of faces from ``faces_in(...,
+    defer_mirror=True)``: the mirror pass runs only for faces whose name it could change."""
+    faces, _ = settled_faces(faces, classifier.decision_is_certain, options)
+    return faces, classifier.decisions(np.array([face.encoding for face in faces])) if faces else []
 
 
 def faces_and_decisions(data: bytes, active: ActiveModel, options: Options,

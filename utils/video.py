@@ -28,7 +28,7 @@ from PIL import Image
 from datastructure.classifier import UNKNOWN
 from datastructure.errors import NoVideoStream, VideoFormatNotSupported, VideoNotValid, VideoTooLarge
 from datastructure.response import envelope
-from utils.faces import DLIB_LOCK, face_encodings, face_library, scaled_box
+from utils.faces import DLIB_LOCK, face_library, first_pass, mirror_radius, mirrored_where_needed, scaled_box
 from utils.images import encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,14 @@ class VideoOptions:
     confirm_seconds: float = 1.0
     min_iou: float = 0.3
     gap_seconds: float = 1.0
+    always_mirror: bool = False  # faces.always_mirror: mirror every face, settled or not
 
     @classmethod
-    def from_config(cls, video) -> "VideoOptions":
-        """Return the options of the ``video`` config section."""
+    def from_config(cls, video, faces=None) -> "VideoOptions":
+        """Return the options of the ``video`` config section (and faces.always_mirror)."""
         return cls(sample_fps=video.sample_fps, detect_size=video.detect_size,
-                   confirm_seconds=video.confirm_seconds, min_iou=video.min_iou, gap_seconds=video.gap_seconds)
+                   confirm_seconds=video.confirm_seconds, min_iou=video.min_iou, gap_seconds=video.gap_seconds,
+                   always_mirror=bool(faces.always_mirror) if faces is not None else False)
 
 
 @dataclass(frozen=True)
@@ -446,6 +448,7 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
     ``progress(done, total, step)`` follows the frames decoded.
     """
     step = 1 / options.sample_fps
+    radius = mirror_radius(options.always_mirror)
     tracker = IouTracker(options.min_iou, max_gap=max(options.gap_seconds, 1.5 * step))
     with opened_video(path, limits) as (container, stream, info):
         total = info.frames
@@ -466,7 +469,10 @@ def video_timeline(path: Path, classifier, options: VideoOptions = VideoOptions(
                    if sample.time - track.last_encoded >= options.confirm_seconds - 1e-6]
             if not due:
                 continue
-            encodings = face_encodings(sample.rgb(), [boxes[i] for i in due])
+            # the mirror pass only for faces whose name it could change (utils/faces.py); an
+            # unknown track's encodings may then be first passes, within the radius of the means
+            first, chips = first_pass(sample.rgb(), [boxes[i] for i in due])
+            encodings, _ = mirrored_where_needed(first, chips, classifier.decision_is_certain, radius)
             for i, encoding, decision in zip(due, encodings, classifier.decisions(encodings)):
                 track = tracks[i]
                 track.last_encoded = sample.time
