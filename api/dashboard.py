@@ -211,14 +211,19 @@ def _tune_sqlite(engine) -> None:
 
 
 def _begin_immediate(connection) -> None:
-    """SQLAlchemy "begin" listener: take SQLite's write lock when a transaction starts.
+    """SQLAlchemy "begin" listener: take SQLite's write lock when a transaction starts, except
+    for the dashboard's own page loads, which only read.
 
     FMD stores an exception's stack trace as "look its hash up, insert it if absent"; two
     requests failing alike at once (threads or workers) both found nothing and one insert
     failed with ``UNIQUE constraint failed: StackTraceSnapshot.hash``, losing that request's
-    record. BEGIN IMMEDIATE makes each transaction's lookup and insert one step; readers are
-    not blocked (WAL), writers wait their turn (busy timeout)."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    record. BEGIN IMMEDIATE makes each transaction's lookup and insert one step; writers wait
+    their turn (busy timeout). A GET of the dashboard reads (WAL: never blocked), so it begins
+    a plain transaction: taking the write lock too made a page load queue behind every
+    request's record, and under load (bench/soak.py) time out after the busy timeout, which
+    FMD's session_scope swallows, and its view answered 500."""
+    reading = flask.has_request_context() and flask.request.method == "GET" and flask.request.blueprint == "dashboard"
+    connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 def _set_sqlite_pragmas(dbapi_connection, _connection_record) -> None:

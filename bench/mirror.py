@@ -55,7 +55,8 @@ def _worker(job):
 
 def all_passes(paths: list[Path], options, cache: Path, workers: int, say=print) -> dict:
     """Return {path: (faces, first, mirror)} of every photo, cached by pipeline and photo list."""
-    key = hashlib.sha256("\n".join(map(str, paths)).encode() + options.signature().encode()).hexdigest()[:16]
+    names = "\n".join("/".join(path.parts[-3:]) for path in paths)  # not the folder's place on this machine
+    key = hashlib.sha256(names.encode() + options.signature().encode()).hexdigest()[:16]
     file = cache / f"mirror-passes-{options.signature()}-{key}.npz"
     if file.exists():
         saved = np.load(file)
