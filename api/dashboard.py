@@ -36,8 +36,9 @@ from typing import Callable, NamedTuple
 from urllib.parse import urlsplit
 
 import flask
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
 
 # Safe to import before configuring: the package's __init__ builds ``config`` and the
 # blueprint but imports nothing that opens the database.
@@ -136,7 +137,7 @@ def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: s
     # First import of FMD's database module: this creates the engine and the tables.
     from flask_monitoringdashboard import database
 
-    _tune_sqlite(database.engine)
+    _tune_sqlite(database)
     admin_id = _sync_admin_user(database, username, password)
     _disable_telemetry(database)
     _redact_outlier_requests()
@@ -195,19 +196,27 @@ def _configure(settings: _Settings) -> None:
     config.brand_name = config.title_name = BRAND
 
 
-def _tune_sqlite(engine) -> None:
+def _tune_sqlite(database) -> None:
     """Let the worker processes share the SQLite file without "database is locked" errors.
 
     WAL lets readers work while one process writes, instead of the whole file being locked;
     the busy timeout makes a writer wait for its turn rather than fail at once. WAL is
     recorded in the file, the busy timeout and synchronous are per connection, hence all on
     every connect.
+
+    FMD's engine pools its connections (up to 5 kept, 15 at once), each holding the database
+    and its WAL open: a worker's open files grew with the number of threads that had ever
+    written a measurement at once (bench/soak.py). Each session now opens its own connection
+    and closes it (NullPool); an SQLite connection costs well under a millisecond.
     """
+    engine = create_engine(database.engine.url, poolclass=NullPool)
     event.listen(engine, "connect", _set_sqlite_pragmas)
     event.listen(engine, "begin", _begin_immediate)
-    # The engine already opened a connection when it created the tables at import; drop it so
-    # that every connection from now on has gone through the listener.
-    engine.dispose()
+    # The import's engine created the tables and may hold a connection: close it, and have every
+    # session from now on use the engine whose connections went through the listeners.
+    database.engine.dispose()
+    database.engine = engine
+    database.DBSession.configure(bind=engine)
 
 
 def _begin_immediate(connection) -> None:

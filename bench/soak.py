@@ -321,14 +321,32 @@ def hostile_burst(photo: bytes, marker: Path, token: str) -> list[tuple[str, str
 
 
 # -- what is measured each minute --------------------------------------------------------
+def fd_kind(target: str) -> str:
+    """What an open file descriptor is, from its /proc link: where growth would come from."""
+    if target.startswith(("socket:", "pipe:", "anon_inode:")):
+        return target.split(":", 1)[0]
+    for fragment, kind in (("dashboard.db", "dashboard db"), ("/dataset/model/", "models"), ("/log/", "logs"),
+                           ("/uploads/", "uploads"), ("/dataset/jobs/", "jobs"), ("/dataset/sessions/", "sessions")):
+        if fragment in target:
+            return kind
+    return "other"
+
+
 def process_figures(pid: int) -> dict | None:
-    """RSS (MB), open file descriptors and threads of a process; None once it is gone."""
+    """RSS (MB), open file descriptors (and by kind) and threads of a process; None once it is gone."""
     try:
         status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        kinds: dict[str, int] = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                kind = fd_kind(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:  # closed while we looked
+                continue
+            kinds[kind] = kinds.get(kind, 0) + 1
     except OSError:
         return None
-    return {"rss_mb": round(int(status["VmRSS"].split()[0]) / 1024, 1), "fds": fds, "threads": int(status["Threads"])}
+    return {"rss_mb": round(int(status["VmRSS"].split()[0]) / 1024, 1), "fds": sum(kinds.values()),
+            "threads": int(status["Threads"]), "fd_kinds": kinds}
 
 
 def folder_figures(folder: Path) -> dict:
@@ -438,7 +456,7 @@ def summarised(table: list[dict]) -> dict:
                 "errors": sum(r["errors"] for r in rows),
                 "p50_ms": statistics.median([r["p50_ms"] for r in rows if r["p50_ms"] is not None] or [0]),
                 "p95_ms": statistics.median([r["p95_ms"] for r in rows if r["p95_ms"] is not None] or [0]),
-                "processes": {name: {k: v for k, v in figures.items() if k != "pid"}
+                "processes": {name: {k: v for k, v in figures.items() if k not in ("pid", "fd_kinds")}
                               for name, figures in end["processes"].items() if figures},
                 **{key: end[key] for key in ("data_mb", "data_files", "dashboard_db_mb", "annotated", "models")}}
 
