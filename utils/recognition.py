@@ -119,8 +119,9 @@ def annotated_image(image: DecodedImage, faces: list[dict], max_side: int = 1024
 
 
 def saved_copy(copies: AnnotatedCopies | None, image: DecodedImage, reports: list[dict],
-               max_side: int) -> tuple[str, dict]:
-    """Write the annotated copy; return its name ("" when none) and what the envelope says of it.
+               max_side: int, encodings: np.ndarray | None = None) -> tuple[str, dict]:
+    """Write the annotated copy (and its faces' ``encodings`` beside it, for a forget to find);
+    return its name ("" when none) and what the envelope says of it.
 
     A copy that cannot be written (a full disk) does not fail the prediction: the names are
     the answer, the copy is a convenience."""
@@ -129,7 +130,7 @@ def saved_copy(copies: AnnotatedCopies | None, image: DecodedImage, reports: lis
     if not copies.enabled:
         return "", {"saved": False, "reason": "annotated copies are turned off (annotated.keep or annotated.max_age is 0)"}
     try:
-        return copies.save(annotated_image(image, reports, max_side)), {"saved": True}
+        return copies.save(annotated_image(image, reports, max_side), encodings), {"saved": True}
     except OSError as exc:
         log.warning("annotated copy not written: %s", exc.strerror or exc)
         return "", {"saved": False, "reason": f"the annotated copy could not be written: {exc.strerror or 'I/O error'}"}
@@ -188,6 +189,6 @@ def prediction(data: bytes, active: ActiveModel, options: Options, copies: Annot
     for report in reports:
         if report["name"] != UNKNOWN:
             names[report["name"]] = max(report["confidence"], names.get(report["name"], 0.0))
-    description, annotated = saved_copy(copies, image, reports, max_side)
+    description, annotated = saved_copy(copies, image, reports, max_side, np.array([face.encoding for face in faces]))
     return envelope(names, description=description, error=None if names else "IMAGE_NOT_RECOGNIZED",
                     faces=reports, model=model.id, annotated=annotated)
