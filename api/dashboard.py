@@ -38,9 +38,10 @@ from typing import Callable, NamedTuple
 from urllib.parse import urlsplit
 
 import flask
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
+from sqlalchemy.pool import NullPool
 
 # Safe to import before configuring: the package's __init__ builds ``config`` and the
 # blueprint but imports nothing that opens the database.
@@ -139,7 +140,7 @@ def init_dashboard(app: flask.Flask, *, database_path: pathlib.Path, username: s
     # First import of FMD's database module: this creates the engine and the tables.
     from flask_monitoringdashboard import database
 
-    _tune_sqlite(database.engine)
+    _tune_sqlite(database)
     admin_id = _sync_admin_user(database, username, password)
     _disable_telemetry(database)
     _redact_outlier_requests()
@@ -209,30 +210,43 @@ def _configure(settings: _Settings) -> None:
     config.brand_name = config.title_name = BRAND
 
 
-def _tune_sqlite(engine) -> None:
+def _tune_sqlite(database) -> None:
     """Let the worker processes share the SQLite file without "database is locked" errors.
 
     WAL lets readers work while one process writes, instead of the whole file being locked;
     the busy timeout makes a writer wait for its turn rather than fail at once. WAL is
     recorded in the file, the busy timeout and synchronous are per connection, hence all on
     every connect.
+
+    FMD's engine pools its connections (up to 5 kept, 15 at once), each holding the database
+    and its WAL open: a worker's open files grew with the number of threads that had ever
+    written a measurement at once (bench/soak.py). Each session now opens its own connection
+    and closes it (NullPool); an SQLite connection costs well under a millisecond.
     """
+    engine = create_engine(database.engine.url, poolclass=NullPool)
     event.listen(engine, "connect", _set_sqlite_pragmas)
     event.listen(engine, "begin", _begin_immediate)
-    # The engine already opened a connection when it created the tables at import; drop it so
-    # that every connection from now on has gone through the listener.
-    engine.dispose()
+    # The import's engine created the tables and may hold a connection: close it, and have every
+    # session from now on use the engine whose connections went through the listeners.
+    database.engine.dispose()
+    database.engine = engine
+    database.DBSession.configure(bind=engine)
 
 
 def _begin_immediate(connection) -> None:
-    """SQLAlchemy "begin" listener: take SQLite's write lock when a transaction starts.
+    """SQLAlchemy "begin" listener: take SQLite's write lock when a transaction starts, except
+    for the dashboard's own page loads, which only read.
 
     FMD stores an exception's stack trace as "look its hash up, insert it if absent"; two
     requests failing alike at once (threads or workers) both found nothing and one insert
     failed with ``UNIQUE constraint failed: StackTraceSnapshot.hash``, losing that request's
-    record. BEGIN IMMEDIATE makes each transaction's lookup and insert one step; readers are
-    not blocked (WAL), writers wait their turn (busy timeout)."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    record. BEGIN IMMEDIATE makes each transaction's lookup and insert one step; writers wait
+    their turn (busy timeout). A GET of the dashboard reads (WAL: never blocked), so it begins
+    a plain transaction: taking the write lock too made a page load queue behind every
+    request's record, and under load (bench/soak.py) time out after the busy timeout, which
+    FMD's session_scope swallows, and its view answered 500."""
+    reading = flask.has_request_context() and flask.request.method == "GET" and flask.request.blueprint == "dashboard"
+    connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 def _set_sqlite_pragmas(dbapi_connection, _connection_record) -> None:

@@ -17,7 +17,7 @@ from datastructure.errors import MissingFile
 from datastructure.response import envelope
 from utils.faces import decoded, faces_in
 from utils.recognition import box_dict
-from utils.verification import VERIFY_THRESHOLD, main_face, verdict, verification_options
+from utils.verification import VERIFY_THRESHOLD, main_face, settled_pair, verdict, verification_options
 
 blueprint = Blueprint("verify", __name__)
 
@@ -50,9 +50,11 @@ def verify_threshold() -> float:
 def verify():
     """Whether the main faces of two photos are the same person (see utils/verification.py)."""
     options = verification_options(current_service().predict_options)
-    chosen = {field: main_face(uploaded_bytes(field), options, field) for field in ("file1", "file2")}
+    chosen = {field: main_face(uploaded_bytes(field), options, field, defer_mirror=True) for field in ("file1", "file2")}
     (first, first_count), (second, second_count) = chosen["file1"], chosen["file2"]
     threshold = verify_threshold()
+    # the mirror pass only for a face whose verdict it could change (utils/faces.py)
+    first, second, _ = settled_pair(first, second, threshold, options)
     data = {**verdict(first, second, threshold),
             "file1": {"box": box_dict(first.box), "faces": first_count},
             "file2": {"box": box_dict(second.box), "faces": second_count}}

@@ -10,6 +10,10 @@
     python -m bench --only verify           /verify's pipeline against the old one on LFW-style pairs
     python -m bench --only inbox            a camera day: the face inbox teaching a one-photo gallery
                                             (issue 25; --seed; not in the default run: ~5 min)
+    python -m bench --only mirror           the mirror pass's radius; decisions from the first pass
+                                            where settled against always mirrored (issue 27)
+    python -m bench --only soak --minutes 30  a long day of mixed load on a real server (issue 27;
+                                            not in the default run)
     python -m bench --only gallery          galleries of 10^3..10^6 encodings (issue 16; not in the
                                             default run: ~15 min, 10^6 needs ~6 GB; --gallery-sizes)
     python -m bench --only dialects         CompreFace's photo listing and verify at 10^5 encodings
@@ -36,8 +40,9 @@ from pathlib import Path
 from bench import ROOT, Row, faces_dir
 from bench.report import header, machine, run_name, say, table
 
-SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "gallery", "dialects", "cameras", "inbox")
-DEFAULT_SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify")
+SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "mirror", "gallery", "dialects",
+            "cameras", "inbox", "soak")
+DEFAULT_SECTIONS = ("predict", "train", "serve", "people", "video", "small", "verify", "mirror")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 # (full, quick): predict rounds, training photos, 1-worker photos, plain CPU photos, requests 4 / 1 client
 PRESETS = {"rounds": (3, 1), "photos": (2857, 600), "single_photos": (400, 200), "plain_photos": (150, 60),
@@ -61,6 +66,7 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, help="POST /predict from 4 clients (default 500; quick 120)")
     parser.add_argument("--requests-one", type=int, help="POST /predict from 1 client (default 200; quick 60)")
     parser.add_argument("--draws", type=int, help="small galleries drawn (default 50; quick 10)")
+    parser.add_argument("--minutes", type=float, default=30, help="the soak section's length (default 30; not in the default run)")
     parser.add_argument("--seed", type=int, default=0, help="the small galleries' draws (default 0, the prior's; 1 checks it)")
     parser.add_argument("--server-threads", type=int, help="override server.threads for the serve section")
     parser.add_argument("--faces", help="the shared photo folder (default $PYRECOGNIZER_FACES or ../shared/faces)")
@@ -122,6 +128,15 @@ def run_section(name: str, args, faces: Path, workdir: Path):
         from bench.inbox import inbox_section
 
         return inbox_section(faces, workdir, seed=args.seed, say=say)
+
+    if name == "mirror":
+        from bench.mirror import mirror_section
+
+        return mirror_section(faces, workdir, cache=ROOT / "dataset" / "cache", draws=args.draws, say=say)
+    if name == "soak":
+        from bench.soak import soak_section
+
+        return soak_section(faces, workdir, args.minutes, say=say)
 
     if name == "gallery":
         from bench.gallery import gallery_section

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,6 +39,9 @@ REQUEST_PHOTOS = ("samples/obama.jpg", "samples/two_people.jpg", "celebrities/va
 READY_TIMEOUT = 180
 LOAD_ROUNDS = 4
 REQUEST_TIMEOUT = 120
+# One client's req/s on this machine before encodings were mirrored and with every face mirrored
+# (issue 27): the skip is to win back the difference, measured against the always-mirror switch
+UNMIRRORED_ONE_CLIENT, MIRRORED_ONE_CLIENT = 16.2, 11.3
 
 
 @dataclass
@@ -74,15 +78,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def config_file(folder: Path, threads: int | None = None) -> Path:
+def config_file(folder: Path, threads: int | None = None, *, always_mirror: bool = False) -> Path:
     """A configuration on top of conf.json: the server on loopback, quiet, and the per-client
     rate limit on /predict lifted (every request comes from 127.0.0.1: the bench measures the
-    engine, not the limiter). ``threads`` overrides server.threads (e.g. 1, to compare)."""
+    engine, not the limiter). ``threads`` overrides server.threads (e.g. 1, to compare);
+    ``always_mirror``: faces.always_mirror, the reference the mirror skip is measured against."""
     server: dict = {"host": "127.0.0.1"}
     if threads:
         server["threads"] = threads
-    path = folder / "bench-conf.json"
+    path = folder / ("bench-conf-always-mirror.json" if always_mirror else "bench-conf.json")
     path.write_text(json.dumps({"server": server, "logging": {"level": "WARNING"},
+                                "faces": {"always_mirror": always_mirror},
                                 "security": {"rate_limits": {"predict": "1000000 per minute"}}}))
     return path
 
@@ -241,6 +247,27 @@ def alternating_loads(base: str, payloads, requests_one: int, requests_many: int
     return combined(ones), combined(fours)
 
 
+def mirror_comparison(base: str, always_base: str, payloads, requests_one: int) -> tuple[Load, Load]:
+    """1 client against the server as configured, then against its always-mirror twin (the same
+    model, faces.always_mirror on), ``LOAD_ROUNDS`` times over, so that drift weighs on both."""
+    ours, always = [], []
+    for round_number in range(LOAD_ROUNDS):
+        count = requests_one // LOAD_ROUNDS + (round_number < requests_one % LOAD_ROUNDS)
+        ours.append(load_test(base, payloads, count, 1))
+        always.append(load_test(always_base, payloads, count, 1))
+    return combined(ours), combined(always)
+
+
+def started_server(config: Path, data_dir: Path, log: Path) -> tuple[subprocess.Popen, str, int, float]:
+    """Start `main.py serve` on a free loopback port; return (process, base URL, port, start time)."""
+    port = free_port()
+    with log.open("wb") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(main_py(config, data_dir, "serve", "--port", str(port)), cwd=ROOT,
+                                   env=clean_environment(), stdout=output, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}", port, started
+
+
 def children_of(pid: int) -> list[int]:
     """The processes ``pid`` forked (gunicorn's workers), from /proc: the tasks' ``children``
     lists where the kernel has them (CONFIG_PROC_CHILDREN), else every process's parent id."""
@@ -318,18 +345,15 @@ def serve_section(faces: Path, workdir: Path, requests_many: int, requests_one: 
     began = time.perf_counter()
     model = trained_model(config, data_dir, train_folder)
     train_seconds = time.perf_counter() - began
-    port, log = free_port(), workdir / "server.log"
-    base = f"http://127.0.0.1:{port}"
+    log = workdir / "server.log"
     payloads = [(name, (faces / name).read_bytes()) for name in REQUEST_PHOTOS]
     from conf.config import load_config
 
     server = load_config(str(config), {"data_dir": str(data_dir)}, environ={}).server
-    say(f"serve: starting `main.py serve` on 127.0.0.1:{port} ({server.workers} workers x "
+    process, base, port, started = started_server(config, data_dir, log)
+    say(f"serve: started `main.py serve` on 127.0.0.1:{port} ({server.workers} workers x "
         f"{server.threads} threads) ...")
-    with log.open("wb") as output:
-        started = time.perf_counter()
-        process = subprocess.Popen(main_py(config, data_dir, "serve", "--port", str(port)), cwd=ROOT,
-                                   env=clean_environment(), stdout=output, stderr=subprocess.STDOUT)
+    always_process = None
     try:
         ready = seconds_until_ready(base, process, started, log)
         load_test(base, payloads, 4 * len(payloads), 4)  # warm-up: every worker and thread answers once
@@ -343,11 +367,24 @@ def serve_section(faces: Path, workdir: Path, requests_many: int, requests_one: 
         workers = {pid: peak_rss_mb(pid) for pid in children_of(process.pid)}
         shares = {pid: pss_mb(pid) for pid in [process.pid, *workers]}
         master = peak_rss_mb(process.pid)
+        # the same model served with faces.always_mirror: the reference of the mirror skip
+        always_dir = workdir / "serve-always-mirror"
+        shutil.copytree(data_dir / "dataset" / "model", always_dir / "dataset" / "model")
+        always_log = workdir / "server-always-mirror.log"
+        always_process, always_base, _, always_started = started_server(
+            config_file(workdir, threads, always_mirror=True), always_dir, always_log)
+        seconds_until_ready(always_base, always_process, always_started, always_log)
+        load_test(always_base, payloads, 4 * len(payloads), 4)
+        say(f"serve: {requests_one} requests from 1 client, mirror where needed against always, alternating ...")
+        mirror_one, always_one = mirror_comparison(base, always_base, payloads, requests_one)
     finally:
         stop(process)
+        if always_process is not None:
+            stop(always_process)
     failures = server_failures(log, data_dir / "log" / "pyrecognizer.log")
     scaling = ratio(four.throughput, one.throughput)
-    errors = len(one.errors) + len(four.errors)
+    errors = len(one.errors) + len(four.errors) + len(mirror_one.errors) + len(always_one.errors)
+    skip_gain = ratio(mirror_one.throughput, always_one.throughput)
     worst = max((rss for rss in workers.values() if rss), default=None)
     rows = [
         Row("serve: s from process start to /health model_loaded", None, ready, digits=1),
@@ -358,6 +395,9 @@ def serve_section(faces: Path, workdir: Path, requests_many: int, requests_one: 
         Row("serve: req/s, 1 client", None, one.throughput, digits=2),
         Row("serve: req/s, 4 clients (ratio: vs 1 client)", None, four.throughput, scaling, ">= 1.8",
             at_least(scaling, 1.8), 2),
+        Row("serve: req/s, 1 client, always mirrored (faces.always_mirror) vs where needed", always_one.throughput,
+            mirror_one.throughput, skip_gain, f">= {UNMIRRORED_ONE_CLIENT / MIRRORED_ONE_CLIENT:.2f} (16.2 vs 11.3)",
+            at_least(skip_gain, UNMIRRORED_ONE_CLIENT / MIRRORED_ONE_CLIENT)),
         Row("serve: latency p50/p95/p99 ms, 1 client", None,
             "/".join(f"{one.percentile(q):.0f}" for q in (50, 95, 99))),
         Row("serve: latency p50/p95/p99 ms, 4 clients", None,
@@ -374,6 +414,7 @@ def serve_section(faces: Path, workdir: Path, requests_many: int, requests_one: 
                "ready_s": round(ready, 2), "failures": failures, "health_ms_slow_clients": slow_health,
                "health_ms_trickled_bodies": trickle_health,
                "one_client": one.summary(), "four_clients": four.summary(),
+               "one_client_mirror_where_needed": mirror_one.summary(), "one_client_always_mirror": always_one.summary(),
                "peak_rss_mb": {"master": master, "workers": {str(pid): rss for pid, rss in workers.items()}},
                "pss_mb_at_end": {str(pid): pss for pid, pss in shares.items()}}
     return rows, details

@@ -115,6 +115,9 @@ class Faces:
     # enrolment (zip, people API, inbox, dialects) refuses faces whose quality score is under
     # this, in [0, 1] (utils/quality.py; 0.5: a 40-px face, half-sharp, or turned ~45 degrees)
     min_enrol_quality: float = setting(min=0, max=1)
+    # true: every face predict, /verify and video decide on is encoded mirrored too; false: the
+    # mirror pass runs only where it could change the decision (utils/faces.py; bench reference)
+    always_mirror: bool
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,9 @@ MEAN_NOISE = 0.0886
 # corrected distance t of one photo of someone else (lfw/people, each of the 90 people's photos
 # against one random photo of every other, 3 draws: 72,090 pairs; bench/small.py one_photo_prior()).
 ONE_PHOTO_TAIL = ((0.0005, 0.417), (0.001, 0.432), (0.002, 0.460), (0.005, 0.492), (0.01, 0.519), (0.02, 0.545))
+# decision_is_certain's allowance on top of the caller's radius for float32 rounding (distances
+# in the gallery's float32 are good to ~1e-6; this is far beyond it)
+CERTAINTY_SLACK = 1e-4
 
 
 @functools.lru_cache(maxsize=1)
@@ -194,6 +197,24 @@ def accepted(distance, runner_up, threshold, ratio):
 
     ``threshold`` is the person's own (``threshold_ * scale_``), a number or an array."""
     return (distance <= threshold) & (distance <= ratio * runner_up)
+
+
+def rule_settled(low: np.ndarray, high: np.ndarray, candidates: np.ndarray, thresholds: np.ndarray,
+                 ratio: float) -> bool:
+    """Whether the unknown rule gives one answer for every distance vector between ``low`` and
+    ``high`` (one bound each per person), given that the vote can only choose among
+    ``candidates``: one candidate accepted at its farthest and the runner-up at its nearest, or
+    every candidate refused at its nearest and its runner-up at its farthest (see
+    ``decision_is_certain``)."""
+    def runner_up(bounds: np.ndarray, person: int) -> float:
+        others = np.delete(bounds, person)
+        return float(others.min()) if len(others) else math.inf
+
+    if len(candidates) == 1:
+        person = int(candidates[0])
+        if high[person] <= thresholds[person] and high[person] <= ratio * runner_up(low, person):
+            return True
+    return all(low[p] > thresholds[p] or low[p] > ratio * runner_up(high, int(p)) for p in candidates)
 
 
 def confidence_features(distance, runner_up, scale=1.0):
@@ -672,6 +693,46 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
                 runner_up_distance=None if runner is None else round(runner_distance, 4)))
         return result
 
+    def decision_is_certain(self, X, radius: float) -> np.ndarray:
+        """Return, per encoding, whether its name is settled within ``radius``: True only where
+        every encoding within ``radius`` of it gets the same name from ``decisions`` (the same
+        person, or unknown), so a face known to lie within ``radius`` of X[i] (the mirrored mean
+        of a first pass, utils/faces.py) may be named from X[i] alone.
+
+        The contract, to keep in step with ``decisions`` and the unknown rule: by the triangle
+        inequality each distance the rule reads (to a photo, or to a person's mean) moves by at
+        most ``radius``. The vote can choose only people with a photo within the k-th nearest
+        photo's distance + 2 x radius; the answer is settled when there is one such person and
+        the rule accepts them at every distance in the bounds, or when the rule refuses every such
+        person at every distance in the bounds. False (not known: decide on the exact encoding)
+        for an indexed gallery (its candidates depend on the query) or a metric other than
+        Euclidean. A change to the rule must change this method with it (tests/test_mirror.py).
+        """
+        X = np.atleast_2d(np.asarray(X, dtype=np.float32))
+        certain = np.zeros(len(X), bool)
+        gallery = self.gallery_
+        if (self.knn_ is not None or gallery.index.approximate or not len(X) or not len(self.classes_)
+                or len(self.negatives)):  # a negative may refuse a name anywhere: decide on the exact encoding
+            return certain
+        slack = float(radius) + CERTAINTY_SLACK
+        centroid = getattr(self, "rule_", "nearest") == "centroid"
+        for number, query in enumerate(X):
+            near = gallery.nearest_people(query, want=len(self.classes_))
+            k = min(max(int(self.n_neighbors), 1), len(near.row_distances))
+            kth = float(np.partition(near.row_distances, k - 1)[k - 1])
+            candidates = np.unique(gallery.class_of(near.rows[near.row_distances <= kth + 2 * slack]))
+            if centroid:  # raw distances to the means move by the radius; the rule reads them corrected
+                raw = np.linalg.norm(self.centroid_means() - np.asarray(query, dtype=np.float64), axis=1)
+                low, high = self.corrected(np.maximum(raw - slack, 0.0)), self.corrected(raw + slack)
+                thresholds, ratio = self.centroid_thresholds(), CENTROID_RATIO
+            else:
+                distances = np.full(len(self.classes_), np.inf)
+                distances[near.classes] = near.distances
+                low, high = distances - slack, distances + slack
+                thresholds, ratio = self.threshold_ * self.scale_, self.ratio_
+            certain[number] = rule_settled(low, high, candidates, thresholds, ratio)
+        return certain
+
     def _near_mean(self, query: np.ndarray, chosen_class: int) -> bool:
         """The mean rule: is ``query``'s corrected distance to the chosen person's mean within
         their threshold (``centroid_thresholds``), and within CENTROID_RATIO of the nearest other
@@ -685,11 +746,19 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
     def centroid_distances(self, query: np.ndarray) -> np.ndarray:
         """Each person's corrected distance from ``query`` to their mean encoding:
         sqrt(max(d^2 - MEAN_NOISE / n, 0)), n their photos (see the module's docstring)."""
+        return self.corrected(np.linalg.norm(self.centroid_means() - np.asarray(query, dtype=np.float64), axis=1))
+
+    def centroid_means(self) -> np.ndarray:
+        """Each person's mean encoding (computed once)."""
         if self.centroids_ is None:
             sums = np.add.reduceat(np.asarray(self.encodings_, dtype=np.float64), self.starts_, axis=0)
             self.centroids_ = sums / self.counts_[:, None]
-        squared = np.sum((self.centroids_ - np.asarray(query, dtype=np.float64)) ** 2, axis=1)
-        return np.sqrt(np.maximum(squared - MEAN_NOISE / self.counts_, 0.0))
+        return self.centroids_
+
+    def corrected(self, distances: np.ndarray) -> np.ndarray:
+        """Distances to each person's mean less the noise of a mean of their n photos:
+        sqrt(max(d^2 - MEAN_NOISE / n, 0)), which grows with d."""
+        return np.sqrt(np.maximum(np.asarray(distances) ** 2 - MEAN_NOISE / self.counts_, 0.0))
 
     def centroid_thresholds(self) -> np.ndarray:
         """Each person's threshold on corrected distances under the mean rule: CENTROID_THRESHOLD,

@@ -42,6 +42,23 @@ def test_copies_are_kept_at_most_n_and_none_older_than_t(tmp_path):
     assert AnnotatedCopies(tmp_path, keep=0).enabled is False and AnnotatedCopies(tmp_path, max_age=0).enabled is False
 
 
+def test_a_copys_faces_are_kept_beside_it_never_served_and_go_with_it(tmp_path):
+    from datastructure.annotated import saved_faces
+
+    copies = AnnotatedCopies(tmp_path, keep=1, max_age=60)
+    faces = np.random.default_rng(0).normal(size=(2, 128))
+    first = copies.save(b"\xff\xd8\xff", faces)
+    np.testing.assert_allclose(saved_faces(tmp_path / first), faces, atol=1e-6)
+    sidecar = first.replace(".jpg", ".faces.npy")
+    assert copies.path_of(sidecar) is None  # /uploads/<name> serves copies only
+    os.utime(tmp_path / first, (time.time() - 10, time.time() - 10))
+    second = copies.save(b"\xff\xd8\xff")  # a copy without faces (a video thumbnail): none kept
+    assert sorted(path.name for path in tmp_path.iterdir()) == [second] and saved_faces(tmp_path / second) is None
+    orphan = tmp_path / f"{'c' * 32}.faces.npy"  # a kill between the two writes
+    orphan.write_bytes(b"x")
+    assert copies.clean() == 1 and not orphan.exists()
+
+
 def test_start_removes_partial_copies_and_stale_staging_files(tmp_path, faces):
     from utils.service import build_service
 

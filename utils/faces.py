@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image
@@ -25,6 +25,15 @@ from utils.quality import Quality, face_quality
 # 3: photos other than JPEG are reduced at decoding too (utils/images.py); 4: each encoding is
 # the mean of the face's and its mirror image's (see face_encodings)
 PIPELINE_VERSION = "4"
+# How far the mirror pass can move an encoding, for the pipeline version it was measured on:
+# |mirrored mean - first pass| on the main faces of lfw/people and celebrities (2,974 faces,
+# bench/mirror.py) has median 0.094, 99th percentile 0.146 and maximum 0.215 (lfw/strangers,
+# not measured: at most 0.189); the radius adds 0.035 of margin to that maximum. A decision the
+# classifier finds settled within this radius of the first pass needs no mirror pass (see
+# mirrored_where_needed); another pipeline version mirrors every face until it measures its own.
+MIRROR_RADIUS_MEASURED = 0.215
+MIRROR_RADIUS = 0.25
+MIRROR_RADIUS_PIPELINE = "4"
 # dlib's detectors and models keep state between calls: two threads of one gunicorn worker
 # running them at once corrupt memory (SIGSEGV, garbage boxes). One call at a time per
 # process; the processes (one per core) give the parallelism.
@@ -50,6 +59,9 @@ class Options:
     # Average each face's encoding with its mirror image's (see face_encodings). Off only for
     # measuring the plain recipe, whose encodings are face_recognition's own.
     mirror: bool = True
+    # Where a decision is made of a face (predict, /verify, video), run the mirror pass even when
+    # the first pass settles the answer (see mirrored_where_needed): the bench's reference
+    always_mirror: bool = False
 
     @classmethod
     def from_config(cls, faces, limits, *, training: bool) -> "Options":
@@ -61,6 +73,7 @@ class Options:
             cnn_fallback=faces.cnn_fallback_train if training else faces.cnn_fallback_predict,
             cnn_size=faces.cnn_size,
             max_pixels=limits.max_image_pixels,
+            always_mirror=faces.always_mirror,
         )
 
     def signature(self) -> str:
@@ -76,6 +89,9 @@ class Face:
     box: tuple[int, int, int, int]  # top, right, bottom, left
     encoding: np.ndarray
     quality: Quality | None = None  # None: not measured (encodings cached before quality was)
+    # The aligned face while ``encoding`` is the first pass alone and its mirror pass may still be
+    # owed (``faces_in(..., defer_mirror=True)``); None once the encoding is final.
+    chip: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -181,6 +197,34 @@ def located(array: np.ndarray, options: Options = Options()) -> tuple[list[tuple
     return boxes, "hog"
 
 
+def aligned_faces(array: np.ndarray, boxes) -> tuple[list[np.ndarray], list[list[tuple[float, float]]]]:
+    """Return each box's aligned face as face_recognition makes it (5-point landmarks, a 150-px
+    chip padded by 0.25), so the network's answer on it equals its ``face_encodings``, and the
+    face's 5 landmarks ((x, y) in ``array``'s pixels: its quality's frontalness)."""
+    import dlib
+
+    library = face_library()
+    with DLIB_LOCK:
+        shapes = [library.api.pose_predictor_5_point(array, dlib.rectangle(left, top, right, bottom))
+                  for top, right, bottom, left in boxes]
+        chips = [dlib.get_face_chip(array, shape, size=150, padding=0.25) for shape in shapes]
+    return chips, [[(point.x, point.y) for point in shape.parts()] for shape in shapes]
+
+
+def chip_encodings(chips: list[np.ndarray], jitters: int = 1) -> np.ndarray:
+    """Return the network's 128-d answer for each chip, as one batch."""
+    if not chips:
+        return np.empty((0, 128))
+    library = face_library()
+    with DLIB_LOCK:
+        return np.asarray(library.api.face_encoder.compute_face_descriptor(chips, num_jitters=jitters))
+
+
+def mirror_images(chips: list[np.ndarray]) -> list[np.ndarray]:
+    """Return each chip flipped left to right."""
+    return [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
+
+
 def face_encodings(array: np.ndarray, boxes, jitters: int = 1, mirror: bool = True) -> np.ndarray:
     """Return one 128-d encoding per box, as an (n, 128) float64 array.
 
@@ -190,6 +234,8 @@ def face_encodings(array: np.ndarray, boxes, jitters: int = 1, mirror: bool = Tr
     encoding: on lfw/people the same person's photos come 5% nearer each other (median 0.440
     -> 0.418) where different people's barely move (0.815 -> 0.804), which is a quarter of the
     half point dlib's random ``num_jitters`` buys (see bench/verify.py). ``jitters``: see Options.
+    Where only a decision is wanted of the face, ``first_pass`` and ``mirrored_where_needed``
+    spare the mirror pass when it cannot change the decision.
     """
     return encodings_and_landmarks(array, boxes, jitters, mirror)[0]
 
@@ -199,32 +245,87 @@ def encodings_and_landmarks(array: np.ndarray, boxes, jitters: int = 1,
     """Return ``face_encodings`` and each face's 5 landmarks ((x, y) in ``array``'s pixels)."""
     if not boxes:
         return np.empty((0, 128)), []
-    library = face_library()
-    import dlib
-
-    with DLIB_LOCK:
-        shapes = [library.api.pose_predictor_5_point(array, dlib.rectangle(left, top, right, bottom))
-                  for top, right, bottom, left in boxes]
-        landmarks = [[(point.x, point.y) for point in shape.parts()] for shape in shapes]
-        if not mirror:
+    chips, landmarks = aligned_faces(array, boxes)
+    if not mirror:
+        library = face_library()
+        with DLIB_LOCK:
             return np.asarray(library.face_encodings(array, known_face_locations=list(boxes),
                                                      num_jitters=jitters)), landmarks
-        # face_recognition's own steps (5-point landmarks, a 150-px chip padded by 0.25), so the
-        # unmirrored half equals its face_encodings exactly; the chips go through the network as one batch
-        chips = [dlib.get_face_chip(array, shape, size=150, padding=0.25) for shape in shapes]
-        mirrored = [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
-        both = np.asarray(library.api.face_encoder.compute_face_descriptor(chips + mirrored, num_jitters=jitters))
+    both = chip_encodings(chips + mirror_images(chips), jitters)  # one batch through the network
     return (both[:len(chips)] + both[len(chips):]) / 2, landmarks
 
 
-def faces_in(image: DecodedImage, options: Options = Options()) -> list[Face]:
-    """Return every face in a decoded photo, boxes in the original photo's pixels, each with
-    its quality (utils/quality.py)."""
+def first_pass(array: np.ndarray, boxes, jitters: int = 1) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Return (the unmirrored encoding of each box, its chip): the first half of ``face_encodings``."""
+    chips, _ = aligned_faces(array, boxes)
+    return chip_encodings(chips, jitters), chips
+
+
+def mirror_radius(always_mirror: bool = False) -> float | None:
+    """Return how far the mirror pass may move an encoding (MIRROR_RADIUS), or None where every
+    face must be mirrored: the always_mirror switch, or no radius measured on this pipeline."""
+    if always_mirror or MIRROR_RADIUS is None or MIRROR_RADIUS_PIPELINE != PIPELINE_VERSION:
+        return None
+    return MIRROR_RADIUS
+
+
+def mirrored_where_needed(first: np.ndarray, chips: list[np.ndarray], settled, radius: float | None,
+                          jitters: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Return (encodings, skipped): each face's mirrored mean, or its first pass where the mirror
+    pass cannot change what is decided of it.
+
+    ``settled(first, radius)`` says, per face, whether every encoding within ``radius`` of its
+    first pass gets the same decision (e.g. ``FaceClassifier.decision_is_certain``); ``radius``
+    is ``mirror_radius()`` (None: mirror every face). The mirrored mean lies within the radius of
+    the first pass, so where the decision is settled the first pass gets the one the mean would,
+    at half the network's work. The distances and confidence reported are then the first pass's,
+    which differ from the mean's by up to the radius.
+    """
+    first = np.asarray(first, dtype=float)
+    skipped = np.zeros(len(first), bool)
+    if radius is not None and len(first):
+        skipped = np.asarray(settled(first, radius), dtype=bool)
+    encodings = first.copy()
+    owed = np.flatnonzero(~skipped)
+    if len(owed):
+        mirrored = chip_encodings(mirror_images([chips[i] for i in owed]), jitters)
+        encodings[owed] = (first[owed] + mirrored) / 2
+    return encodings, skipped
+
+
+def faces_in(image: DecodedImage, options: Options = Options(), *, defer_mirror: bool = False) -> list[Face]:
+    """Return every face in a decoded photo, boxes in the original photo's pixels, each with its
+    quality (utils/quality.py).
+
+    ``defer_mirror``: encodings are the first pass alone, each face keeping its chip for
+    ``settled_faces`` to finish (only where the pipeline mirrors)."""
     boxes, detector = located(image.array, options)
-    encodings, landmarks = encodings_and_landmarks(image.array, boxes, options.jitters, options.mirror)
+    chips = [None] * len(boxes)
+    if defer_mirror and options.mirror and boxes:
+        chips, landmarks = aligned_faces(image.array, boxes)
+        encodings = chip_encodings(chips, options.jitters)
+    else:
+        encodings, landmarks = encodings_and_landmarks(image.array, boxes, options.jitters, options.mirror)
     return [Face(scaled_box(box, image.scale, (image.original_size[1], image.original_size[0])), encoding,
-                 face_quality(image.array, box, points, detector, image.scale))
-            for box, encoding, points in zip(boxes, encodings, landmarks)]
+                 face_quality(image.array, box, points, detector, image.scale), chip)
+            for box, encoding, points, chip in zip(boxes, encodings, landmarks, chips)]
+
+
+def settled_faces(faces: list[Face], settled, options: Options) -> tuple[list[Face], np.ndarray]:
+    """Return (faces with final encodings, which skipped the mirror pass) of faces from
+    ``faces_in(..., defer_mirror=True)``; see ``mirrored_where_needed`` for ``settled``."""
+    pending = [number for number, face in enumerate(faces) if face.chip is not None]
+    skipped = np.zeros(len(faces), bool)
+    if not pending:
+        return list(faces), skipped
+    encodings, spared = mirrored_where_needed(
+        np.array([faces[i].encoding for i in pending]), [faces[i].chip for i in pending], settled,
+        mirror_radius(options.always_mirror), options.jitters)
+    skipped[pending] = spared
+    final = list(faces)
+    for number, encoding in zip(pending, encodings):
+        final[number] = replace(faces[number], encoding=encoding, chip=None)
+    return final, skipped
 
 
 def decoded(data: bytes, options: Options = Options()) -> DecodedImage:

@@ -42,6 +42,7 @@ from urllib.parse import quote, quote_plus
 import numpy as np
 
 from conf.config import Config, Paths
+from datastructure.annotated import faces_file, saved_faces
 from datastructure.classifier import FaceClassifier
 from datastructure.errors import ClassifierNotLoaded, DatasetNotValid, ModelsBusy, NameNotValid, NotFound, PyRecognizerError, TooManyPhotos
 from datastructure.files import atomic_write
@@ -50,7 +51,7 @@ from datastructure.names import Lookalikes, checked_name, checked_new_name, name
 from utils import archive
 from utils.encoding import encoded_photos
 from utils.events import journal_path
-from utils.faces import Options, decoded, faces_in
+from utils.faces import Options, decoded, faces_in, mirror_radius
 from utils.inbox import DATABASE as INBOX_DATABASE, erased_face_records
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 ERASED = "[erased]"
 ZIP_MAGIC = b"PK\x03\x04"
 ANNOTATED_TOLERANCE = 0.6  # a face in an annotated copy this close to the person's is theirs
+DASHBOARD_LOCK_WAIT = 60  # s a forget waits for the dashboard database's write lock
 
 
 @dataclass(frozen=True)
@@ -790,20 +792,25 @@ def scrubbed_json_files(paths: Iterable[Path], match: Matcher) -> int:
 def erased_annotated_copies(folder: Path, theirs: np.ndarray, options: Options) -> int:
     """Delete the annotated copies showing a face close to one of ``theirs``; return how many.
 
-    A copy holds the name only as drawn pixels, so the faces in it are what tells."""
+    A copy holds the name only as drawn pixels, so the faces in it are what tells: the encodings
+    /predict kept beside it, else (a video thumbnail) the pipeline run on it again. Kept ones
+    may be first passes, up to the mirror's radius from their means (utils/faces.py): the
+    tolerance grows by the radius, an erasure errs towards deleting."""
     removed = 0
     if len(theirs) == 0 or not folder.is_dir():
         return 0
     for path in sorted(folder.glob("*.jpg")):
-        try:
-            faces = faces_in(decoded(path.read_bytes(), options), options)
-        except (OSError, PyRecognizerError):
-            continue
-        for face in faces:
-            if np.min(np.linalg.norm(theirs - face.encoding, axis=1)) <= ANNOTATED_TOLERANCE:
-                path.unlink(missing_ok=True)
-                removed += 1
-                break
+        encodings, tolerance = saved_faces(path), ANNOTATED_TOLERANCE + (mirror_radius() or 0.0)
+        if encodings is None:
+            try:
+                encodings = [face.encoding for face in faces_in(decoded(path.read_bytes(), options), options)]
+            except (OSError, PyRecognizerError):
+                continue
+            tolerance = ANNOTATED_TOLERANCE
+        if any(np.min(np.linalg.norm(theirs - encoding, axis=1)) <= tolerance for encoding in encodings):
+            path.unlink(missing_ok=True)
+            faces_file(path).unlink(missing_ok=True)
+            removed += 1
     return removed
 
 
@@ -834,7 +841,9 @@ def erased_dashboard_rows(database: Path, match: Matcher) -> int:
     if not database.is_file():
         return 0
     removed = 0
-    connection = sqlite3.connect(database, timeout=10)
+    # the service's workers write a row per request (BEGIN IMMEDIATE, api/dashboard.py): under
+    # load the lock can be theirs for seconds at a time, and 10 s failed the forget (bench/soak.py)
+    connection = sqlite3.connect(database, timeout=DASHBOARD_LOCK_WAIT)
     connection.create_function("names_person", 1, lambda text: int(text is not None and match.found(str(text))))
     try:
         connection.execute("PRAGMA secure_delete = ON")

@@ -14,7 +14,7 @@ from datastructure.errors import ClassifierNotLoaded, ModelNotValid
 from datastructure.classifier import UNKNOWN, Decision
 from datastructure.model_store import Model, ModelStore
 from datastructure.response import envelope
-from utils.faces import Face, Options, decoded, faces_in, resized
+from utils.faces import Face, Options, decoded, faces_in, resized, settled_faces
 from utils.images import DecodedImage, encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,9 @@ def annotated_image(image: DecodedImage, faces: list[dict], max_side: int = 1024
 
 
 def saved_copy(copies: AnnotatedCopies | None, image: DecodedImage, reports: list[dict],
-               max_side: int) -> tuple[str, dict]:
-    """Write the annotated copy; return its name ("" when none) and what the envelope says of it.
+               max_side: int, encodings: np.ndarray | None = None) -> tuple[str, dict]:
+    """Write the annotated copy (and its faces' ``encodings`` beside it, for a forget to find);
+    return its name ("" when none) and what the envelope says of it.
 
     A copy that cannot be written (a full disk) does not fail the prediction: the names are
     the answer, the copy is a convenience."""
@@ -131,7 +132,7 @@ def saved_copy(copies: AnnotatedCopies | None, image: DecodedImage, reports: lis
     if not copies.enabled:
         return "", {"saved": False, "reason": "annotated copies are turned off (annotated.keep or annotated.max_age is 0)"}
     try:
-        return copies.save(annotated_image(image, reports, max_side)), {"saved": True}
+        return copies.save(annotated_image(image, reports, max_side), encodings), {"saved": True}
     except OSError as exc:
         log.warning("annotated copy not written: %s", exc.strerror or exc)
         return "", {"saved": False, "reason": f"the annotated copy could not be written: {exc.strerror or 'I/O error'}"}
@@ -153,14 +154,20 @@ def recognised(data: bytes, active: ActiveModel, options: Options, gallery_under
     model = active.current()
     options = options_for(model.classifier, options, gallery_under)
     image = decoded(data, options)
-    faces = faces_in(image, options)
-    decisions = model.classifier.decisions(np.array([face.encoding for face in faces])) if faces else []
+    faces, decisions = decided(faces_in(image, options, defer_mirror=True), model.classifier, options)
     return model, image, faces, decisions
 
 
 # keep(image, faces, decisions, model id) -> a face record id per face (None: not kept): the
 # inbox's hook (utils/inbox.py), given by the service for an authorised caller's photo
 Keeper = Callable[[DecodedImage, list, list, "str | None"], list]
+
+
+def decided(faces: list[Face], classifier, options: Options) -> tuple[list[Face], list[Decision]]:
+    """Return (faces with final encodings, one Decision each) of faces from ``faces_in(...,
+    defer_mirror=True)``: the mirror pass runs only for faces whose name it could change."""
+    faces, _ = settled_faces(faces, classifier.decision_is_certain, options)
+    return faces, classifier.decisions(np.array([face.encoding for face in faces])) if faces else []
 
 
 def faces_and_decisions(data: bytes, active: ActiveModel, options: Options,
@@ -197,6 +204,6 @@ def prediction(data: bytes, active: ActiveModel, options: Options, copies: Annot
     for report in reports:
         if report["name"] != UNKNOWN:
             names[report["name"]] = max(report["confidence"], names.get(report["name"], 0.0))
-    description, annotated = saved_copy(copies, image, reports, max_side)
+    description, annotated = saved_copy(copies, image, reports, max_side, np.array([face.encoding for face in faces]))
     return envelope(names, description=description, error=None if names else "IMAGE_NOT_RECOGNIZED",
                     faces=reports, model=model.id, annotated=annotated)

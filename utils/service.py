@@ -200,7 +200,7 @@ def build_service(config: Config, *, console_log: bool = True) -> Service:
                      predict_options=Options.from_config(config.faces, config.limits, training=False),
                       video_jobs=JobRunner(paths.jobs / "video", busy=VideoInProgress,
                                            busy_text="a long video is already being analysed; wait for it to finish"),
-                      video_options=VideoOptions.from_config(config.video),
+                      video_options=VideoOptions.from_config(config.video, config.faces),
                       video_limits=VideoLimits.from_config(config.limits),
                       cameras=CameraStore(paths, config.cameras),
                       inbox=Inbox(paths.inbox, config.inbox, min_quality=config.faces.min_enrol_quality, store=store,

@@ -24,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from datastructure.errors import PyRecognizerError
-from utils.faces import Face, Options, decoded, faces_in
+from utils.faces import Face, Options, chip_encodings, decoded, faces_in, mirror_images, mirror_radius
 from utils.samples import main_face_index
 
 # Fitted once on LFW (shared/faces/lfw/people, train split of its README: 20,000 same-person
@@ -55,10 +55,11 @@ def central_face(faces: list[Face], image) -> Face:
     return faces[main_face_index([face.box for face in faces], image.original_size)]
 
 
-def main_face(data: bytes, options: Options, field: str) -> tuple[Face, int]:
-    """Return the main face of a photo and how many faces it holds; NoFaceFound without one."""
+def main_face(data: bytes, options: Options, field: str, *, defer_mirror: bool = False) -> tuple[Face, int]:
+    """Return the main face of a photo and how many faces it holds; NoFaceFound without one.
+    ``defer_mirror``: its encoding is the first pass alone, for ``settled_pair`` to finish."""
     image = decoded(data, options)
-    faces = faces_in(image, options)
+    faces = faces_in(image, options, defer_mirror=defer_mirror)
     if not faces:
         raise NoFaceFound(f"no face found in {field}", {"file": field})
     return central_face(faces, image), len(faces)
@@ -67,6 +68,46 @@ def main_face(data: bytes, options: Options, field: str) -> tuple[Face, int]:
 def face_distance(first: Face, second: Face) -> float:
     """Return the Euclidean distance of two faces' encodings."""
     return float(np.linalg.norm(first.encoding - second.encoding))
+
+
+# pair_encodings' allowance for float rounding on top of the mirror's radius
+SETTLED_SLACK = 1e-4
+
+
+def pair_encodings(encodings, owed, mirrored_mean, threshold: float, radius: float | None) -> tuple[list, int]:
+    """Return the two encodings to decide ``same`` on, and how many mirror passes were spared.
+
+    ``encodings``: the two faces'; ``owed``: whether each is a first pass whose mirror pass is
+    still owed; ``mirrored_mean(i)``: face i's mirrored mean; ``radius``: how far a mirror pass
+    may move an encoding (None: run every owed pass). Each owed pass moves its face by at most
+    the radius, so the distance of the mirrored means lies within the current distance +- one
+    radius per face still owed: while the verdict (distance <= threshold) is the same over that
+    interval the first passes stand, else the first face is mirrored and the question is asked
+    again with one radius, then the second."""
+    encodings, owed = list(encodings), list(owed)
+    for me in (0, 1):
+        if not owed[me]:
+            continue
+        if radius is not None:
+            distance = float(np.linalg.norm(np.asarray(encodings[0]) - np.asarray(encodings[1])))
+            if abs(distance - threshold) > sum(owed) * radius + SETTLED_SLACK:
+                return encodings, sum(owed)
+        encodings[me], owed[me] = mirrored_mean(me), False
+    return encodings, 0
+
+
+def settled_pair(first: Face, second: Face, threshold: float, options: Options) -> tuple[Face, Face, int]:
+    """Return the two faces with the encodings the verdict is made on (see ``pair_encodings``)
+    and how many mirror passes were spared, for faces from ``main_face(..., defer_mirror=True)``."""
+    faces = (first, second)
+
+    def mirrored_mean(number: int) -> np.ndarray:
+        face = faces[number]
+        return (face.encoding + chip_encodings(mirror_images([face.chip]), options.jitters)[0]) / 2
+
+    encodings, spared = pair_encodings([face.encoding for face in faces], [face.chip is not None for face in faces],
+                                       mirrored_mean, threshold, mirror_radius(options.always_mirror))
+    return Face(first.box, encodings[0]), Face(second.box, encodings[1]), spared
 
 
 def same_probability(distance: float) -> float:

@@ -33,7 +33,7 @@ from PIL import Image
 from datastructure.classifier import UNKNOWN, Decision
 from datastructure.errors import NoVideoStream, VideoFormatNotSupported, VideoNotValid, VideoTooLarge
 from datastructure.response import envelope
-from utils.faces import DLIB_LOCK, face_encodings, face_library, scaled_box
+from utils.faces import DLIB_LOCK, face_library, first_pass, mirror_radius, mirrored_where_needed, scaled_box
 from utils.images import encode_jpeg
 from utils.quality import face_quality
 
@@ -88,12 +88,14 @@ class VideoOptions:
     confirm_seconds: float = 1.0
     min_iou: float = 0.3
     gap_seconds: float = 1.0
+    always_mirror: bool = False  # faces.always_mirror: mirror every face, settled or not
 
     @classmethod
-    def from_config(cls, video) -> "VideoOptions":
-        """Return the options of the ``video`` config section."""
+    def from_config(cls, video, faces=None) -> "VideoOptions":
+        """Return the options of the ``video`` config section (and faces.always_mirror)."""
         return cls(sample_fps=video.sample_fps, detect_size=video.detect_size,
-                   confirm_seconds=video.confirm_seconds, min_iou=video.min_iou, gap_seconds=video.gap_seconds)
+                   confirm_seconds=video.confirm_seconds, min_iou=video.min_iou, gap_seconds=video.gap_seconds,
+                   always_mirror=bool(faces.always_mirror) if faces is not None else False)
 
 
 @dataclass(frozen=True)
@@ -432,7 +434,12 @@ def tracked_faces(sample: Sample, tracker: IouTracker, classifier, options: Vide
     due = [i for i, track in enumerate(tracks) if sample.time - track.last_encoded >= options.confirm_seconds - 1e-6]
     decided: dict[int, object] = {}
     if due:
-        encodings = face_encodings(sample.rgb(), [boxes[i] for i in due])
+        # the mirror pass only for faces whose name it could change (utils/faces.py); an unknown
+        # track's encodings may then be first passes, within the radius of the means
+        first, chips = first_pass(sample.rgb(), [boxes[i] for i in due])
+        settled = classifier.decision_is_certain if classifier is not None else None
+        encodings, _ = mirrored_where_needed(first, chips, settled,
+                                             mirror_radius(options.always_mirror) if settled else None)
         decisions = classifier.decisions(encodings) if classifier is not None else [NOBODY] * len(due)
         for i, encoding, decision in zip(due, encodings, decisions):
             track = tracks[i]
