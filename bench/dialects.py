@@ -35,7 +35,7 @@ def milliseconds(function) -> float:
 
 def dialects_section(faces: Path, workdir: Path, photos: int = 100_000, say=print) -> tuple[list[Row], dict]:
     from api.app import create_app
-    from utils.people import Gallery
+    from utils.people import ModelRows
 
     data_dir = workdir / f"gallery-{photos}"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,7 @@ def dialects_section(faces: Path, workdir: Path, photos: int = 100_000, say=prin
     def rehashed():  # the old routes' work per request (per person, for the listing)
         model_id = service.store.active_id()
         arrays, _, metadata = service.store.contents(model_id)
-        return Gallery.of(arrays, metadata).ids
+        return ModelRows.of(arrays, metadata).ids
 
     plain = statistics.median(milliseconds(rehashed) for _ in range(3))
     first = milliseconds(lambda: client.get("/api/v1/recognition/faces?size=1", headers=key))

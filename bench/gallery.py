@@ -102,13 +102,13 @@ def exhaustive_twin(classifier):
     """The same fitted classifier searching every photo (no index): the reference."""
     import copy
 
-    from datastructure.gallery import Gallery
+    from datastructure.gallery import SearchGallery
     from datastructure.index import EncodingIndex
 
     twin = copy.copy(classifier)
     index = EncodingIndex(min_size=10**12)
     index.size_, index.ivf_ = len(classifier.gallery_), None
-    twin.gallery_ = Gallery(classifier.gallery_.encodings, classifier.starts_, classifier.counts_, index)
+    twin.gallery_ = SearchGallery(classifier.gallery_.encodings, classifier.starts_, classifier.counts_, index)
     return twin
 
 

@@ -64,7 +64,7 @@ from threadpoolctl import ThreadpoolController
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import KNeighborsClassifier
 
-from datastructure.gallery import MAX_DELTA, Gallery, voted
+from datastructure.gallery import MAX_DELTA, SearchGallery, voted
 from datastructure.index import EncodingIndex
 
 UNKNOWN = "unknown"
@@ -384,9 +384,9 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, self.starts_ = np.unique(self.labels_, return_index=True)
         self.counts_ = np.diff(np.append(self.starts_, len(self.labels_)))
         index = EncodingIndex(min_size=self.index_min, nprobe=self.nprobe).fit(self.encodings_, cells)
-        self._searched(Gallery(self.encodings_, self.starts_, self.counts_, index))
+        self._searched(SearchGallery(self.encodings_, self.starts_, self.counts_, index))
 
-    def _searched(self, gallery: Gallery) -> None:
+    def _searched(self, gallery: SearchGallery) -> None:
         self.gallery_ = gallery
         self.norms_ = gallery.norms
         self.centroids_ = None  # each person's mean encoding, made on first use (centroid rule)
@@ -812,7 +812,7 @@ class FaceClassifier(ClassifierMixin, BaseEstimator):
             model.classes_ = np.asarray(saved["classes"], dtype=str)
             counts = np.asarray(saved["counts"], dtype=np.int64)
             delta = np.searchsorted(model.classes_, np.asarray(saved.get("delta") or [], dtype=str))
-            gallery = Gallery.loaded(gallery_folder, counts, min_size=model.index_min, nprobe=model.nprobe,
+            gallery = SearchGallery.loaded(gallery_folder, counts, min_size=model.index_min, nprobe=model.nprobe,
                                      delta_classes=delta)
             if not len(gallery.delta):  # with a delta, the merged view is made when asked (__getattr__)
                 model.counts_, model.starts_, model.encodings_ = counts, gallery.starts, gallery.encodings

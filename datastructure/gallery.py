@@ -48,7 +48,7 @@ class Nearest:
     row_distances: np.ndarray
 
 
-class Gallery:
+class SearchGallery:
     """Encodings sorted by person (``starts``, ``counts``: each person's slice) and their index,
     plus an optional delta: rows ``len(encodings)`` on, ``delta`` (float32) of people
     ``delta_classes``, searched exhaustively (see the module's docstring)."""
@@ -116,7 +116,7 @@ class Gallery:
                 return int(self.class_of(same[:1] + offset)[0])
         return None
 
-    def with_delta(self, added_rows: np.ndarray, added_classes: np.ndarray, inserted: np.ndarray) -> "Gallery":
+    def with_delta(self, added_rows: np.ndarray, added_classes: np.ndarray, inserted: np.ndarray) -> "SearchGallery":
         """A gallery sharing this one's base and index, with ``added_rows`` (of people
         ``added_classes``, numbered after the insertion) appended to the delta; ``inserted``:
         the positions of the new people in the old class numbering (np.insert's), who have no
@@ -127,7 +127,7 @@ class Gallery:
         old = self.delta_classes
         if len(inserted):  # people inserted before a delta row's person shift its number
             old = old + np.searchsorted(np.sort(inserted), old, side="right")
-        return Gallery(self.encodings, starts, counts, self.index, self.candidates,
+        return SearchGallery(self.encodings, starts, counts, self.index, self.candidates,
                        np.vstack([self.delta, np.asarray(added_rows, dtype=np.float32).reshape(-1, 128)]),
                        np.concatenate([old, np.asarray(added_classes, dtype=np.int64)]), self.norms)
 
@@ -195,7 +195,7 @@ class Gallery:
 
     @classmethod
     def loaded(cls, folder: Path, counts: np.ndarray, *, min_size: int, nprobe: int, candidates: int = CANDIDATES,
-               delta_classes: np.ndarray | None = None) -> "Gallery":
+               delta_classes: np.ndarray | None = None) -> "SearchGallery":
         """Open a saved gallery memory-mapped: nothing is rebuilt, pages are shared.
         ``delta_classes``: the person of each row of the saved delta, when it has one."""
         encodings = np.load(folder / ENCODINGS_FILE, mmap_mode="r", allow_pickle=False)

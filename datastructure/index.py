@@ -3,7 +3,7 @@
 A gallery of n encodings costs a brute-force query n x 128 multiply-adds: nothing at 10^3,
 tens of milliseconds at 10^6. From ``min_size`` encodings on, an inverted-file index
 (faiss ``IndexIVFScalarQuantizer``: k-means cells, 8-bit codes, 128 bytes per face) returns
-*candidates*; the caller re-ranks them exactly (see ``Gallery``), so the index only has to put
+*candidates*; the caller re-ranks them exactly (see ``SearchGallery``), so the index only has to put
 the right people among the candidates, never to give their distances.
 
 Why faiss IVF rather than a graph (HNSW: hnswlib, usearch, voyager): on this machine, 10^5

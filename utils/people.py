@@ -82,7 +82,7 @@ def photo_id(encoding) -> str:
     return hashlib.sha256(np.asarray(encoding, dtype=np.float64).tobytes()).hexdigest()[:16]
 
 
-class Gallery:
+class ModelRows:
     """The rows of one model version: encodings with their person, source, id and added date."""
 
     def __init__(self, encodings, labels, files, added):
@@ -104,12 +104,12 @@ class Gallery:
         return len(self.labels)
 
     @classmethod
-    def empty(cls) -> "Gallery":
+    def empty(cls) -> "ModelRows":
         """Return a gallery of no one (before the first enrolment)."""
         return cls(np.zeros((0, 128)), [], [], [])
 
     @classmethod
-    def of(cls, arrays: dict, metadata: dict) -> "Gallery":
+    def of(cls, arrays: dict, metadata: dict) -> "ModelRows":
         """The gallery of a stored model; models trained from zips have no added dates: their creation."""
         count = len(arrays["labels"])
         added = arrays.get("added")
@@ -122,13 +122,13 @@ class Gallery:
             files = np.full(count, "")
         return cls(arrays["encodings"], arrays["labels"], files, added)
 
-    def where(self, keep: np.ndarray) -> "Gallery":
+    def where(self, keep: np.ndarray) -> "ModelRows":
         """Return the gallery of the rows ``keep`` (a mask or indices) selects."""
-        return Gallery(self.encodings[keep], self.labels[keep], self.files[keep], self.added[keep])
+        return ModelRows(self.encodings[keep], self.labels[keep], self.files[keep], self.added[keep])
 
-    def plus(self, encodings, labels, files, added) -> "Gallery":
+    def plus(self, encodings, labels, files, added) -> "ModelRows":
         """Return this gallery with the given rows appended."""
-        return Gallery(np.vstack([self.encodings, np.asarray(encodings).reshape(-1, 128)]),
+        return ModelRows(np.vstack([self.encodings, np.asarray(encodings).reshape(-1, 128)]),
                        np.concatenate([self.labels, np.asarray(labels, dtype=str)]),
                        np.concatenate([self.files, np.asarray(files, dtype=str)]),
                        np.concatenate([self.added, np.asarray(added, dtype=str)]))
@@ -185,7 +185,7 @@ class PhotoIndex:
     sorted_labels: np.ndarray  # labels[order]: a person's rows are one slice of order
 
     @classmethod
-    def of(cls, model_id: str | None, gallery: "Gallery") -> "PhotoIndex":
+    def of(cls, model_id: str | None, gallery: "ModelRows") -> "PhotoIndex":
         ids = gallery.ids
         order = np.argsort(gallery.labels, kind="stable")
         return cls(model_id, ids, gallery.labels, gallery.encodings, order,
@@ -256,7 +256,7 @@ class People:
         (reading and hashing its gallery) and served from memory after."""
         model_id = self.store.active_id()
         if model_id is None:
-            return PhotoIndex.of(None, Gallery.empty())
+            return PhotoIndex.of(None, ModelRows.empty())
         try:
             key = (str(self.store.folder), model_id, file_stamp(self.store.folder / model_id / "manifest.json"))
         except OSError:
@@ -264,7 +264,7 @@ class People:
 
         def made() -> PhotoIndex:
             arrays, _, metadata = self.store.contents(model_id)
-            return PhotoIndex.of(model_id, Gallery.of(arrays, metadata))
+            return PhotoIndex.of(model_id, ModelRows.of(arrays, metadata))
 
         return _photo_indexes.get(key, made)
 
@@ -365,7 +365,7 @@ class People:
                 raise DatasetNotValid("no photo could be enrolled: each must show exactly one face",
                                       {"name": label, "skipped": skipped})
             now = datetime.now().isoformat(timespec="seconds")
-            new_rows = Gallery([row[0] for row in added], [label] * len(added), [row[1] for row in added],
+            new_rows = ModelRows([row[0] for row in added], [label] * len(added), [row[1] for row in added],
                                [now] * len(added))
             if gallery is None:
                 model_id = self._saved_delta(new_rows, served, parent)
@@ -383,13 +383,13 @@ class People:
                 "added": [{"id": identity, "source": source} for _, source, identity in added],
                 "skipped": skipped}
 
-    def _saved_delta(self, rows: Gallery, served: FaceClassifier, parent: str) -> str:
+    def _saved_delta(self, rows: ModelRows, served: FaceClassifier, parent: str) -> str:
         """Save and activate the served model plus ``rows`` as a version sharing the parent's base
         (the caller holds the change lock and checked ``served.extendable``)."""
         started = time.time()
         classifier = served.extended(rows.encodings, rows.labels)
         before = self.store.delta_contents(parent)
-        delta = Gallery.of(before, {}).plus(rows.encodings, rows.labels, rows.files, rows.added) if before \
+        delta = ModelRows.of(before, {}).plus(rows.encodings, rows.labels, rows.files, rows.added) if before \
             else rows
         base = self.store.metadata(parent)
         people = dict(base.get("people") or {})
@@ -455,7 +455,7 @@ class People:
                                    {"name": shown(new_name), "problems": ["the name is taken"]})
             checked_new_name(new_name, [other for other in np.unique(gallery.labels).tolist() if other != label])
             labels = np.where(gallery.labels == label, new_name, gallery.labels)
-            renamed = Gallery(gallery.encodings, labels, gallery.files, gallery.added)
+            renamed = ModelRows(gallery.encodings, labels, gallery.files, gallery.added)
             model_id = self._saved(renamed, previous, parent, "rename", 0)
         return {"model": model_id, "name": new_name, "previous_name": label}
 
@@ -472,7 +472,7 @@ class People:
         erased = {"new_model": None, "models_rewritten": [], "models_deleted": [], "photos": 0}
         with self._change():
             models = {model_id: self.store.contents(model_id) for model_id in self.store.ids()}
-            galleries = {model_id: Gallery.of(arrays, metadata) for model_id, (arrays, _, metadata) in models.items()}
+            galleries = {model_id: ModelRows.of(arrays, metadata) for model_id, (arrays, _, metadata) in models.items()}
             labels = {label for gallery in galleries.values() for label in gallery.labels.tolist() if name_key(label) == key}
             retries = ForgetRetries(self.paths)
             if not labels:  # nobody has the name: only a retry after a partial erasure goes on
@@ -544,30 +544,30 @@ class People:
             time.sleep(0.1)
         return self.store.changing()
 
-    def _active_gallery(self) -> tuple[str | None, Gallery]:
+    def _active_gallery(self) -> tuple[str | None, ModelRows]:
         model_id = self.store.active_id()
         if model_id is None:
-            return None, Gallery.empty()
+            return None, ModelRows.empty()
         arrays, _, metadata = self.store.contents(model_id)
-        return model_id, Gallery.of(arrays, metadata)
+        return model_id, ModelRows.of(arrays, metadata)
 
-    def _active(self) -> tuple[str | None, Gallery, FaceClassifier | None]:
+    def _active(self) -> tuple[str | None, ModelRows, FaceClassifier | None]:
         """(id, gallery, classifier) of the active model; (None, empty, None) before the first."""
         model_id = self.store.active_id()
         if model_id is None:
-            return None, Gallery.empty(), None
+            return None, ModelRows.empty(), None
         arrays, _, metadata = self.store.contents(model_id)
         # the served model: its saved gallery and index memory-mapped, nothing rebuilt
-        return model_id, Gallery.of(arrays, metadata), self.store.load(model_id).classifier
+        return model_id, ModelRows.of(arrays, metadata), self.store.load(model_id).classifier
 
     @staticmethod
-    def _label(gallery: Gallery, name: str) -> str:
+    def _label(gallery: ModelRows, name: str) -> str:
         label = gallery.label_of(person_name(name))
         if label is None:
             raise NotFound(f"nobody named {shown(name)!r} in the active model")
         return label
 
-    def _changed(self, gallery: Gallery, previous, parent, kind: str, changed: int, **extra) -> str | None:
+    def _changed(self, gallery: ModelRows, previous, parent, kind: str, changed: int, **extra) -> str | None:
         """Save ``gallery`` as the new active version, or, left with no one by a forget, delete the model.
 
         Removing the last person is refused instead: with no active model the newest stored
@@ -582,7 +582,7 @@ class People:
             return None
         return self._saved(gallery, previous, parent, kind, changed, **extra)
 
-    def _saved(self, gallery: Gallery, previous: FaceClassifier | None, parent: str | None, kind: str,
+    def _saved(self, gallery: ModelRows, previous: FaceClassifier | None, parent: str | None, kind: str,
                changed: int, metadata_of: dict | None = None, negatives=None) -> str:
         """Fit, save and activate ``gallery`` as a new version (the caller holds the change lock)."""
         started = time.time()
