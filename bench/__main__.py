@@ -58,7 +58,6 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--gallery-parts", default="serve,curve",
                         help="the gallery section's parts: serve (import, load, HTTP per size), curve (recognition "
                              "against distractors, bench/distractors.py)")
-    parser.add_argument("--minutes", type=float, default=10.0, help="the cameras section's soak, in minutes")
     parser.add_argument("--photos", type=int, help="lfw/people photos for the 2-worker run (default all; quick 600)")
     parser.add_argument("--single-photos", type=int, help="photos for the 1-worker run (default 400; quick 200)")
     parser.add_argument("--plain-photos", type=int, help="photos for the plain recipe's CPU/photo (150; quick 60)")
@@ -66,7 +65,8 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, help="POST /predict from 4 clients (default 500; quick 120)")
     parser.add_argument("--requests-one", type=int, help="POST /predict from 1 client (default 200; quick 60)")
     parser.add_argument("--draws", type=int, help="small galleries drawn (default 50; quick 10)")
-    parser.add_argument("--minutes", type=float, default=30, help="the soak section's length (default 30; not in the default run)")
+    parser.add_argument("--minutes", type=float, help="the soak section's length (default 30) and the cameras "
+                                                     "section's soak (default 10); neither is in the default run")
     parser.add_argument("--seed", type=int, default=0, help="the small galleries' draws (default 0, the prior's; 1 checks it)")
     parser.add_argument("--server-threads", type=int, help="override server.threads for the serve section")
     parser.add_argument("--faces", help="the shared photo folder (default $PYRECOGNIZER_FACES or ../shared/faces)")
@@ -122,7 +122,7 @@ def run_section(name: str, args, faces: Path, workdir: Path):
     if name == "cameras":
         from bench.cameras import cameras_section
 
-        return cameras_section(workdir, args.minutes, args.quick, say=say)
+        return cameras_section(workdir, args.minutes or 10.0, args.quick, say=say)
 
     if name == "inbox":
         from bench.inbox import inbox_section
@@ -136,7 +136,7 @@ def run_section(name: str, args, faces: Path, workdir: Path):
     if name == "soak":
         from bench.soak import soak_section
 
-        return soak_section(faces, workdir, args.minutes, say=say)
+        return soak_section(faces, workdir, args.minutes or 30.0, say=say)
 
     if name == "gallery":
         from bench.gallery import gallery_section
