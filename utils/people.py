@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -73,9 +74,15 @@ class Upload:
 
 def natural_key(text: str) -> tuple:
     """``text`` as a sort key that orders its runs of digits by value, as people count:
-    1.jpg, 2.jpg, 10.jpg (not 1, 10, 2), case ignored."""
-    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part.casefold())
-                 for part in re.split(r"(\d+)", text) if part)
+    1.jpg, 2.jpg, 10.jpg (not 1, 10, 2), case ignored; the name before its extension, so
+    obama.jpg comes before obama2.jpg."""
+    def runs(part: str) -> tuple:
+        return tuple((0, int(run), run) if run.isdigit() else (1, 0, run.casefold())
+                     for run in re.split(r"(\d+)", part) if run)
+
+    stem, extension = os.path.splitext(text)
+    return runs(stem), runs(extension)
+
 
 def photo_id(encoding) -> str:
     """Return a photo's id: the first 16 hex digits of the SHA-256 of its float64 encoding."""
