@@ -162,8 +162,11 @@ def redact_headers(headers: str) -> str:
 _PERSON_IN_URL = re.compile(r"((?:/people/|/recognition/subjects/)|(?:[?&]|\b)(?:subject|userid)=)[^/?&#\s'\"]+")
 
 
-def redact_people(text: str) -> str:
-    """Return ``text`` (a URL, headers or environ) with the person names of request URLs redacted."""
+def redact_people(text: str | bytes) -> str | bytes:
+    """Return ``text`` (a URL, headers or environ; FMD hands some as bytes) with the person names
+    of request URLs redacted."""
+    if isinstance(text, bytes):
+        return redact_people(text.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
     return _PERSON_IN_URL.sub(lambda match: f"{match[1]}{REDACTED}", text)
 
 
