@@ -8,7 +8,8 @@
 - Every command in a ```sh block of the README and docs/ is run: curl lines against a real
   server, `main.py` lines against a data folder of their own, in the page's order, with only
   the address, the token and the files of this machine put in; `make` targets and
-  `python -m bench` options are checked to exist. docs/cluster.md's block is
+  `python -m bench` options are checked to exist, and `export` lines to set a variable
+  conf/config.py reads. docs/cluster.md's block is
   tests/test_cluster.py's.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from conf.config import ENVIRONMENT
 from tests.support import ROOT, Server, video_dir, zipped
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -50,6 +52,8 @@ def kind_of(line: str) -> str | None:
         return "curl"
     if words[0] == "make":
         return "make"
+    if words[0] == "export" and len(words) == 2 and "=" in words[1]:
+        return "env"
     if words[0].endswith("python") and words[1:2] == ["main.py"]:
         return "cli"
     if words[0].endswith("python") and words[1:3] == ["-m", "bench"]:
@@ -173,6 +177,8 @@ def test_shown_make_targets_bench_options_and_test_files_exist():
             arguments(words[3:])  # exits (SystemExit) on an option the bench does not have
         elif kind == "pytest":
             assert all((ROOT / word).exists() for word in words[3:] if not word.startswith("-")), line
+        elif kind == "env":
+            assert words[1].split("=", 1)[0] in ENVIRONMENT, f"{page.name}: {line} sets no variable the service reads"
 
 
 def the_files_pages_name(folder: Path, faces: Path) -> Path:
