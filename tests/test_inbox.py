@@ -68,9 +68,14 @@ def active_model(server) -> str:
 
 @pytest.fixture(scope="module")
 def camera(tmp_path_factory, faces):
-    """A server whose three people were enrolled from one photo each, and that saw celebrities/val."""
+    """A server whose three people were enrolled from one photo each, and that saw celebrities/val.
+
+    Its rule is pinned to the plain recipe's (0.6, no ratio), as a user who loosened it would
+    have it: the default one-photo rule names no stranger here, and "not this person" needs a
+    face named wrongly."""
     data_dir = tmp_path_factory.mktemp("inbox")
     server = Server(data_dir, config={"inbox": {"min_cluster_faces": 2}, "models": {"busy_wait": 1},
+                                      "classifier": {"threshold": 0.6, "ratio": 1.0},
                                       "dashboard": {"enabled": False}}).start()
     state = {"server": server, "data_dir": data_dir}
     try:
