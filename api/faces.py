@@ -20,6 +20,7 @@ from utils.inbox import Source
 blueprint = Blueprint("faces", __name__)
 
 MAX_PAGE = 200
+MAX_OFFSET = 10**9  # more records than any inbox keeps
 MAX_LABEL = 100  # characters of a source label kept
 
 
@@ -46,8 +47,8 @@ def paging() -> tuple[int, int]:
     except ValueError:
         raise DatasetNotValid("offset and limit must be whole numbers", {"offset": shown(request.args.get("offset", "")),
                                                                          "limit": shown(request.args.get("limit", ""))}) from None
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        raise DatasetNotValid(f"offset must be 0 or more and limit between 1 and {MAX_PAGE}",
+    if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_PAGE:  # SQLite's integers end at 2^63
+        raise DatasetNotValid(f"offset must be between 0 and {MAX_OFFSET:,} and limit between 1 and {MAX_PAGE}",
                               {"offset": offset, "limit": limit})
     return offset, limit
 

@@ -71,7 +71,8 @@ VIDEO_RESULT = {"type": "object", "properties": {
         ("frames", "integer"), ("seconds", "number"), ("offset", "number"))}},
     "samples": {"type": "integer"}, "encodings": {"type": "integer"}, "model": {"type": "string"}}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
-JOB_QUERY = {"name": "job", "in": "query", "required": False, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+JOB_QUERY = {"name": "job", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "a job to follow (the page says so when there is no such job)"}
 
 
 # A file part: required wherever it appears, and never empty (an empty part is MISSING_FILE).
@@ -147,7 +148,9 @@ def compat_paths() -> dict:
         "/v1/vision/face/register": {"post": _dialect(
             "Enrol photos (image, image1...) of userid", ds, fields=("image",), form={**DEEPSTACK_KEY, **USERID},
             required=("userid",), errors=(400, 401, 409, 413, 429))},
-        "/v1/vision/face/list": {"post": _dialect("The enrolled names", ds, form=DEEPSTACK_KEY)},
+        # no body to describe: the key comes as the form field api_key (DeepStack clients) or the
+        # bearer header, and a body of anything else is ignored
+        "/v1/vision/face/list": {"post": _dialect("The enrolled names (the key as the form field api_key, or bearer)", ds)},
         "/v1/vision/face/delete": {"post": _dialect("Remove userid", ds, form={**DEEPSTACK_KEY, **USERID},
                                                     required=("userid",))},
         "/v1/vision/face/match": {"post": _dialect("Similarity of the main faces of image1 and image2", ds,
@@ -165,7 +168,7 @@ def compat_paths() -> dict:
                             query=(("page", COUNT), ("size", {"type": "integer", "minimum": 1}), ("subject", "string"))),
             "delete": _dialect("Delete the examples of ?subject= (all without it)", cf, query=(("subject", "string"),))},
         "/api/v1/recognition/faces/{image_id}": {"delete": _dialect("Delete one example", cf, path=IMAGE_ID,
-                                                                    errors=(401, 404))},
+                                                                    errors=(401, 404, 405))},
         "/api/v1/recognition/faces/{image_id}/verify": {"post": _dialect(
             "Similarity of every face of a photo to the example image_id", cf, fields=("file",), json_body=base64_file,
             query=FACE_QUERY, path=IMAGE_ID, errors=(400, 401, 404, 413, 429))},
@@ -199,17 +202,21 @@ CAMERA = {"type": "object", "properties": {
     "sample_fps": {"type": "number"}, "min_face_px": {"type": "integer"}, "enabled": {"type": "boolean"},
     "defined_in": {"type": "string", "enum": ["config", "api"]}, "status": CAMERA_STATUS,
     "snapshot_url": {"type": "string"}}}
-CAMERA_BODY = {"type": "object", "properties": {
+CAMERA_BODY = {"type": "object", "additionalProperties": False, "properties": {
     "name": CAMERA_NAME["schema"],
-    "url": {"type": "string", "description": "rtsp://, rtsps://, http(s):// MJPEG; file:// where cameras.allow_files"},
-    "sample_fps": {"type": "number", "minimum": 0.1, "maximum": 30}, "min_face_px": {"type": "integer", "minimum": 0},
+    "url": {"type": "string", "pattern": "^(rtsps?|https?|file)://[^\\s\\x00-\\x1f\\x7f]+$",
+            "description": "rtsp://, rtsps://, http(s):// MJPEG; file:// where cameras.allow_files"},
+    "sample_fps": {"type": "number", "minimum": 0.1, "maximum": 30},
+    "min_face_px": {"type": "integer", "minimum": 0, "maximum": 4096},
     "enabled": {"type": "boolean"}}}
 
 
 def camera_paths() -> dict:
     """The cameras (api/cameras.py): definitions, snapshots, crops, and the events stream."""
     jpeg = {"description": "JPEG", "content": {"image/jpeg": {}}}
-    json_body = {"required": True, "content": {"application/json": {"schema": CAMERA_BODY}}}
+    # a camera keeps its name: a change names any of the other fields
+    changes = {**CAMERA_BODY, "properties": {key: value for key, value in CAMERA_BODY["properties"].items() if key != "name"}}
+    json_body = {"required": True, "content": {"application/json": {"schema": changes}}}
     return {
         "/cameras": {
             "get": {"summary": "Every camera with its state, fps and dropped frames", "operationId": "cameras",
@@ -250,8 +257,11 @@ def camera_paths() -> dict:
 RECORD_ID = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
 CLUSTER_ID = {"name": "cluster", "in": "path", "required": True, "schema": {"type": "integer"}}
 ACTION_ID = {"name": "action_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
-PAGING = [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+PAGING = [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10**9}},
           {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}]
+# what inbox.when() reads: seconds since 1970, or an ISO 8601 date or time
+SINCE = {"anyOf": [{"type": "string", "pattern": "^[0-9]{1,10}(\\.[0-9]{1,6})?$"},
+                   {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
 NAME_BODY = {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}}
 QUALITY = {"type": ["object", "null"], "description": "utils/quality.py: width (px), sharpness (Laplacian variance), "
@@ -286,12 +296,14 @@ def inbox_paths() -> dict:
                                                 "limit": {"type": "integer"}}}
     return {
         "/faces": {"get": {"summary": "Face records, newest first", "operationId": "faceRecords",
-                           "parameters": [{"name": name, "in": "query", "schema": {"type": kind}, "description": text}
-                                          for name, kind, text in (
-                               ("state", "string", "unknown, named or ignored"), ("name", "string", "any case"),
-                               ("since", "string", "seconds since 1970 or an ISO 8601 date"),
-                               ("source", "string", "a camera or client label, a route, or a file name"),
-                               ("cluster", "integer", "the records of one cluster"))] + PAGING,
+                           "parameters": [{"name": name, "in": "query", "schema": schema, "description": text}
+                                          for name, schema, text in (
+                               ("state", {"type": "string", "enum": ["unknown", "named", "ignored"]}, "a record's state"),
+                               ("name", {"type": "string"}, "any case"),
+                               ("since", SINCE, "seconds since 1970 or an ISO 8601 date"),
+                               ("source", {"type": "string"}, "a camera or client label, a route, or a file name"),
+                               ("cluster", {"type": "integer", "minimum": 0, "maximum": 2**62}, "the records of one cluster"))]
+                           + PAGING,
                            "responses": {"200": _answer("one page", _envelope({**listing, "properties": {
                                **listing["properties"], "records": {"type": "array", "items": FACE_RECORD}}})),
                                **_errors(401, 404, 422)}}},
@@ -315,7 +327,8 @@ def inbox_paths() -> dict:
         "/faces/assign": _action("Enrol chosen face records as a person", "assignFaces", (), {
             "required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["name", "faces"],
                                                                           "properties": {"name": {"type": "string"},
-                                                                                         "faces": {"type": "array", "items": {"type": "string"}}}}}}}),
+                                                                                         "faces": {"type": "array", "minItems": 1, "items": {
+                                                                                             "type": "string", "pattern": "^[0-9a-f]{16}$"}}}}}}}),
         "/faces/clusters/{cluster}/ignore": _action("A known stranger: the cluster's faces become negatives",
                                                     "ignoreCluster", [CLUSTER_ID], errors=(401, 404, 409)),
         "/faces/{record_id}/not": _action("Not this person: the face becomes a hard negative of the name",
@@ -471,7 +484,7 @@ def specification() -> dict:
                         "face_id": {"type": "string", "pattern": "^[0-9a-f]{16}$",
                                     "description": "enrol a face record of the inbox instead of a photo"}}}}}},
                 "responses": {"201": _answer("the new model, photos added and skipped"),
-                              **_errors(400, 401, 409, 413, 422)}}},
+                              **_errors(400, 401, 404, 409, 413, 422)}}},
             "/people/{name}/photos/{photo_id}": {"delete": {
                 "summary": "Remove one photo of a person", "operationId": "removePhoto", "parameters": [NAME, PHOTO_ID],
                 "responses": {"200": _answer("the new model"), **_errors(401, 404, 409)}}},

@@ -110,7 +110,7 @@ def forget(name: str):
 def rename(name: str):
     """Rename a person: JSON ``{"name": "..."}`` (or a form field ``name``)."""
     body = request.get_json(silent=True) if request.is_json else request.form
-    new_name = (body or {}).get("name")
+    new_name = body.get("name") if isinstance(body, dict) else None  # JSON may be any value: 5, [], null
     if not isinstance(new_name, str):
         raise NameNotValid("send the new name as JSON {\"name\": \"...\"}",
                            {"name": shown(str(new_name)), "problems": ["no new name sent"]})

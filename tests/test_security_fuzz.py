@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from tests.hostile import install_models, server_config, start_server, stopped
 from datastructure.names import name_problems, person_name
+from utils.camera_sources import url_problems
 from tests.support import envelope_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("faces")]
@@ -113,6 +114,9 @@ def refused_for_its_content(case, response) -> bool:
     of an uploaded file, or a name that the name rule itself refuses."""
     if response.status_code in (400, 422) and any(name_problems(person_name(name)) for name in sent_names(case)):
         return True  # the name rule itself refuses that name
+    url = case.body.get("url") if case.path.startswith("/cameras") and isinstance(case.body, dict) else None
+    if response.status_code == 422 and isinstance(url, str) and url_problems(url, allow_files=False):
+        return True  # the camera URL rule itself refuses that URL (no host, a port out of range...)
     try:
         body = response.json()
     except ValueError:
@@ -121,6 +125,10 @@ def refused_for_its_content(case, response) -> bool:
         return body["response"].get("error") in CONTENT_REFUSALS and uploads_files(case)
     message = str(body.get("error") or body.get("message") or "") if isinstance(body, dict) else ""
     return uploads_files(case) and any(word in message.lower() for word in DIALECT_CONTENT_WORDS)
+
+
+# gunicorn's limit on a request line (limit_request_line): longer ones are answered 414 by the app
+REQUEST_LINE_LIMIT = 4094 - len("POST  HTTP/1.1") - 64
 
 
 def validated(case, response, headers: dict, seen: Counter) -> None:
@@ -196,6 +204,9 @@ def test_fuzz_the_rest_api(server):
                 sent["cases"] += 1
                 sent["operations"].add(f"{case.method} {case.path}")
                 check_answer(case, response)
+                if response.status_code == 414 and len(response.request.url) > REQUEST_LINE_LIMIT:
+                    seen["request line too long (414, in the route's shape)"] += 1  # no spec states a URL's length
+                    return
                 validated(case, response, headers, seen)
 
             try:

@@ -115,6 +115,8 @@ def checked_camera(values, settings, *, defined_in: str = "api") -> Camera:
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0.1 <= fps <= 30:
         problems.append("sample_fps: a number from 0.1 to 30")
     min_face = values.get("min_face_px", settings.min_face_px)
+    if isinstance(min_face, float) and min_face.is_integer():  # JSON's 692.0 is the integer 692
+        min_face = int(min_face)
     if isinstance(min_face, bool) or not isinstance(min_face, int) or not 0 <= min_face <= 4096:
         problems.append("min_face_px: an integer from 0 to 4096")
     enabled = values.get("enabled", True)
