@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -131,17 +132,21 @@ def crop_jpeg(array: np.ndarray, box, scale: float, side: int) -> bytes:
     return encode_jpeg(np.asarray(face.convert("RGB")), quality=85)
 
 
+EPOCH_SECONDS = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")  # up to the year 2286, as /openapi.json says
+
+
 def when(value) -> float | None:
-    """Seconds since the epoch of ``value``: a number, or an ISO 8601 date; None when absent."""
+    """Seconds since the epoch of ``value``: a number of seconds (not negative, no exponent), or
+    an ISO 8601 date; None when absent."""
     if value in (None, ""):
         return None
-    try:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e10:
         return float(value)
-    except (TypeError, ValueError):
-        pass
+    if isinstance(value, str) and EPOCH_SECONDS.fullmatch(value):
+        return float(value)
     try:
         return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise DatasetNotValid(f"'since' must be seconds since 1970 or an ISO 8601 date, not {shown(str(value))!r}",
                               {"since": shown(str(value))}) from None
 
