@@ -32,6 +32,7 @@ a deleted face is gone). No recognition happens in this module.
 """
 from __future__ import annotations
 
+import re
 
 from flask import Blueprint, request
 
@@ -90,15 +91,20 @@ def image_bytes(field: str = "image") -> bytes:
     return data
 
 
+NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # JSON's number syntax
+
+
 def min_confidence() -> float:
     """The ``min_confidence`` form field (0 when absent), checked as DeepStack checks it."""
-    value = request.form.get("min_confidence", "")
-    if not value:
+    value = request.form.get("min_confidence")
+    if value is None:
         return 0.0
-    try:
-        number = float(value)
-    except ValueError:
-        raise DeepStackError("Invalid value for min_confidence") from None
+    # a number as JSON writes one: float() would also take "nan", "inf", "1_0" and non-ASCII digits
+    if not NUMBER.fullmatch(value.strip()):
+        raise DeepStackError("Invalid value for min_confidence")
+    number = float(value)
+    if number < 0.0:
+        raise DeepStackError("min_confidence cannot be negative")
     if number > 1.0:
         raise DeepStackError("min_confidence cannot be greater than 1")
     return number

@@ -144,7 +144,7 @@ def compat_paths() -> dict:
         "/v1/vision/face": {"post": _dialect("Detect faces (boxes)", ds, fields=("image",), form=DEEPSTACK_KEY)},
         "/v1/vision/face/recognize": {"post": _dialect(
             "Recognise faces: userid (or unknown) and calibrated confidence", ds, fields=("image",),
-            form={**DEEPSTACK_KEY, "min_confidence": {"type": "number", "maximum": 1}})},
+            form={**DEEPSTACK_KEY, "min_confidence": {"type": "number", "minimum": 0, "maximum": 1}})},
         "/v1/vision/face/register": {"post": _dialect(
             "Enrol photos (image, image1...) of userid", ds, fields=("image",), form={**DEEPSTACK_KEY, **USERID},
             required=("userid",), errors=(400, 401, 409, 413, 429))},
